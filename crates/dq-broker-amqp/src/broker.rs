@@ -1,0 +1,803 @@
+//! The broker: connections, declarations, publishing with confirms, and the admin calls.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use dq_core::{
+    async_trait, is_valid_queue_name, q_name, Broker, BrokerError, BrokerErrorKind, Consumer,
+    DeadLetter, Message, QueueStats,
+};
+use lapin::options::{
+    BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
+};
+use lapin::publisher_confirm::Confirmation;
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::uri::AMQPUri;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use tracing::{debug, info, warn};
+
+use crate::consumer::AmqpConsumer;
+use crate::declare::{self, DEAD_MESSAGE_TTL_ENV};
+use crate::error::{broker_error, reply_code, AmqpBrokerError};
+use crate::url::{self, DEFAULT_URL};
+
+/// How many times one enqueue is tried before its error is returned, as Python Dramatiq does.
+const ENQUEUE_ATTEMPTS: u32 = 6;
+
+/// The environment variable holding the broker URL.
+pub const URL_ENV: &str = "DQ_AMQP_URL";
+
+/// A RabbitMQ broker that shares queues with Python Dramatiq 2.2.1.
+///
+/// Cheap to clone: clones share the connections. See the [crate docs](crate) for what it
+/// declares, publishes and guarantees.
+#[derive(Clone)]
+pub struct AmqpBroker {
+    inner: Arc<Inner>,
+}
+
+/// Settings for an [`AmqpBroker`]; start from [`AmqpBroker::builder`].
+///
+/// ```no_run
+/// # async fn run() -> Result<(), dq_broker_amqp::AmqpBrokerError> {
+/// use std::time::Duration;
+/// use dq_broker_amqp::AmqpBroker;
+///
+/// let broker = AmqpBroker::builder()
+///     .url("amqp://billing:secret@mq.internal:5672/billing")
+///     .max_priority(Some(10))
+///     .dead_message_ttl(Duration::from_secs(3 * 24 * 3600))
+///     .build()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct AmqpBrokerBuilder {
+    url: Option<String>,
+    max_priority: Option<u8>,
+    dead_message_ttl: Option<Duration>,
+    confirm_delivery: bool,
+    connect_timeout: Duration,
+    connection_name: String,
+}
+
+impl Default for AmqpBrokerBuilder {
+    fn default() -> AmqpBrokerBuilder {
+        AmqpBrokerBuilder {
+            url: None,
+            max_priority: None,
+            dead_message_ttl: None,
+            confirm_delivery: true,
+            connect_timeout: Duration::from_secs(10),
+            connection_name: "dq".to_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for AmqpBrokerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AmqpBrokerBuilder")
+            .field("url", &self.url.as_deref().map(url::redact))
+            .field("max_priority", &self.max_priority)
+            .field("dead_message_ttl", &self.dead_message_ttl)
+            .field("confirm_delivery", &self.confirm_delivery)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("connection_name", &self.connection_name)
+            .finish()
+    }
+}
+
+impl AmqpBrokerBuilder {
+    /// The broker URL: `amqp://user:password@host:port/vhost` or `amqps://...`, with the vhost
+    /// percent-encoded (`%2f` is the default vhost `/`) and optional `?heartbeat=S`,
+    /// `connection_timeout=MS`, `frame_max`, `channel_max`, `auth_mechanism` parameters.
+    /// Default: env `DQ_AMQP_URL`, else `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    pub fn url(mut self, url: impl Into<String>) -> AmqpBrokerBuilder {
+        self.url = Some(url.into());
+        self
+    }
+
+    /// `x-max-priority` of every queue and delay queue (1..=255), which makes the
+    /// `broker_priority` message option effective. It must be the same in every Python and Rust
+    /// process sharing the queues, or RabbitMQ refuses the declaration. Default: none.
+    pub fn max_priority(mut self, max_priority: Option<u8>) -> AmqpBrokerBuilder {
+        self.max_priority = max_priority;
+        self
+    }
+
+    /// How long dead letters are kept (`x-message-ttl` of `q.XQ`), in whole milliseconds.
+    /// Default: env `dramatiq_dead_message_ttl` (ms), else 7 days, as in Python Dramatiq.
+    pub fn dead_message_ttl(mut self, ttl: Duration) -> AmqpBrokerBuilder {
+        self.dead_message_ttl = Some(ttl);
+        self
+    }
+
+    /// Whether an enqueue waits for RabbitMQ's publisher confirm (and publishes `mandatory`, so
+    /// a message no queue takes is an error rather than dropped). Default: `true`; Python
+    /// Dramatiq's default is `false`, which is faster but can lose a message the broker never
+    /// received.
+    pub fn confirm_delivery(mut self, confirm: bool) -> AmqpBrokerBuilder {
+        self.confirm_delivery = confirm;
+        self
+    }
+
+    /// How long one connection attempt may take. Default: 10 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> AmqpBrokerBuilder {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The name RabbitMQ shows for this broker's connections (suffixed with `publisher` or
+    /// `consumer`). Default: `dq`.
+    pub fn connection_name(mut self, name: impl Into<String>) -> AmqpBrokerBuilder {
+        self.connection_name = name.into();
+        self
+    }
+
+    /// Checks the settings and connects. An unreachable broker, or one that refuses the
+    /// credentials or the vhost, is an [`AmqpBrokerError::Connect`], whose
+    /// [`kind`](AmqpBrokerError::kind) is `Connection` (the CLI's exit code 3).
+    pub async fn build(self) -> Result<AmqpBroker, AmqpBrokerError> {
+        let url = match self.url {
+            Some(u) => u,
+            None => env_url(),
+        };
+        let uri = url::parse(&url)?;
+        let redacted = url::redact(&url);
+        if self.max_priority == Some(0) {
+            return Err(AmqpBrokerError::InvalidConfig(
+                "max_priority must be between 1 and 255".to_owned(),
+            ));
+        }
+        let dead_message_ttl_ms = match self.dead_message_ttl {
+            Some(ttl) => u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            None => declare::dead_message_ttl_from_env(
+                std::env::var(DEAD_MESSAGE_TTL_ENV).ok().as_deref(),
+            )
+            .map_err(AmqpBrokerError::InvalidConfig)?,
+        };
+        let inner = Arc::new(Inner {
+            uri,
+            redacted,
+            max_priority: self.max_priority,
+            dead_message_ttl_ms,
+            confirm_delivery: self.confirm_delivery,
+            connect_timeout: self.connect_timeout,
+            connection_name: self.connection_name,
+            publisher_link: Slot::new(Role::Publisher),
+            consumer_link: Slot::new(Role::Consumer),
+            publisher: tokio::sync::Mutex::new(None),
+        });
+        inner
+            .link(Role::Publisher)
+            .await
+            .map_err(|source| AmqpBrokerError::Connect {
+                url: inner.redacted.clone(),
+                source,
+            })?;
+        Ok(AmqpBroker { inner })
+    }
+}
+
+fn env_url() -> String {
+    match std::env::var(URL_ENV) {
+        Ok(v) if !v.trim().is_empty() => v,
+        _ => DEFAULT_URL.to_owned(),
+    }
+}
+
+impl AmqpBroker {
+    /// Settings to build a broker from.
+    pub fn builder() -> AmqpBrokerBuilder {
+        AmqpBrokerBuilder::default()
+    }
+
+    /// A broker at env `DQ_AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`) with
+    /// default settings.
+    pub async fn from_env() -> Result<AmqpBroker, AmqpBrokerError> {
+        AmqpBroker::builder().build().await
+    }
+
+    /// The broker URL with its password replaced by `***`.
+    pub fn redacted_url(&self) -> &str {
+        &self.inner.redacted
+    }
+
+    /// The `x-max-priority` this broker declares queues with.
+    pub fn max_priority(&self) -> Option<u8> {
+        self.inner.max_priority
+    }
+
+    /// The `x-message-ttl` of dead-letter queues, in ms.
+    pub fn dead_message_ttl_ms(&self) -> u64 {
+        self.inner.dead_message_ttl_ms
+    }
+}
+
+impl fmt::Debug for AmqpBroker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AmqpBroker")
+            .field("url", &self.inner.redacted)
+            .field("max_priority", &self.inner.max_priority)
+            .field("dead_message_ttl_ms", &self.inner.dead_message_ttl_ms)
+            .field("confirm_delivery", &self.inner.confirm_delivery)
+            .finish()
+    }
+}
+
+/// What a connection is for. Publishing and consuming use separate connections, as RabbitMQ
+/// advises: under a memory or disk alarm RabbitMQ blocks connections that publish, and a
+/// consumer sharing one could then not ack the very messages whose removal would clear it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    Publisher,
+    Consumer,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Publisher => "publisher",
+            Role::Consumer => "consumer",
+        }
+    }
+}
+
+/// One live connection, and the canonical queues declared through it. Declarations are
+/// remembered per connection so a new one (after a reconnect, maybe to a node that lost
+/// non-mirrored queues) declares again.
+pub(crate) struct Link {
+    pub(crate) conn: Connection,
+    declared: Mutex<HashSet<String>>,
+}
+
+impl Link {
+    fn declared(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.declared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forgets that `canonical` was declared, so the next use declares it again (after a 404
+    /// or an unroutable publish: someone deleted it).
+    pub(crate) fn undeclare(&self, canonical: &str) {
+        self.declared().remove(canonical);
+    }
+}
+
+/// Where the current connection of one role lives; replaced when it dies.
+struct Slot {
+    role: Role,
+    current: tokio::sync::Mutex<Option<Arc<Link>>>,
+    connects: AtomicU64,
+}
+
+impl Slot {
+    fn new(role: Role) -> Slot {
+        Slot {
+            role,
+            current: tokio::sync::Mutex::new(None),
+            connects: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The publisher channel, in confirm mode when `confirm_delivery` is set.
+struct PubChannel {
+    link: Arc<Link>,
+    channel: lapin::Channel,
+}
+
+impl PubChannel {
+    fn usable(&self) -> bool {
+        self.channel.status().connected() && self.link.conn.status().connected()
+    }
+}
+
+pub(crate) struct Inner {
+    /// Holds the password: never format it; use `redacted`.
+    uri: AMQPUri,
+    pub(crate) redacted: String,
+    max_priority: Option<u8>,
+    dead_message_ttl_ms: u64,
+    confirm_delivery: bool,
+    connect_timeout: Duration,
+    connection_name: String,
+    publisher_link: Slot,
+    consumer_link: Slot,
+    /// Held while publishing, not while waiting for confirms. lapin numbers a confirm before it
+    /// queues the frames, without a lock across both, so two tasks publishing on one channel at
+    /// once could swap sequence numbers and one would take the other's confirm as its own.
+    publisher: tokio::sync::Mutex<Option<PubChannel>>,
+}
+
+impl Inner {
+    async fn connect(&self, role: Role) -> Result<Connection, BrokerError> {
+        let name = format!("{} {}", self.connection_name, role.name());
+        let props = ConnectionProperties::default()
+            .with_executor(tokio_executor_trait::Tokio::current())
+            .with_reactor(tokio_reactor_trait::Tokio::current())
+            .with_connection_name(name.into());
+        let connecting = Connection::connect_uri(self.uri.clone(), props);
+        match tokio::time::timeout(self.connect_timeout, connecting).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(broker_error(
+                e,
+                format!("connecting to {} ({})", self.redacted, role.name()),
+            )),
+            Err(_) => Err(BrokerError::new(
+                BrokerErrorKind::Timeout,
+                format!(
+                    "connecting to {} ({}) took over {:?}",
+                    self.redacted,
+                    role.name(),
+                    self.connect_timeout
+                ),
+            )),
+        }
+    }
+
+    /// The live connection for `role`, connecting (again) if there is none.
+    pub(crate) async fn link(&self, role: Role) -> Result<Arc<Link>, BrokerError> {
+        let slot = match role {
+            Role::Publisher => &self.publisher_link,
+            Role::Consumer => &self.consumer_link,
+        };
+        let mut current = slot.current.lock().await;
+        if let Some(link) = current.as_ref() {
+            if link.conn.status().connected() {
+                return Ok(link.clone());
+            }
+        }
+        let conn = self.connect(slot.role).await?;
+        let n = slot.connects.fetch_add(1, Ordering::Relaxed);
+        if n == 0 {
+            info!(url = %self.redacted, role = role.name(), "connected to rabbitmq");
+        } else {
+            info!(url = %self.redacted, role = role.name(), "reconnected to rabbitmq");
+        }
+        let link = Arc::new(Link {
+            conn,
+            declared: Mutex::new(HashSet::new()),
+        });
+        *current = Some(link.clone());
+        Ok(link)
+    }
+
+    /// Declares `canonical`, `canonical.DQ` and `canonical.XQ` through `link` unless that was
+    /// done already on this connection.
+    pub(crate) async fn ensure_declared(
+        &self,
+        link: &Link,
+        canonical: &str,
+    ) -> Result<(), BrokerError> {
+        if link.declared().contains(canonical) {
+            return Ok(());
+        }
+        // A channel of its own: a 406 closes the channel it happens on, and must not take the
+        // publisher's pending confirms or a consumer's deliveries down with it.
+        let channel =
+            link.conn.create_channel().await.map_err(|e| {
+                broker_error(e, format!("opening a channel to declare {canonical}"))
+            })?;
+        let result = self.declare_on(&channel, canonical).await;
+        if channel.status().connected() {
+            let _ = channel.close(200, "declared").await;
+        }
+        result?;
+        debug!(
+            queue = canonical,
+            "declared queue, delay queue and dead-letter queue"
+        );
+        link.declared().insert(canonical.to_owned());
+        Ok(())
+    }
+
+    async fn declare_on(
+        &self,
+        channel: &lapin::Channel,
+        canonical: &str,
+    ) -> Result<(), BrokerError> {
+        let args = declare::queue_arguments(canonical, self.max_priority);
+        let dq = dq_core::dq_name(canonical);
+        let xq = dq_core::xq_name(canonical);
+        for (name, arguments) in [
+            (canonical, args.clone()),
+            (dq.as_str(), args),
+            (
+                xq.as_str(),
+                declare::dead_letter_arguments(self.dead_message_ttl_ms),
+            ),
+        ] {
+            channel
+                .queue_declare(name, declare::options(false), arguments)
+                .await
+                .map_err(|e| {
+                    let hint = if reply_code(&e) == Some(406) {
+                        ": it exists with other arguments; every process sharing it must use the \
+                         same max_priority and dead-message TTL"
+                    } else {
+                        ""
+                    };
+                    broker_error(e, format!("declaring queue {name}{hint}"))
+                })?;
+        }
+        Ok(())
+    }
+
+    async fn open_publisher(&self) -> Result<PubChannel, BrokerError> {
+        let link = self.link(Role::Publisher).await?;
+        let channel = link
+            .conn
+            .create_channel()
+            .await
+            .map_err(|e| broker_error(e, "opening the publisher channel"))?;
+        if self.confirm_delivery {
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .map_err(|e| broker_error(e, "enabling publisher confirms"))?;
+        }
+        Ok(PubChannel { link, channel })
+    }
+
+    fn properties(&self, message: &Message) -> BasicProperties {
+        // Exactly what Python Dramatiq sets: persistent, plus the priority when asked for. No
+        // content type, headers or ids: Python reads none, and RabbitMQ compares nothing.
+        let props = BasicProperties::default().with_delivery_mode(2);
+        match message.options.broker_priority() {
+            Some(p) => props.with_priority(p),
+            None => props,
+        }
+    }
+
+    /// One round of publishing `todo` (indices into `messages`). On return `todo` holds what
+    /// must be tried again: messages RabbitMQ returned as unroutable (their queue is marked
+    /// undeclared) and, with the error, those whose fate is unknown.
+    async fn publish_round(
+        &self,
+        messages: &[Message],
+        bodies: &[Vec<u8>],
+        todo: &mut Vec<usize>,
+    ) -> Result<(), BrokerError> {
+        let options = BasicPublishOptions {
+            mandatory: self.confirm_delivery,
+            immediate: false,
+        };
+        let mut confirms = Vec::with_capacity(todo.len());
+        let mut unsent: Vec<usize> = Vec::new();
+        let mut failure: Option<BrokerError> = None;
+        let link = {
+            let mut guard = self.publisher.lock().await;
+            if !guard.as_ref().is_some_and(PubChannel::usable) {
+                *guard = None;
+                *guard = Some(self.open_publisher().await?);
+            }
+            let publisher = guard.as_ref().expect("set above");
+            for (n, &i) in todo.iter().enumerate() {
+                let m = &messages[i];
+                let sent = match self
+                    .ensure_declared(&publisher.link, m.canonical_queue())
+                    .await
+                {
+                    Ok(()) => publisher
+                        .channel
+                        .basic_publish("", &m.queue_name, options, &bodies[i], self.properties(m))
+                        .await
+                        .map_err(|e| broker_error(e, format!("publishing to {}", m.queue_name))),
+                    Err(e) => Err(e),
+                };
+                match sent {
+                    Ok(confirm) => confirms.push((i, confirm)),
+                    Err(e) => {
+                        unsent.extend_from_slice(&todo[n..]);
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            publisher.link.clone()
+        };
+        // Wait for every confirm, even after a failure: those RabbitMQ acked must not be sent
+        // twice.
+        let mut again = Vec::new();
+        for (i, confirm) in confirms {
+            let queue = &messages[i].queue_name;
+            match confirm.await {
+                Ok(Confirmation::Ack(None) | Confirmation::NotRequested) => {}
+                Ok(Confirmation::Ack(Some(_returned))) => {
+                    // Mandatory and unroutable: the queue is gone. Python Dramatiq 2.2 declares
+                    // it again and retries; so do we.
+                    warn!(queue = %queue, "rabbitmq returned an unroutable message; declaring its queue again");
+                    link.undeclare(messages[i].canonical_queue());
+                    again.push(i);
+                }
+                Ok(Confirmation::Nack(_)) => {
+                    return Err(BrokerError::new(
+                        BrokerErrorKind::Rejected,
+                        format!(
+                            "rabbitmq refused (nacked) message {} for {queue}",
+                            messages[i].message_id
+                        ),
+                    ));
+                }
+                Err(e) => {
+                    again.push(i);
+                    if failure.is_none() {
+                        failure = Some(broker_error(
+                            e,
+                            format!("waiting for rabbitmq to confirm a message for {queue}"),
+                        ));
+                    }
+                }
+            }
+        }
+        again.extend(unsent);
+        *todo = again;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// A fresh channel for an admin call, on the publisher connection.
+    async fn admin_channel(&self) -> Result<(Arc<Link>, lapin::Channel), BrokerError> {
+        let link = self.link(Role::Publisher).await?;
+        let channel = link
+            .conn
+            .create_channel()
+            .await
+            .map_err(|e| broker_error(e, "opening a channel"))?;
+        Ok((link, channel))
+    }
+}
+
+/// Pause before enqueue attempt `attempt + 1`: 100 ms doubling to 1.6 s, about 3 s in all, which
+/// covers a connection reset or a quick node restart.
+fn enqueue_backoff(attempt: u32) -> Duration {
+    Duration::from_millis(100u64 << attempt.min(4))
+}
+
+fn check_queue(queue: &str, what: &str) -> Result<(), BrokerError> {
+    if is_valid_queue_name(q_name(queue)) {
+        Ok(())
+    } else {
+        Err(BrokerError::new(
+            BrokerErrorKind::Rejected,
+            format!("{what}: invalid queue name {queue:?}"),
+        ))
+    }
+}
+
+/// Runs `op` on `channel`; a 404 (no such queue) yields `None` and a fresh channel, since it
+/// closed this one.
+async fn if_exists<T, F, Fut>(
+    link: &Link,
+    channel: &mut lapin::Channel,
+    what: &str,
+    op: F,
+) -> Result<Option<T>, BrokerError>
+where
+    F: FnOnce(lapin::Channel) -> Fut,
+    Fut: std::future::Future<Output = lapin::Result<T>>,
+{
+    match op(channel.clone()).await {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if reply_code(&e) == Some(404) => {
+            *channel = link
+                .conn
+                .create_channel()
+                .await
+                .map_err(|e| broker_error(e, "opening a channel"))?;
+            Ok(None)
+        }
+        Err(e) => Err(broker_error(e, what.to_owned())),
+    }
+}
+
+async fn close_quietly(channel: lapin::Channel) {
+    if channel.status().connected() {
+        let _ = channel.close(200, "done").await;
+    }
+}
+
+#[async_trait]
+impl Broker for AmqpBroker {
+    fn kind(&self) -> &'static str {
+        "amqp"
+    }
+
+    async fn declare_queue(&self, queue: &str) -> Result<(), BrokerError> {
+        check_queue(queue, "declare queue")?;
+        let link = self.inner.link(Role::Publisher).await?;
+        self.inner.ensure_declared(&link, q_name(queue)).await
+    }
+
+    async fn enqueue(&self, message: &mut Message) -> Result<(), BrokerError> {
+        self.enqueue_many(std::slice::from_mut(message)).await
+    }
+
+    /// Publishes all of `messages` back to back, then waits for all their confirms together.
+    async fn enqueue_many(&self, messages: &mut [Message]) -> Result<(), BrokerError> {
+        for m in messages.iter() {
+            check_queue(&m.queue_name, "enqueue")?;
+        }
+        let bodies: Vec<Vec<u8>> = messages.iter().map(Message::encode).collect();
+        let mut todo: Vec<usize> = (0..messages.len()).collect();
+        let mut attempt = 0;
+        loop {
+            let result = self.inner.publish_round(messages, &bodies, &mut todo).await;
+            if todo.is_empty() {
+                return result;
+            }
+            attempt += 1;
+            match result {
+                Err(e) if !e.is_transient() => return Err(e),
+                Err(e) if attempt >= ENQUEUE_ATTEMPTS => return Err(e),
+                Err(e) => {
+                    let pause = enqueue_backoff(attempt - 1);
+                    warn!(error = %e, count = todo.len(), retry_in_ms = pause.as_millis() as u64, "enqueue failed; retrying");
+                    tokio::time::sleep(pause).await;
+                }
+                Ok(()) if attempt >= ENQUEUE_ATTEMPTS => {
+                    return Err(BrokerError::new(
+                        BrokerErrorKind::QueueNotFound,
+                        format!(
+                            "rabbitmq kept returning messages for {} as unroutable",
+                            messages[todo[0]].queue_name
+                        ),
+                    ));
+                }
+                Ok(()) => {}
+            }
+        }
+    }
+
+    async fn consume(
+        &self,
+        queue: &str,
+        prefetch: usize,
+    ) -> Result<Box<dyn Consumer>, BrokerError> {
+        check_queue(queue, "consume")?;
+        if prefetch == 0 {
+            // basic.qos 0 means "unlimited" to RabbitMQ: never what a bounded worker wants.
+            return Err(BrokerError::new(
+                BrokerErrorKind::Rejected,
+                format!("consume {queue}: prefetch must be at least 1"),
+            ));
+        }
+        let consumer = AmqpConsumer::open(self.inner.clone(), queue, prefetch).await?;
+        Ok(Box::new(consumer))
+    }
+
+    /// Ready messages of `q`, `q.DQ` and `q.XQ`, by passive declaration. RabbitMQ does not say
+    /// how many are unacked over AMQP, so `in_flight` is 0. A missing queue counts as empty.
+    async fn stats(&self, queue: &str) -> Result<QueueStats, BrokerError> {
+        check_queue(queue, "stats")?;
+        let canonical = q_name(queue);
+        let (link, mut channel) = self.inner.admin_channel().await?;
+        let mut counts = [0u64; 3];
+        let names = [
+            canonical.to_owned(),
+            dq_core::dq_name(canonical),
+            dq_core::xq_name(canonical),
+        ];
+        for (count, name) in counts.iter_mut().zip(&names) {
+            let found = if_exists(
+                &link,
+                &mut channel,
+                &format!("counting {name}"),
+                |ch| async move {
+                    ch.queue_declare(name, declare::options(true), FieldTable::default())
+                        .await
+                },
+            )
+            .await?;
+            *count = found.map_or(0, |q| u64::from(q.message_count()));
+        }
+        close_quietly(channel).await;
+        Ok(QueueStats {
+            ready: counts[0],
+            delayed: counts[1],
+            dead: counts[2],
+            in_flight: 0,
+        })
+    }
+
+    /// Purges `q`, `q.DQ` and `q.XQ`. Messages consumers hold unacked are not purged: RabbitMQ
+    /// only purges ready messages.
+    async fn flush(&self, queue: &str) -> Result<(), BrokerError> {
+        check_queue(queue, "flush")?;
+        let canonical = q_name(queue);
+        let (link, mut channel) = self.inner.admin_channel().await?;
+        for name in [
+            canonical.to_owned(),
+            dq_core::dq_name(canonical),
+            dq_core::xq_name(canonical),
+        ] {
+            if_exists(&link, &mut channel, &format!("purging {name}"), |ch| {
+                let name = name.clone();
+                async move { ch.queue_purge(&name, Default::default()).await }
+            })
+            .await?;
+        }
+        close_quietly(channel).await;
+        Ok(())
+    }
+
+    /// Reads up to `limit` messages of `q.XQ` without removing them: each is fetched unacked,
+    /// then all are given back with one `basic.nack(requeue)`. RabbitMQ puts them back at their
+    /// old positions, but a concurrent reader or a nack racing with ours may reorder them.
+    /// `id` is the message's `message_id`, `dead_lettered_at` comes from RabbitMQ's `x-death`
+    /// header, and `reason` is `None`: RabbitMQ keeps none.
+    async fn dead_letters(
+        &self,
+        queue: &str,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BrokerError> {
+        check_queue(queue, "dead letters")?;
+        let xq = dq_core::xq_name(queue);
+        let (link, mut channel) = self.inner.admin_channel().await?;
+        let mut out = Vec::new();
+        let mut last_tag = None;
+        while out.len() < limit {
+            let got = if_exists(&link, &mut channel, &format!("reading {xq}"), |ch| {
+                let xq = xq.clone();
+                async move { ch.basic_get(&xq, BasicGetOptions { no_ack: false }).await }
+            })
+            .await?;
+            let Some(Some(m)) = got else { break };
+            let d = m.delivery;
+            last_tag = Some(d.delivery_tag);
+            let id = Message::decode(&d.data)
+                .map(|m| m.message_id)
+                .unwrap_or_default();
+            out.push(DeadLetter {
+                id,
+                dead_lettered_at: death_time_ms(&d.properties),
+                reason: None,
+                body: d.data,
+            });
+        }
+        if let Some(tag) = last_tag {
+            channel
+                .basic_nack(
+                    tag,
+                    BasicNackOptions {
+                        multiple: true,
+                        requeue: true,
+                    },
+                )
+                .await
+                .map_err(|e| broker_error(e, format!("giving back messages to {xq}")))?;
+        }
+        close_quietly(channel).await;
+        Ok(out)
+    }
+
+    /// Connects if needed, then opens and closes a channel: one real round trip.
+    async fn ping(&self) -> Result<(), BrokerError> {
+        let (_link, channel) = self.inner.admin_channel().await?;
+        channel
+            .close(200, "ping")
+            .await
+            .map_err(|e| broker_error(e, "closing the ping channel"))
+    }
+}
+
+/// When RabbitMQ last dead-lettered the message, in ms: the `time` (seconds since the epoch) of
+/// the first, newest, entry of its `x-death` header.
+fn death_time_ms(props: &BasicProperties) -> Option<i64> {
+    let headers = props.headers().as_ref()?;
+    let AMQPValue::FieldArray(deaths) = headers.inner().get("x-death")? else {
+        return None;
+    };
+    let AMQPValue::FieldTable(death) = deaths.as_slice().first()? else {
+        return None;
+    };
+    match death.inner().get("time")? {
+        AMQPValue::Timestamp(secs) => i64::try_from(*secs).ok().map(|s| s * 1000),
+        _ => None,
+    }
+}

@@ -1,0 +1,150 @@
+//! Reading AMQP URLs, and redacting their secrets before they reach a log line, a `Debug` or an
+//! error.
+
+use lapin::uri::AMQPUri;
+
+use crate::error::AmqpBrokerError;
+
+/// The URL used when neither code nor `DQ_AMQP_URL` gives one: RabbitMQ's defaults, as Python
+/// Dramatiq's default broker uses.
+pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// The heartbeat we ask for when the URL does not say: short enough that a silently dead peer
+/// (a cut network, a frozen node) is noticed in seconds, as Python Dramatiq's 5 s default does,
+/// while a clean close or a reset is noticed at once anyway.
+const DEFAULT_HEARTBEAT_S: u16 = 10;
+
+/// Parses `url`, filling in our defaults where it is silent. Errors never show the password.
+pub(crate) fn parse(url: &str) -> Result<AMQPUri, AmqpBrokerError> {
+    let invalid = |reason: String| AmqpBrokerError::InvalidUrl {
+        url: redact(url),
+        reason,
+    };
+    let scheme = url.split_once("://").map(|(s, _)| s);
+    if !matches!(scheme, Some("amqp" | "amqps")) {
+        return Err(invalid("the scheme must be amqp:// or amqps://".to_owned()));
+    }
+    // The parser's messages name the offending part (a port, a query value), never the
+    // user-info, so they are safe to show.
+    let mut uri: AMQPUri = url.parse().map_err(invalid)?;
+    if uri.authority.host.is_empty() {
+        return Err(invalid("the url names no host".to_owned()));
+    }
+    if uri.query.heartbeat.is_none() {
+        uri.query.heartbeat = Some(DEFAULT_HEARTBEAT_S);
+    }
+    Ok(uri)
+}
+
+/// `url` with its password (and any `password=` query value) replaced by `***`.
+///
+/// The user name stays, since it helps to tell deployments apart; a user-info without a colon is
+/// redacted whole, because some clients read a lone user-info as the password.
+pub(crate) fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        // Not a URL we can read: show nothing of it rather than risk a secret.
+        return "<unparsable url>".to_owned();
+    };
+    let (scheme, rest) = url.split_at(scheme_end + 3);
+    // The user-info ends at the last '@': a password that is not percent-encoded may itself
+    // contain '@', '/', '?' or '#'.
+    let mut out = String::with_capacity(url.len());
+    out.push_str(scheme);
+    let tail = match rest.rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            match userinfo.find(':') {
+                Some(colon) => {
+                    out.push_str(&userinfo[..colon]);
+                    out.push_str(":***");
+                }
+                None => out.push_str("***"),
+            }
+            &rest[at..]
+        }
+        None => rest,
+    };
+    redact_query(tail, &mut out);
+    out
+}
+
+fn redact_query(tail: &str, out: &mut String) {
+    let Some(q) = tail.find('?') else {
+        out.push_str(tail);
+        return;
+    };
+    let (path, query) = tail.split_at(q + 1);
+    let (query, fragment) = match query.find('#') {
+        Some(h) => query.split_at(h),
+        None => (query, ""),
+    };
+    out.push_str(path);
+    for (i, kv) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        match kv.split_once('=') {
+            Some((k, _))
+                if k.eq_ignore_ascii_case("password") || k.eq_ignore_ascii_case("pass") =>
+            {
+                out.push_str(k);
+                out.push_str("=***");
+            }
+            _ => out.push_str(kv),
+        }
+    }
+    out.push_str(fragment);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse, redact};
+
+    fn check(input: &str, expected: &str) {
+        assert_eq!(redact(input), expected, "{input}");
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        check(DEFAULT_URL_FOR_TEST, "amqp://guest:***@127.0.0.1:5672/%2f");
+        check("amqp://127.0.0.1", "amqp://127.0.0.1");
+        check(
+            "amqps://ann:hunter2@mq.example:5671/billing?heartbeat=5",
+            "amqps://ann:***@mq.example:5671/billing?heartbeat=5",
+        );
+        check("amqp://hunter2@host/v", "amqp://***@host/v");
+        check("amqp://u:p@ss@host/v", "amqp://u:***@host/v");
+        check("amqp://u:pa/ss@host:1/v", "amqp://u:***@host:1/v");
+        check(
+            "amqp://host/v?password=x&heartbeat=5#f",
+            "amqp://host/v?password=***&heartbeat=5#f",
+        );
+        check("hunter2", "<unparsable url>");
+    }
+
+    const DEFAULT_URL_FOR_TEST: &str = super::DEFAULT_URL;
+
+    #[test]
+    fn parses_vhosts_and_fills_in_the_heartbeat() {
+        let uri = parse("amqp://guest:guest@127.0.0.1:5672/%2f").unwrap();
+        assert_eq!(uri.vhost, "/");
+        assert_eq!(uri.query.heartbeat, Some(10));
+        let uri = parse("amqps://ann:pw@mq.example/billing?heartbeat=3").unwrap();
+        assert_eq!(uri.vhost, "billing");
+        assert_eq!(uri.authority.port, 5671);
+        assert_eq!(uri.query.heartbeat, Some(3));
+    }
+
+    #[test]
+    fn rejects_other_schemes_without_showing_the_password() {
+        for url in [
+            "redis://u:hunter2@host",
+            "amqp://u:hunter2@host:notaport/v",
+            "u:hunter2@host",
+        ] {
+            let e = parse(url).unwrap_err().to_string();
+            assert!(!e.contains("hunter2"), "{e}");
+            assert!(e.starts_with("invalid amqp url"), "{e}");
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Errors of the Redis broker, and how Redis client errors map onto [`BrokerError`].
+
+use dq_core::{BrokerError, BrokerErrorKind};
+use redis::{ErrorKind, RedisError};
+
+/// Why a [`RedisBroker`](crate::RedisBroker) could not be built.
+///
+/// URLs in these errors are always redacted: a password never appears in their text.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisBrokerError {
+    /// The URL is not a `redis://`, `rediss://` or `redis+unix://` URL the client understands.
+    #[error("invalid redis url {url}: {reason}")]
+    InvalidUrl {
+        /// The URL, redacted.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A setting is out of range.
+    #[error("invalid redis broker setting: {0}")]
+    InvalidConfig(String),
+    /// Redis could not be reached, or refused us, when the broker was built.
+    #[error("cannot connect to redis at {url}")]
+    Connect {
+        /// The URL, redacted.
+        url: String,
+        /// The failure.
+        #[source]
+        source: BrokerError,
+    },
+}
+
+impl RedisBrokerError {
+    /// The broker error kind this maps to: `Connection` when Redis could not be reached at
+    /// start (the CLI turns that into exit code 3), `Rejected` for bad settings.
+    pub fn kind(&self) -> BrokerErrorKind {
+        match self {
+            RedisBrokerError::InvalidUrl { .. } | RedisBrokerError::InvalidConfig(_) => {
+                BrokerErrorKind::Rejected
+            }
+            RedisBrokerError::Connect { .. } => BrokerErrorKind::Connection,
+        }
+    }
+}
+
+impl From<RedisBrokerError> for BrokerError {
+    fn from(e: RedisBrokerError) -> BrokerError {
+        let context = e.to_string();
+        BrokerError::new(e.kind(), context).with_source(e)
+    }
+}
+
+/// How a Redis client error should be treated.
+pub(crate) fn classify(e: &RedisError) -> BrokerErrorKind {
+    if e.is_timeout() {
+        return BrokerErrorKind::Timeout;
+    }
+    if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() {
+        return BrokerErrorKind::Connection;
+    }
+    match e.kind() {
+        // A restarting or failing-over server: it will answer again shortly.
+        ErrorKind::BusyLoadingError
+        | ErrorKind::TryAgain
+        | ErrorKind::ClusterDown
+        | ErrorKind::MasterDown
+        | ErrorKind::ReadOnly
+        | ErrorKind::IoError => BrokerErrorKind::Connection,
+        ErrorKind::AuthenticationFailed
+        | ErrorKind::InvalidClientConfig
+        | ErrorKind::ResponseError
+        | ErrorKind::TypeError
+        | ErrorKind::ExecAbortError
+        | ErrorKind::NoScriptError
+        | ErrorKind::CrossSlot
+        | ErrorKind::NoSub
+        | ErrorKind::RESP3NotSupported => BrokerErrorKind::Rejected,
+        ErrorKind::ParseError
+        | ErrorKind::Moved
+        | ErrorKind::Ask
+        | ErrorKind::ClientError
+        | ErrorKind::ExtensionError
+        | ErrorKind::MasterNameNotFoundBySentinel
+        | ErrorKind::NoValidReplicasFoundBySentinel
+        | ErrorKind::EmptySentinelList
+        | ErrorKind::NotBusy
+        | ErrorKind::ClusterConnectionNotFound => BrokerErrorKind::Other,
+        // redis' ErrorKind is non-exhaustive.
+        _ => BrokerErrorKind::Other,
+    }
+}
+
+/// Wraps a client error, saying what we were doing. The client error never carries the URL.
+pub(crate) fn broker_error(e: RedisError, context: impl Into<String>) -> BrokerError {
+    BrokerError::new(classify(&e), context).with_source(e)
+}
+
+/// A reply that is not what our script returns.
+pub(crate) fn unexpected_reply(context: &str) -> BrokerError {
+    BrokerError::new(
+        BrokerErrorKind::Other,
+        format!("{context}: unexpected reply from redis"),
+    )
+}

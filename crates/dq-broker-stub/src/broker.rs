@@ -1,0 +1,347 @@
+//! `StubBroker`: the in-memory broker and its `join`.
+
+use std::fmt;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dq_core::{
+    async_trait, is_valid_queue_name, q_name, Broker, BrokerError, Consumer, DeadLetter, Message,
+    QueueStats,
+};
+use tokio::time::Instant;
+
+use crate::consumer::StubConsumer;
+use crate::error::{Error, JoinError, Result};
+use crate::state::{parse_physical, Shared};
+
+/// An in-memory broker with Dramatiq's queue layout: `q`, its delay queue `q.DQ` and its dead
+/// letters `q.XQ`, with delivery semantics of a real broker (prefetch, ack, nack, requeue,
+/// redelivery on close).
+///
+/// Cheap to clone: clones share one broker. Queues are declared by [`Broker::declare_queue`] or,
+/// unlike Dramatiq's `StubBroker` which raises `QueueNotFound`, on their first enqueue or consume,
+/// so a test needs no setup. Like the real brokers, it schedules nothing: a message enqueued with
+/// an `eta` sits on `q.DQ` until a worker's delay-queue consumer fetches it.
+///
+/// ```
+/// use std::time::Duration;
+/// use dq_broker_stub::StubBroker;
+/// use dq_core::Broker;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let broker = StubBroker::new();
+/// broker.enqueue_raw("default", br#"{"not":"a message"}"#.to_vec())?;
+/// let mut consumer = broker.consume("default", 1).await?;
+/// let got = consumer.fetch(Duration::from_secs(1)).await?;
+/// consumer.acker().nack(&got[0].token, "undecodable").await?;
+/// let dead = broker.dead_letters("default", 10).await?;
+/// assert_eq!(dead[0].reason.as_deref(), Some("undecodable"));
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Default)]
+pub struct StubBroker {
+    shared: Arc<Shared>,
+}
+
+/// How [`StubBroker::join_with`] waits.
+///
+/// ```
+/// use std::time::Duration;
+/// use dq_broker_stub::JoinOptions;
+///
+/// // Wait at most 5 s, and do not fail on dead letters.
+/// let opts = JoinOptions::default().fail_fast(false).timeout(Duration::from_secs(5));
+/// # let _ = opts;
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct JoinOptions {
+    fail_fast: bool,
+    timeout: Option<Duration>,
+}
+
+impl Default for JoinOptions {
+    /// `fail_fast` on, as in Dramatiq 2.x, and no timeout.
+    fn default() -> JoinOptions {
+        JoinOptions {
+            fail_fast: true,
+            timeout: None,
+        }
+    }
+}
+
+impl JoinOptions {
+    /// Whether to return [`JoinError::DeadLetters`] as soon as the queue has a dead letter no
+    /// earlier join reported (default true).
+    pub fn fail_fast(self, fail_fast: bool) -> JoinOptions {
+        JoinOptions { fail_fast, ..self }
+    }
+
+    /// How long to wait before [`JoinError::Timeout`] (default: forever).
+    pub fn timeout(self, timeout: impl Into<Option<Duration>>) -> JoinOptions {
+        JoinOptions {
+            timeout: timeout.into(),
+            ..self
+        }
+    }
+}
+
+impl fmt::Debug for StubBroker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StubBroker")
+            .field("queues", &self.queues())
+            .finish()
+    }
+}
+
+fn canonical(queue: &str) -> Result<&str> {
+    let name = q_name(queue);
+    if is_valid_queue_name(name) {
+        Ok(name)
+    } else {
+        Err(Error::InvalidQueueName(queue.to_owned()))
+    }
+}
+
+impl StubBroker {
+    /// A new, empty broker.
+    pub fn new() -> StubBroker {
+        StubBroker::default()
+    }
+
+    /// Puts raw `body` at the tail of physical queue `queue` (`q` or `q.DQ`), bypassing
+    /// [`Message`]: for tests that feed what a broken or foreign producer might send.
+    ///
+    /// ```
+    /// # let broker = dq_broker_stub::StubBroker::new();
+    /// broker.enqueue_raw("default", b"{not json".to_vec()).unwrap();
+    /// ```
+    pub fn enqueue_raw(&self, queue: &str, body: impl Into<Vec<u8>>) -> Result<()> {
+        let (name, side) = parse_physical(queue)?;
+        let mut st = self.shared.lock();
+        let i = st.declare(name);
+        st.push(i, side, body.into());
+        st.queue(i).notify(side).notify_waiters();
+        Ok(())
+    }
+
+    /// The declared canonical queues, sorted by name.
+    pub fn queues(&self) -> Vec<String> {
+        self.shared.lock().names()
+    }
+
+    /// Empties every queue, delay queue and dead-letter queue, and forgets unsettled deliveries
+    /// (settling one later does nothing). Queues stay declared and consumers stay open.
+    pub fn flush_all(&self) {
+        self.shared.lock().flush_all();
+    }
+
+    /// Waits until canonical queue `queue` and its delay queue are empty and every delivery from
+    /// them is settled, with `fail_fast` on and at most `timeout` (forever if `None`).
+    ///
+    /// See [`join_with`](StubBroker::join_with).
+    pub async fn join(&self, queue: &str, timeout: Option<Duration>) -> Result<(), JoinError> {
+        self.join_with(queue, JoinOptions::default().timeout(timeout))
+            .await
+    }
+
+    /// Waits until canonical queue `queue` (`.DQ` / `.XQ` suffixes are stripped) and its delay
+    /// queue are empty and every delivery from them is acked, nacked or requeued.
+    ///
+    /// A message moving from the delay queue to the queue, or being retried, keeps the queue busy
+    /// throughout as long as the worker enqueues before it acks, which is what dq's worker does.
+    ///
+    /// With `fail_fast` it returns [`JoinError::DeadLetters`] as soon as the queue holds dead
+    /// letters no earlier join has accounted for, even if work remains. Every join that returns
+    /// `Ok` or that error accounts for all of the queue's dead letters so far, so a dead letter
+    /// fails at most one join, and one a test expected (joined with `fail_fast(false)`) does not
+    /// fail the next. [`Broker::flush`] forgets them.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use dq_broker_stub::{JoinError, JoinOptions, StubBroker};
+    /// use dq_core::Broker;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let broker = StubBroker::new();
+    /// broker.enqueue_raw("default", b"{}".to_vec())?;
+    /// let opts = JoinOptions::default().timeout(Duration::from_millis(10));
+    /// // Nobody consumes, so the join gives up.
+    /// assert!(matches!(
+    ///     broker.join_with("default", opts).await,
+    ///     Err(JoinError::Timeout { ready: 1, .. })
+    /// ));
+    /// # Ok(()) }
+    /// ```
+    pub async fn join_with(&self, queue: &str, opts: JoinOptions) -> Result<(), JoinError> {
+        let name = q_name(queue);
+        let (i, changed) = {
+            let st = self.shared.lock();
+            let i = st.find(name).ok_or_else(|| JoinError::QueueNotFound {
+                queue: name.to_owned(),
+            })?;
+            (i, st.queue(i).changed().clone())
+        };
+        let deadline = opts.timeout.and_then(|t| Instant::now().checked_add(t));
+        loop {
+            // Registered before looking, so a change between the look and the wait still wakes us.
+            let mut notified = pin!(changed.notified());
+            notified.as_mut().enable();
+            let timed_out = {
+                let mut st = self.shared.lock();
+                let q = st.queue_mut(i);
+                if opts.fail_fast {
+                    if let Some(dead_letters) = q.take_unaccounted() {
+                        return Err(JoinError::DeadLetters {
+                            queue: name.to_owned(),
+                            dead_letters,
+                        });
+                    }
+                }
+                if q.is_idle() {
+                    q.account_all();
+                    return Ok(());
+                }
+                match deadline {
+                    Some(d) if Instant::now() >= d => {
+                        let (ready, delayed, unsettled) = q.counts();
+                        Some(JoinError::Timeout {
+                            queue: name.to_owned(),
+                            ready,
+                            delayed,
+                            unsettled,
+                        })
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(e) = timed_out {
+                return Err(e);
+            }
+            match deadline {
+                // On timeout, loop once more: the last look decides, so work finished at the
+                // deadline still counts as done.
+                Some(d) => {
+                    let _ = tokio::time::timeout_at(d, notified).await;
+                }
+                None => notified.await,
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Broker for StubBroker {
+    fn kind(&self) -> &'static str {
+        "stub"
+    }
+
+    async fn declare_queue(&self, queue: &str) -> Result<(), BrokerError> {
+        let name = canonical(queue).map_err(|e| e.into_broker("declare queue"))?;
+        self.shared.lock().declare(name);
+        Ok(())
+    }
+
+    async fn enqueue(&self, message: &mut Message) -> Result<(), BrokerError> {
+        let (name, side) =
+            parse_physical(&message.queue_name).map_err(|e| e.into_broker("enqueue"))?;
+        // Encode before locking, so producers on other threads are not held up by it.
+        let body = message.encode();
+        let mut st = self.shared.lock();
+        let i = st.declare(name);
+        st.push(i, side, body);
+        st.queue(i).notify(side).notify_waiters();
+        Ok(())
+    }
+
+    async fn enqueue_many(&self, messages: &mut [Message]) -> Result<(), BrokerError> {
+        // All or nothing: check every name before anything is enqueued.
+        let mut parsed = Vec::with_capacity(messages.len());
+        for m in messages.iter() {
+            let (name, side) =
+                parse_physical(&m.queue_name).map_err(|e| e.into_broker("enqueue"))?;
+            parsed.push((name, side, m.encode()));
+        }
+        let mut st = self.shared.lock();
+        for (name, side, body) in parsed {
+            let i = st.declare(name);
+            st.push(i, side, body);
+            st.queue(i).notify(side).notify_waiters();
+        }
+        Ok(())
+    }
+
+    async fn consume(
+        &self,
+        queue: &str,
+        prefetch: usize,
+    ) -> Result<Box<dyn Consumer>, BrokerError> {
+        let (name, side) = parse_physical(queue).map_err(|e| e.into_broker("consume"))?;
+        if prefetch == 0 {
+            return Err(Error::ZeroPrefetch(queue.to_owned()).into_broker("consume"));
+        }
+        let (i, c, notify) = {
+            let mut st = self.shared.lock();
+            let i = st.declare(name);
+            let c = st.add_consumer(i, side, prefetch);
+            (i, c, st.queue(i).notify(side).clone())
+        };
+        Ok(Box::new(StubConsumer::new(
+            self.shared.clone(),
+            queue,
+            i,
+            c,
+            notify,
+        )))
+    }
+
+    async fn stats(&self, queue: &str) -> Result<QueueStats, BrokerError> {
+        let st = self.shared.lock();
+        Ok(st
+            .find(q_name(queue))
+            .map(|i| st.queue(i).stats())
+            .unwrap_or_default())
+    }
+
+    async fn flush(&self, queue: &str) -> Result<(), BrokerError> {
+        let mut st = self.shared.lock();
+        if let Some(i) = st.find(q_name(queue)) {
+            st.flush(i);
+        }
+        Ok(())
+    }
+
+    async fn dead_letters(
+        &self,
+        queue: &str,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BrokerError> {
+        let st = self.shared.lock();
+        Ok(st
+            .find(q_name(queue))
+            .map(|i| st.queue(i).dead_letters(limit))
+            .unwrap_or_default())
+    }
+
+    async fn ping(&self) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    async fn list_queues(&self) -> Result<Vec<String>, BrokerError> {
+        Ok(self.queues())
+    }
+
+    async fn delete_dead_letters(
+        &self,
+        queue: &str,
+        ids: Option<&[String]>,
+    ) -> Result<u64, BrokerError> {
+        let mut st = self.shared.lock();
+        Ok(match st.find(q_name(queue)) {
+            Some(i) => st.queue_mut(i).delete_dead(ids),
+            None => 0,
+        })
+    }
+}

@@ -1,0 +1,168 @@
+//! The admin operations: listing queues, deleting and requeueing dead letters.
+
+use dq_broker_stub::{JoinError, StubBroker};
+use dq_core::{Broker, Message};
+
+use crate::{joined, msg, nums, tokens, PATIENCE};
+
+/// Enqueues `ns` on physical queue `queue` and dead-letters all of them; returns their ids as
+/// dead letters, oldest first.
+async fn dead_letter(broker: &StubBroker, queue: &str, ns: &[i64]) -> Vec<String> {
+    for &n in ns {
+        broker.enqueue(&mut msg(queue, n)).await.unwrap();
+    }
+    let mut c = broker.consume(queue, ns.len()).await.unwrap();
+    let got = c.fetch(PATIENCE).await.unwrap();
+    assert_eq!(nums(&got), ns);
+    for t in tokens(&got) {
+        c.acker().nack(&t, "boom").await.unwrap();
+    }
+    c.close().await.unwrap();
+    let letters = broker.dead_letters(queue, usize::MAX).await.unwrap();
+    letters.into_iter().map(|l| l.id).collect()
+}
+
+fn letter_nums(letters: &[dq_core::DeadLetter]) -> Vec<i64> {
+    letters
+        .iter()
+        .map(|l| {
+            Message::decode(&l.body).unwrap().args_value().unwrap()[0]
+                .as_i64()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn list_queues_names_every_declared_queue_once_sorted() {
+    let broker = StubBroker::new();
+    assert!(broker.list_queues().await.unwrap().is_empty());
+    broker.enqueue(&mut msg("b", 1)).await.unwrap();
+    broker.enqueue(&mut msg("a.DQ", 1)).await.unwrap();
+    broker.declare_queue("c").await.unwrap();
+    assert_eq!(broker.list_queues().await.unwrap(), ["a", "b", "c"]);
+}
+
+#[tokio::test]
+async fn delete_dead_letters_by_id_or_all() {
+    let broker = StubBroker::new();
+    let ids = dead_letter(&broker, "q", &[1, 2, 3]).await;
+    assert_eq!(ids.len(), 3);
+
+    let unknown = ["no-such-id".to_owned()];
+    assert_eq!(
+        broker
+            .delete_dead_letters("q", Some(&unknown))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        broker
+            .delete_dead_letters("q", Some(&ids[1..2]))
+            .await
+            .unwrap(),
+        1
+    );
+    let left = broker.dead_letters("q", 10).await.unwrap();
+    assert_eq!(letter_nums(&left), [1, 3]);
+
+    assert_eq!(broker.delete_dead_letters("q", None).await.unwrap(), 2);
+    assert_eq!(broker.stats("q").await.unwrap().dead, 0);
+    assert_eq!(
+        broker
+            .delete_dead_letters("never-declared", None)
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn requeued_dead_letters_go_back_to_their_queue_without_eta() {
+    let broker = StubBroker::new();
+    let ready_ids = dead_letter(&broker, "q", &[1, 2]).await;
+    // One dead-lettered from the delay queue, with an eta far in the future.
+    let mut delayed = msg("q.DQ", 3);
+    delayed.options.set_eta(dq_core::now_ms() + 3_600_000);
+    broker.enqueue(&mut delayed).await.unwrap();
+    let mut dc = broker.consume("q.DQ", 1).await.unwrap();
+    let got = dc.fetch(PATIENCE).await.unwrap();
+    dc.acker().nack(&got[0].token, "expired").await.unwrap();
+    let all: Vec<String> = broker
+        .dead_letters("q", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.id)
+        .collect();
+    assert_eq!(all.len(), 3);
+
+    let picked = vec![
+        ready_ids[1].clone(),
+        all[2].clone(),
+        "no-such-id".to_owned(),
+    ];
+    let requeued = broker
+        .requeue_dead_letters("q", Some(&picked))
+        .await
+        .unwrap();
+    assert_eq!(requeued, picked[..2]);
+    assert_eq!(
+        letter_nums(&broker.dead_letters("q", 10).await.unwrap()),
+        [1]
+    );
+
+    let stats = broker.stats("q").await.unwrap();
+    assert_eq!((stats.ready, stats.delayed, stats.dead), (2, 0, 1));
+    let mut c = broker.consume("q", 10).await.unwrap();
+    let back = c.fetch(PATIENCE).await.unwrap();
+    assert_eq!(nums(&back), [2, 3]);
+    let third = Message::decode(&back[1].body).unwrap();
+    assert_eq!(third.queue_name, "q");
+    assert_eq!(third.options.eta(), None);
+    assert_eq!(third.message_id, delayed.message_id);
+    c.acker().ack(&tokens(&back)).await.unwrap();
+
+    let rest = broker.requeue_dead_letters("q", None).await.unwrap();
+    assert_eq!(rest, ready_ids[..1]);
+    assert_eq!(broker.stats("q").await.unwrap().dead, 0);
+}
+
+#[tokio::test]
+async fn a_letter_that_is_not_a_message_stays_dead() {
+    let broker = StubBroker::new();
+    broker.enqueue_raw("q", b"{not json".to_vec()).unwrap();
+    let mut c = broker.consume("q", 1).await.unwrap();
+    let got = c.fetch(PATIENCE).await.unwrap();
+    c.acker().nack(&got[0].token, "undecodable").await.unwrap();
+    assert!(broker
+        .requeue_dead_letters("q", None)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(broker.stats("q").await.unwrap().dead, 1);
+}
+
+#[tokio::test]
+async fn deleting_reported_letters_does_not_make_a_join_report_others_again() {
+    let broker = StubBroker::new();
+    dead_letter(&broker, "q", &[1, 2]).await;
+    match joined(&broker, "q").await {
+        Err(JoinError::DeadLetters { dead_letters, .. }) => assert_eq!(dead_letters.len(), 2),
+        other => panic!("expected the two dead letters, got {other:?}"),
+    }
+    let first = broker.dead_letters("q", 1).await.unwrap();
+    broker
+        .delete_dead_letters("q", Some(&[first[0].id.clone()]))
+        .await
+        .unwrap();
+    // The one left was reported already; a new one is reported alone.
+    dead_letter(&broker, "q", &[3]).await;
+    match joined(&broker, "q").await {
+        Err(JoinError::DeadLetters { dead_letters, .. }) => {
+            assert_eq!(letter_nums(&dead_letters), [3])
+        }
+        other => panic!("expected only the new dead letter, got {other:?}"),
+    }
+}

@@ -1,0 +1,638 @@
+//! The `dq` admin tool: queue counts, dead letters, sending and purging, from the shell.
+//!
+//! ```text
+//! $ dq queues
+//! QUEUE    READY  DELAYED  DEAD  UNACKED
+//! default      3        1     2        0
+//! $ dq dead-letters requeue --all
+//! Requeued 2 message(s) of default.
+//! $ dq send add --args '[1, 2]'
+//! {"queue_name":"default","actor_name":"add","args":[1,2],...}
+//! ```
+//!
+//! The broker comes from `--broker-url`, else `DQ_REDIS_URL`, else `DQ_AMQP_URL`, else
+//! [`DEFAULT_BROKER_URL`](crate::DEFAULT_BROKER_URL). Exit codes are the worker's
+//! ([`exit`](crate::exit)): 1 when something asked for is not there, 2 for a bad argument,
+//! 3 when the broker cannot be reached.
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+use dq_core::{
+    is_valid_queue_name, App, Broker, BrokerError, BrokerErrorKind, DeadLetter, Message,
+};
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::broker::{connect, error_chain, url_from, ConnectError, DEFAULT_BROKER_URL};
+use crate::exit;
+
+/// Look at and fix dq (and Python Dramatiq) queues on Redis or RabbitMQ.
+///
+/// Exit codes: 0 done; 1 something asked for is not there; 2 bad argument; 3 the broker cannot
+/// be reached.
+#[derive(Debug, Parser)]
+#[command(name = "dq", version, about, long_about, max_term_width = 100)]
+struct AdminArgs {
+    /// The broker: redis://, rediss://, amqp:// or amqps://. Default: DQ_REDIS_URL, else
+    /// DQ_AMQP_URL, else redis://127.0.0.1:6379.
+    #[arg(short = 'b', long, value_name = "URL", global = true)]
+    broker_url: Option<String>,
+
+    /// The Redis key namespace (Dramatiq's default is "dramatiq"). Ignored by RabbitMQ.
+    #[arg(long, value_name = "NAME", env = "DQ_REDIS_NAMESPACE", global = true)]
+    namespace: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show ready, delayed, dead-lettered and unacked message counts per queue, as a table.
+    Queues {
+        /// The queues to show. Default: every queue the broker holds (Redis only: RabbitMQ
+        /// cannot list its queues, so name them).
+        queues: Vec<String>,
+    },
+    /// List, show, requeue or purge dead-lettered messages.
+    #[command(subcommand)]
+    DeadLetters(DeadLetters),
+    /// Enqueue a message for an actor, as a producer in any language would (no middleware runs).
+    Send(SendArgs),
+    /// Drop every message of these queues: ready, delayed and dead-lettered.
+    Purge {
+        /// The queues to purge.
+        #[arg(required = true)]
+        queues: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeadLetters {
+    /// List dead letters, oldest first: their ids, queues, when, and the call.
+    List {
+        /// Only this queue. Default: every queue.
+        #[arg(short = 'q', long)]
+        queue: Option<String>,
+        /// At most this many per queue.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Show one dead letter in full.
+    Show {
+        /// Its id (as `list` shows it) or its message id.
+        id: String,
+        /// Look only in this queue. Default: every queue.
+        #[arg(short = 'q', long)]
+        queue: Option<String>,
+    },
+    /// Put dead letters back on their queue to run again.
+    Requeue {
+        /// Their ids (as `list` shows them) or message ids.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<String>,
+        /// Requeue every dead letter (of --queue, or of every queue).
+        #[arg(long)]
+        all: bool,
+        /// Only this queue. Default: every queue.
+        #[arg(short = 'q', long)]
+        queue: Option<String>,
+    },
+    /// Delete dead letters for good.
+    Purge {
+        /// Only this queue. Default: every queue.
+        #[arg(short = 'q', long)]
+        queue: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct SendArgs {
+    /// The actor's name.
+    actor: String,
+    /// Positional arguments, a JSON array.
+    #[arg(long, value_name = "JSON", default_value = "[]")]
+    args: String,
+    /// Keyword arguments, a JSON object.
+    #[arg(long, value_name = "JSON", default_value = "{}")]
+    kwargs: String,
+    /// Message options, a JSON object (`{"max_retries": 3}`).
+    #[arg(long, value_name = "JSON")]
+    options: Option<String>,
+    /// The actor's queue.
+    #[arg(short = 'q', long, default_value = "default")]
+    queue: String,
+    /// Deliver after this many milliseconds (through the delay queue, as Dramatiq does).
+    #[arg(long, value_name = "MS")]
+    delay: Option<u64>,
+}
+
+/// Something the operator asked for is not there: exit code 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct NotFound(String);
+
+/// A bad argument found after parsing: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Usage(String);
+
+/// Runs `dq` with this process's arguments and exits with its code.
+pub fn main() -> ! {
+    std::process::exit(run(std::env::args_os()))
+}
+
+/// Runs `dq` with `args` (the first one is the program name); returns the exit code.
+pub fn run<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args = match AdminArgs::try_parse_from(args) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the Tokio runtime: {e}");
+            return exit::KILLED;
+        }
+    };
+    match rt.block_on(execute(args)) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("error: {}", error_chain(e.as_ref()));
+            exit_code(&e)
+        }
+    }
+}
+
+/// The exit code an error deserves.
+fn exit_code(e: &anyhow::Error) -> i32 {
+    if let Some(c) = e.downcast_ref::<ConnectError>() {
+        return c.exit_code();
+    }
+    if e.downcast_ref::<Usage>().is_some() {
+        return exit::USAGE;
+    }
+    if let Some(b) = e.chain().find_map(|c| c.downcast_ref::<BrokerError>()) {
+        return match b.kind() {
+            BrokerErrorKind::Unsupported | BrokerErrorKind::Rejected => exit::USAGE,
+            k if b.is_transient() || k == BrokerErrorKind::Closed => exit::BROKER,
+            _ => exit::KILLED,
+        };
+    }
+    exit::KILLED
+}
+
+async fn execute(args: AdminArgs) -> anyhow::Result<()> {
+    let url = url_from(args.broker_url.as_deref()).unwrap_or_else(|| DEFAULT_BROKER_URL.to_owned());
+    let broker = connect(&url, args.namespace.as_deref()).await?;
+    broker
+        .ping()
+        .await
+        .map_err(|e| ConnectError::from_broker(&e))?;
+    let mut out = String::new();
+    match args.command {
+        Command::Queues { queues } => queues_table(&*broker, queues, &mut out).await?,
+        Command::DeadLetters(d) => dead_letters(&*broker, d, &mut out).await?,
+        Command::Send(s) => send(broker, s, &mut out).await?,
+        Command::Purge { queues } => {
+            for q in &queues {
+                check_queue(q)?;
+                broker
+                    .flush(q)
+                    .await
+                    .with_context(|| format!("purging {q}"))?;
+                let _ = writeln!(out, "Purged {q}.");
+            }
+        }
+    }
+    print!("{out}");
+    Ok(())
+}
+
+fn check_queue(q: &str) -> anyhow::Result<()> {
+    if is_valid_queue_name(q) {
+        Ok(())
+    } else {
+        Err(Usage(format!("invalid queue name {q:?}")).into())
+    }
+}
+
+/// The named queues, or every queue the broker can list.
+async fn queues_or_all(
+    broker: &dyn Broker,
+    named: Option<&str>,
+    how_to_name: &str,
+) -> anyhow::Result<Vec<String>> {
+    if let Some(q) = named {
+        check_queue(q)?;
+        return Ok(vec![q.to_owned()]);
+    }
+    match broker.list_queues().await {
+        Ok(qs) => Ok(qs),
+        Err(e) if e.kind() == BrokerErrorKind::Unsupported => Err(Usage(format!(
+            "the {} broker cannot list its queues: name {how_to_name}",
+            broker.kind()
+        ))
+        .into()),
+        Err(e) => Err(anyhow::Error::new(e).context("listing queues")),
+    }
+}
+
+/// Formats rows as a plain table: columns padded to their widest cell, numbers right-aligned.
+fn table(header: &[&str], rows: &[Vec<String>], numeric: &[bool], out: &mut String) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut line = |cells: &[String]| {
+        let mut l = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i > 0 {
+                l.push_str("  ");
+            }
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            if numeric.get(i).copied().unwrap_or(false) {
+                l.extend(std::iter::repeat_n(' ', pad));
+                l.push_str(cell);
+            } else {
+                l.push_str(cell);
+                if i + 1 < cells.len() {
+                    l.extend(std::iter::repeat_n(' ', pad));
+                }
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&header.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>());
+    for row in rows {
+        line(row);
+    }
+}
+
+async fn queues_table(
+    broker: &dyn Broker,
+    named: Vec<String>,
+    out: &mut String,
+) -> anyhow::Result<()> {
+    let queues = if named.is_empty() {
+        queues_or_all(broker, None, "them, as in `dq queues default`").await?
+    } else {
+        for q in &named {
+            check_queue(q)?;
+        }
+        named
+    };
+    if queues.is_empty() {
+        out.push_str("No queues.\n");
+        return Ok(());
+    }
+    let mut rows = Vec::with_capacity(queues.len());
+    for q in &queues {
+        let s = broker
+            .stats(q)
+            .await
+            .with_context(|| format!("counting the messages of {q}"))?;
+        rows.push(vec![
+            q.clone(),
+            s.ready.to_string(),
+            s.delayed.to_string(),
+            s.dead.to_string(),
+            s.in_flight.to_string(),
+        ]);
+    }
+    table(
+        &["QUEUE", "READY", "DELAYED", "DEAD", "UNACKED"],
+        &rows,
+        &[false, true, true, true, true],
+        out,
+    );
+    Ok(())
+}
+
+/// Every dead letter of `queue`, oldest first.
+async fn all_letters(broker: &dyn Broker, queue: &str) -> anyhow::Result<Vec<DeadLetter>> {
+    let dead = broker
+        .stats(queue)
+        .await
+        .with_context(|| format!("counting the dead letters of {queue}"))?
+        .dead;
+    if dead == 0 {
+        return Ok(Vec::new());
+    }
+    broker
+        .dead_letters(queue, usize::try_from(dead).unwrap_or(usize::MAX))
+        .await
+        .with_context(|| format!("reading the dead letters of {queue}"))
+}
+
+/// Whether `letter` is the one `id` names: by its dead-letter id or its message id.
+fn is_letter(letter: &DeadLetter, message: Option<&Message>, id: &str) -> bool {
+    letter.id == id || message.is_some_and(|m| m.message_id == id)
+}
+
+fn when(ms: Option<i64>) -> String {
+    ms.and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_else(|| "-".to_owned())
+}
+
+fn call_of(message: Option<&Message>, body: &[u8]) -> String {
+    let text = match message {
+        Some(m) => m.display_call(),
+        None => format!("<not a message: {}>", String::from_utf8_lossy(body)),
+    };
+    const MAX: usize = 80;
+    if text.chars().count() > MAX {
+        let cut: String = text.chars().take(MAX - 3).collect();
+        format!("{cut}...")
+    } else {
+        text
+    }
+}
+
+async fn dead_letters(
+    broker: &dyn Broker,
+    cmd: DeadLetters,
+    out: &mut String,
+) -> anyhow::Result<()> {
+    match cmd {
+        DeadLetters::List { queue, limit } => {
+            let mut rows = Vec::new();
+            for q in queues_or_all(broker, queue.as_deref(), "one with --queue").await? {
+                let letters = broker
+                    .dead_letters(&q, limit)
+                    .await
+                    .with_context(|| format!("reading the dead letters of {q}"))?;
+                for l in letters {
+                    let m = Message::decode(&l.body).ok();
+                    rows.push(vec![
+                        l.id.clone(),
+                        q.clone(),
+                        when(l.dead_lettered_at),
+                        call_of(m.as_ref(), &l.body),
+                    ]);
+                }
+            }
+            if rows.is_empty() {
+                out.push_str("No dead letters.\n");
+            } else {
+                table(
+                    &["ID", "QUEUE", "DEAD-LETTERED", "MESSAGE"],
+                    &rows,
+                    &[],
+                    out,
+                );
+            }
+        }
+        DeadLetters::Show { id, queue } => {
+            let queues = queues_or_all(broker, queue.as_deref(), "one with --queue").await?;
+            for q in &queues {
+                for l in all_letters(broker, q).await? {
+                    let m = Message::decode(&l.body).ok();
+                    if !is_letter(&l, m.as_ref(), &id) {
+                        continue;
+                    }
+                    let _ = writeln!(out, "id:            {}", l.id);
+                    let _ = writeln!(out, "queue:         {q}");
+                    let _ = writeln!(out, "dead-lettered: {}", when(l.dead_lettered_at));
+                    if let Some(r) = &l.reason {
+                        let _ = writeln!(out, "reason:        {r}");
+                    }
+                    match serde_json::from_slice::<Value>(&l.body) {
+                        Ok(v) => {
+                            let pretty = serde_json::to_string_pretty(&v)
+                                .unwrap_or_else(|_| String::from_utf8_lossy(&l.body).into_owned());
+                            let _ = writeln!(out, "message:\n{pretty}");
+                        }
+                        Err(_) => {
+                            let _ = writeln!(
+                                out,
+                                "body (not JSON):\n{}",
+                                String::from_utf8_lossy(&l.body)
+                            );
+                        }
+                    }
+                    return Ok(());
+                }
+            }
+            bail!(NotFound(format!(
+                "no dead letter {id:?} in {}",
+                describe_queues(&queues)
+            )));
+        }
+        DeadLetters::Requeue { ids, all, queue } => {
+            let queues = queues_or_all(broker, queue.as_deref(), "one with --queue").await?;
+            let mut missing: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let mut total = 0;
+            for q in &queues {
+                let picked = if all {
+                    None
+                } else {
+                    // Users may name letters by message id: resolve to the broker's ids.
+                    let mut picked = Vec::new();
+                    for l in all_letters(broker, q).await? {
+                        let m = Message::decode(&l.body).ok();
+                        if let Some(pos) =
+                            missing.iter().position(|id| is_letter(&l, m.as_ref(), id))
+                        {
+                            missing.swap_remove(pos);
+                            picked.push(l.id);
+                        }
+                    }
+                    if picked.is_empty() {
+                        continue;
+                    }
+                    Some(picked)
+                };
+                let done = broker
+                    .requeue_dead_letters(q, picked.as_deref())
+                    .await
+                    .with_context(|| format!("requeueing dead letters of {q}"))?;
+                let skipped = picked
+                    .as_ref()
+                    .map_or(0, |p| p.len() - done.len().min(p.len()));
+                if !done.is_empty() {
+                    let _ = writeln!(out, "Requeued {} message(s) of {q}.", done.len());
+                }
+                if skipped > 0 {
+                    let _ = writeln!(
+                        out,
+                        "Skipped {skipped} dead letter(s) of {q} that are not valid messages."
+                    );
+                }
+                total += done.len();
+            }
+            if !missing.is_empty() {
+                print!("{out}");
+                out.clear();
+                bail!(NotFound(format!(
+                    "no dead letter {} in {}",
+                    missing
+                        .iter()
+                        .map(|m| format!("{m:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    describe_queues(&queues)
+                )));
+            }
+            if total == 0 {
+                out.push_str("No dead letters to requeue.\n");
+            }
+        }
+        DeadLetters::Purge { queue } => {
+            let mut total = 0;
+            for q in queues_or_all(broker, queue.as_deref(), "one with --queue").await? {
+                let n = broker
+                    .delete_dead_letters(&q, None)
+                    .await
+                    .with_context(|| format!("deleting the dead letters of {q}"))?;
+                if n > 0 {
+                    let _ = writeln!(out, "Deleted {n} dead letter(s) of {q}.");
+                }
+                total += n;
+            }
+            if total == 0 {
+                out.push_str("No dead letters to delete.\n");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn describe_queues(queues: &[String]) -> String {
+    match queues {
+        [] => "any queue (there are none)".to_owned(),
+        [q] => format!("queue {q}"),
+        qs => format!("queues {}", qs.join(", ")),
+    }
+}
+
+/// Parses `text` as JSON of the kind `what` needs (`array` or `object`).
+fn json_arg(flag: &str, text: &str, array: bool) -> anyhow::Result<Box<RawValue>> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| Usage(format!("{flag} is not valid JSON: {e}")))?;
+    let ok = if array {
+        value.is_array()
+    } else {
+        value.is_object()
+    };
+    if !ok {
+        let want = if array { "an array" } else { "an object" };
+        return Err(Usage(format!("{flag} must be a JSON {want}, got {text}")).into());
+    }
+    serde_json::value::to_raw_value(&value).map_err(|e| anyhow!(e))
+}
+
+async fn send(broker: Arc<dyn Broker>, s: SendArgs, out: &mut String) -> anyhow::Result<()> {
+    check_queue(&s.queue)?;
+    let args = json_arg("--args", &s.args, true)?;
+    let kwargs = json_arg("--kwargs", &s.kwargs, false)?;
+    let mut message = Message::from_raw(&s.queue, &s.actor, args, kwargs);
+    if let Some(opts) = &s.options {
+        let raw = json_arg("--options", opts, false)?;
+        if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(raw.get()) {
+            for (k, v) in map {
+                message.options.insert(k, v);
+            }
+        }
+    }
+    // No middleware, no actors: exactly what a producer in another language enqueues.
+    let app = App::builder_arc(broker).linked_actors(false).build()?;
+    let sent = app
+        .enqueue(message, s.delay.map(Duration::from_millis))
+        .await
+        .context("enqueueing the message")?;
+    out.push_str(&String::from_utf8_lossy(&sent.encode()));
+    out.push('\n');
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<AdminArgs, clap::Error> {
+        AdminArgs::try_parse_from(std::iter::once("dq").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_commands_parse() {
+        use clap::CommandFactory;
+        AdminArgs::command().debug_assert();
+        assert!(parse(&["queues"]).is_ok());
+        assert!(parse(&["dead-letters", "requeue", "--all", "-q", "default"]).is_ok());
+        assert!(parse(&["dead-letters", "requeue", "a", "b"]).is_ok());
+        let usage = |a: &[&str]| parse(a).unwrap_err().exit_code();
+        assert_eq!(usage(&["dead-letters", "requeue"]), 2);
+        assert_eq!(usage(&["dead-letters", "requeue", "a", "--all"]), 2);
+        assert_eq!(usage(&["purge"]), 2);
+        assert_eq!(usage(&["send"]), 2);
+    }
+
+    #[test]
+    fn tables_pad_and_align() {
+        let mut out = String::new();
+        table(
+            &["QUEUE", "READY"],
+            &[
+                vec!["default".into(), "3".into()],
+                vec!["q".into(), "12345".into()],
+            ],
+            &[false, true],
+            &mut out,
+        );
+        assert_eq!(out, "QUEUE    READY\ndefault      3\nq        12345\n");
+    }
+
+    #[test]
+    fn json_arguments_are_checked() {
+        assert_eq!(
+            json_arg("--args", "[1, \"a\"]", true).unwrap().get(),
+            "[1,\"a\"]"
+        );
+        assert!(json_arg("--args", "{}", true).unwrap_err().is::<Usage>());
+        assert!(json_arg("--kwargs", "[", false).unwrap_err().is::<Usage>());
+    }
+
+    #[test]
+    fn errors_map_to_exit_codes() {
+        let down = anyhow::Error::new(BrokerError::new(BrokerErrorKind::Connection, "x"))
+            .context("counting");
+        assert_eq!(exit_code(&down), 3);
+        let unsupported = anyhow::Error::new(BrokerError::unsupported("amqp", "listing queues"));
+        assert_eq!(exit_code(&unsupported), 2);
+        assert_eq!(exit_code(&anyhow::Error::new(NotFound("x".into()))), 1);
+        assert_eq!(exit_code(&anyhow::Error::new(Usage("x".into()))), 2);
+    }
+
+    #[test]
+    fn long_calls_are_cut() {
+        let m = Message::new("q", "a", &("x".repeat(200),), &()).unwrap();
+        let text = call_of(Some(&m), b"");
+        assert_eq!(text.chars().count(), 80);
+        assert!(text.ends_with("..."));
+        assert_eq!(call_of(None, b"oops"), "<not a message: oops>");
+    }
+}

@@ -1,0 +1,187 @@
+//! One worker process: connect, build the app from the linked actors, run a [`Worker`] until
+//! TERM, stop it gracefully.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dq_core::{App, Broker};
+use dq_worker::{Worker, WorkerError, WorkerOptions};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tracing::{debug, error, info, warn};
+
+use crate::args::WorkerArgs;
+use crate::broker::{connect, url_from, ConnectError, DEFAULT_BROKER_URL};
+use crate::exit;
+use crate::logging::PROCESS;
+use crate::Cli;
+
+/// Marks a worker process and carries its index (`0..processes`).
+pub(crate) const INDEX_ENV: &str = "DQ_WORKER_PROCESS";
+/// The main process's pid, so that a worker can tell it was orphaned before it could ask to
+/// be told.
+pub(crate) const MASTER_ENV: &str = "DQ_MAIN_PROCESS_PID";
+
+/// Runs worker process `index` to its end and returns its exit code.
+pub(crate) fn run(cli: Cli, args: WorkerArgs, index: usize) -> i32 {
+    if let Some(code) = follow_the_main_process() {
+        return code;
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(target: PROCESS, "Cannot start the Tokio runtime: {e}");
+            return exit::KILLED;
+        }
+    };
+    let code = rt.block_on(serve(cli, args, index));
+    // Threads of sync actors still running past the shutdown timeout must not hold the exit.
+    rt.shutdown_background();
+    code
+}
+
+/// Asks the kernel to TERM this process when the main process dies (even by SIGKILL), so no
+/// worker is left consuming without a supervisor; it then stops gracefully like any other
+/// time. Returns an exit code if the main process is gone already.
+fn follow_the_main_process() -> Option<i32> {
+    let master = std::env::var(MASTER_ENV).ok()?.parse::<i32>().ok()?;
+    #[cfg(target_os = "linux")]
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM) {
+        warn!(target: PROCESS, "Cannot ask to be stopped with the main process: {e}");
+    }
+    if nix::unistd::getppid().as_raw() != master {
+        error!(target: PROCESS, "The main process {master} is gone: not starting.");
+        return Some(exit::KILLED);
+    }
+    None
+}
+
+fn signals() -> std::io::Result<(Signal, Signal)> {
+    // INT is ignored: Ctrl-C in a terminal reaches every process of the group, and the main
+    // process decides what it means (it sends TERM). Listening for it is what ignores it.
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move { while int.recv().await.is_some() {} });
+    Ok((
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::hangup())?,
+    ))
+}
+
+/// A TERM or HUP: both stop a worker process, as in Dramatiq.
+async fn stop_signal(term: &mut Signal, hup: &mut Signal) {
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = hup.recv() => {}
+    }
+}
+
+async fn serve(cli: Cli, args: WorkerArgs, index: usize) -> i32 {
+    let (mut term, mut hup) = match signals() {
+        Ok(s) => s,
+        Err(e) => {
+            error!(target: PROCESS, "Cannot listen for signals: {e}");
+            return exit::KILLED;
+        }
+    };
+    let started = tokio::select! {
+        r = start(&cli, &args) => r,
+        _ = stop_signal(&mut term, &mut hup) => {
+            info!(target: PROCESS, "Stopped before the worker was ready.");
+            return exit::OK;
+        }
+    };
+    let worker = match started {
+        Ok(w) => w,
+        Err(code) => return code,
+    };
+    debug!(target: PROCESS, index, "worker process started");
+    info!(target: PROCESS, "Worker process is ready for action.");
+
+    stop_signal(&mut term, &mut hup).await;
+    info!(target: PROCESS, "Stopping worker process...");
+    tokio::select! {
+        r = worker.stop() => match r {
+            Ok(()) => {}
+            Err(WorkerError::ShutdownTimeout(n)) => warn!(
+                target: PROCESS,
+                "{n} message(s) were still running after --worker-shutdown-timeout; the broker \
+                 will redeliver them."
+            ),
+            Err(e) => warn!(target: PROCESS, "Worker did not stop cleanly: {e}"),
+        },
+        _ = stop_signal(&mut term, &mut hup) => {
+            warn!(target: PROCESS, "Killing worker process...");
+            return exit::KILLED;
+        }
+    }
+    info!(target: PROCESS, "Worker process stopped.");
+    exit::OK
+}
+
+/// Connects, checks the broker answers, builds the app and starts the worker; on failure,
+/// logs why and returns the exit code.
+async fn start(cli: &Cli, args: &WorkerArgs) -> Result<Worker, i32> {
+    let broker = broker(cli, args).await.map_err(|e| {
+        let code = e.exit_code();
+        if code == exit::BROKER {
+            error!(target: PROCESS, "Cannot reach the broker: {e}");
+        } else {
+            error!(target: PROCESS, "Invalid broker settings: {e}");
+        }
+        code
+    })?;
+    if let Err(e) = broker.ping().await {
+        let e = ConnectError::from_broker(&e);
+        error!(target: PROCESS, "Cannot reach the broker: {e}");
+        return Err(e.exit_code());
+    }
+
+    let mut builder = App::builder_arc(broker).middleware_arcs(dq_middleware::default_middleware());
+    if let Some(configure) = &cli.configure {
+        builder = configure(builder);
+    }
+    let app = builder.build().map_err(|e| {
+        error!(target: PROCESS, "Invalid actor definitions: {e}");
+        exit::USAGE
+    })?;
+    app.set_global();
+
+    let known = app.registry().queues();
+    for q in &args.queues {
+        if !known.iter().any(|k| k == dq_core::q_name(q)) {
+            warn!(target: PROCESS, "No actor uses queue {q:?} (the actors' queues: {known:?}).");
+        }
+    }
+    let options = WorkerOptions {
+        threads: args.threads as usize,
+        queues: (!args.queues.is_empty()).then(|| args.queues.clone()),
+        shutdown_timeout: Duration::from_millis(args.worker_shutdown_timeout),
+        ..WorkerOptions::default()
+    };
+    let worker = Worker::new(app, options);
+    match worker.start().await {
+        Ok(()) => Ok(worker),
+        Err(e) => {
+            let code = match &e {
+                WorkerError::NoQueues { .. } => exit::USAGE,
+                WorkerError::Broker(b) => ConnectError::from_broker(b).exit_code(),
+                _ => exit::KILLED,
+            };
+            error!(target: PROCESS, "Worker failed to start: {e}");
+            Err(code)
+        }
+    }
+}
+
+/// The broker, chosen as documented on [`Cli::broker`].
+async fn broker(cli: &Cli, args: &WorkerArgs) -> Result<Arc<dyn Broker>, ConnectError> {
+    let flag = args.broker_url.as_deref();
+    if let (None, Some(make)) = (flag, &cli.broker) {
+        return make().await.map_err(|e| ConnectError::from_broker(&e));
+    }
+    let url = url_from(flag).unwrap_or_else(|| DEFAULT_BROKER_URL.to_owned());
+    debug!(target: PROCESS, url = %crate::broker::redact(&url), "connecting to the broker");
+    connect(&url, args.namespace.as_deref()).await
+}

@@ -1,0 +1,303 @@
+//! # dq-cli
+//!
+//! dq's command line: [`main`] turns your own binary, with its actors linked in, into a
+//! `dramatiq`-style worker command (Dramatiq's flags, log format, signals and exit codes), and
+//! the `dq` binary of this crate lets operators look at and fix queues.
+//!
+//! **Key design decision:** Rust cannot import actor modules by name at run time the way
+//! `dramatiq my_app` does, so the worker command *is* your binary: `#[dq::actor]` registers the
+//! actors at link time and `main` hands over to [`main`]. To run several worker processes the
+//! main process re-executes that same binary (rather than forking a process that already runs a
+//! Tokio runtime), and because each worker process starts from the file on disk, a reload
+//! (`SIGHUP`, or `--watch` after a successful build) runs the code you just built.
+//!
+//! ```no_run
+//! #[dq::actor]
+//! fn count_words(url: String) {
+//!     println!("There are {} words at {url:?}.", url.len());
+//! }
+//!
+//! fn main() {
+//!     // The broker comes from --broker-url, DQ_REDIS_URL or DQ_AMQP_URL (default: local Redis).
+//!     dq_cli::main()
+//! }
+//! ```
+//!
+//! Then `cargo run -- --processes 2 --threads 8` prints Dramatiq's boot lines:
+//!
+//! ```text
+//! [2024-05-01 10:00:00,001] [PID 4100] [MainThread] [dq.MainProcess] [INFO] Dq '0.1.0' is booting up.
+//! [2024-05-01 10:00:00,052] [PID 4101] [MainThread] [dq.WorkerProcess(0)] [INFO] Worker process is ready for action.
+//! [2024-05-01 10:00:00,053] [PID 4102] [MainThread] [dq.WorkerProcess(1)] [INFO] Worker process is ready for action.
+//! ```
+//!
+//! | piece | what it does |
+//! |---|---|
+//! | flags | Dramatiq's worker flags and defaults: `--processes` (CPUs), `--threads` (8), `--queues`, `--pid-file`, `--log-file`, `--skip-logging`, `--worker-shutdown-timeout` (600000 ms), `--watch`, `-v` |
+//! | supervisor | starts `--processes` worker processes and restarts one that dies |
+//! | signals | INT / TERM: graceful stop; a second one: kill at once; HUP: graceful reload |
+//! | exit codes | [`exit`]: 0 ok, 1 killed, 2 bad argument or actor, 3 broker unreachable at startup, 4 pid file in use |
+//! | `dq` binary | `dq queues`, `dq dead-letters list / show / requeue / purge`, `dq send`, `dq purge` |
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `redis` | yes | `redis://` and `rediss://` broker URLs |
+//! | `amqp` | yes | `amqp://` and `amqps://` broker URLs |
+
+use std::ffi::OsString;
+use std::fs::OpenOptions;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+use clap::{CommandFactory, FromArgMatches};
+use dq_core::{AppBuilder, Broker, BrokerError};
+use tracing::{error, info};
+
+pub mod admin;
+mod args;
+mod broker;
+mod child;
+mod logging;
+mod pidfile;
+mod supervisor;
+mod watch;
+
+pub use broker::{AMQP_URL_ENV, DEFAULT_BROKER_URL, REDIS_URL_ENV};
+
+use crate::broker::{BrokerFactory, BrokerFuture};
+use crate::logging::{Sink, PROCESS};
+
+/// The exit codes of the worker command and of `dq`, Dramatiq's.
+pub mod exit {
+    /// Stopped gracefully, or the command did what was asked.
+    pub const OK: i32 = 0;
+    /// Killed (a second INT or TERM), or a worker process crashed while stopping.
+    pub const KILLED: i32 = 1;
+    /// A command line argument is invalid, or an actor definition is (Dramatiq: an import
+    /// error).
+    pub const USAGE: i32 = 2;
+    /// The broker could not be reached at startup (the worker does not retry: wrap it in a
+    /// retry loop, see the README).
+    pub const BROKER: i32 = 3;
+    /// The pid file names a process that is running (or cannot be written).
+    pub const PID_FILE: i32 = 4;
+}
+
+/// The version the boot line announces.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+type Configure = Arc<dyn Fn(AppBuilder) -> AppBuilder + Send + Sync>;
+
+/// The worker command, with what a binary may set in code: the broker, and extra middleware.
+///
+/// ```no_run
+/// use dq_broker_redis::RedisBroker;
+///
+/// fn main() {
+///     dq_cli::Cli::new()
+///         // Used unless --broker-url is given.
+///         .broker(|| RedisBroker::builder().url("redis://cache:6379").namespace("shop").build())
+///         .configure(|app| app.middleware(dq_middleware::CurrentMessage))
+///         .main()
+/// }
+/// ```
+#[derive(Clone, Default)]
+pub struct Cli {
+    broker: Option<BrokerFactory>,
+    configure: Option<Configure>,
+}
+
+impl std::fmt::Debug for Cli {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cli")
+            .field("broker", &self.broker.is_some())
+            .field("configure", &self.configure.is_some())
+            .finish()
+    }
+}
+
+impl Cli {
+    /// The worker command with nothing set in code.
+    pub fn new() -> Cli {
+        Cli::default()
+    }
+
+    /// Sets the broker in code. Each worker process calls `make` once at startup.
+    ///
+    /// The broker is chosen in this order: `--broker-url`; then this; then the URL in
+    /// `DQ_REDIS_URL`, then in `DQ_AMQP_URL`; then [`DEFAULT_BROKER_URL`] (Redis on
+    /// localhost, where Dramatiq would try RabbitMQ: Redis needs no setup, and `dq queues` can
+    /// list its queues). An error of kind `Connection` or `Timeout` from `make` exits with
+    /// code 3, one of kind `Rejected` (a bad setting) with code 2.
+    pub fn broker<F, Fut, B, E>(mut self, make: F) -> Cli
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<B, E>> + Send + 'static,
+        B: Broker,
+        E: Into<BrokerError>,
+    {
+        let make = Arc::new(make);
+        self.broker = Some(Arc::new(move || -> BrokerFuture {
+            let fut = make();
+            Box::pin(async move {
+                match fut.await {
+                    Ok(b) => Ok(Arc::new(b) as Arc<dyn Broker>),
+                    Err(e) => Err(e.into()),
+                }
+            })
+        }));
+        self
+    }
+
+    /// Adjusts each worker process's app before it is built: it starts with Dramatiq's default
+    /// middleware and every linked actor; add middleware (results, rate limits, Prometheus) or
+    /// actors here.
+    pub fn configure<F>(mut self, f: F) -> Cli
+    where
+        F: Fn(AppBuilder) -> AppBuilder + Send + Sync + 'static,
+    {
+        self.configure = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs the command with this process's arguments and exits with its [`exit`] code.
+    pub fn main(self) -> ! {
+        let code = self.run();
+        std::process::exit(code)
+    }
+
+    /// Runs the command with this process's arguments and returns its [`exit`] code.
+    pub fn run(self) -> i32 {
+        self.run_with(std::env::args_os())
+    }
+
+    /// Runs the command with `args` (the first one is the program name) and returns its
+    /// [`exit`] code.
+    pub fn run_with<I, T>(self, args: I) -> i32
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        let raw: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let program = raw
+            .first()
+            .and_then(|p| Path::new(p).file_name())
+            .map_or_else(|| "worker".to_owned(), |n| n.to_string_lossy().into_owned());
+        let matches = args::WorkerArgs::command()
+            .name(program.clone())
+            .bin_name(program)
+            .version(VERSION)
+            .try_get_matches_from(&raw);
+        let parsed = matches.and_then(|m| args::WorkerArgs::from_arg_matches(&m));
+        let args = match parsed {
+            Ok(a) => a,
+            Err(e) => {
+                // Help and --version go to stdout with code 0, usage errors to stderr with 2.
+                let _ = e.print();
+                return e.exit_code();
+            }
+        };
+        let index = std::env::var(child::INDEX_ENV)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok());
+        let process = match index {
+            Some(i) => format!("dq.WorkerProcess({i})"),
+            None => "dq.MainProcess".to_owned(),
+        };
+        // The main process writes the log file; worker processes write to their stderr, which
+        // the main process pointed at that same file.
+        let log_file = match (&args.log_file, index) {
+            (Some(path), None) => match OpenOptions::new().create(true).append(true).open(path) {
+                Ok(f) => Some(Arc::new(f)),
+                Err(e) => {
+                    eprintln!("error: cannot open log file {}: {e}", path.display());
+                    return exit::USAGE;
+                }
+            },
+            _ => None,
+        };
+        if !args.skip_logging {
+            let sink = log_file.clone().map_or(Sink::Stderr, Sink::File);
+            // Fails only when the binary installed a subscriber itself: it is kept.
+            let _ = logging::init(process, args.verbose, sink);
+        }
+        match index {
+            Some(i) => child::run(self, args, i),
+            None => run_main_process(args, raw, log_file),
+        }
+    }
+}
+
+/// Runs the worker command of a binary that sets nothing in code, with this process's
+/// arguments, and exits with its [`exit`] code. See [`Cli`] to set the broker in code.
+pub fn main() -> ! {
+    Cli::new().main()
+}
+
+fn run_main_process(
+    args: args::WorkerArgs,
+    raw: Vec<OsString>,
+    log_file: Option<Arc<std::fs::File>>,
+) -> i32 {
+    info!(target: PROCESS, "Dq '{VERSION}' is booting up.");
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            error!(target: PROCESS, "Cannot find this binary to start worker processes: {e}");
+            return exit::KILLED;
+        }
+    };
+    let pid_file = match args.pid_file.as_deref().map(pidfile::PidFile::acquire) {
+        None => None,
+        Some(Ok(p)) => Some(p),
+        Some(Err(e)) => {
+            error!(target: PROCESS, "{e}");
+            return exit::PID_FILE;
+        }
+    };
+    let watch = match &args.watch {
+        None => None,
+        Some(dir) => match dir.canonicalize() {
+            Ok(dir) => Some(supervisor::WatchConfig {
+                build_command: args
+                    .watch_build_command
+                    .clone()
+                    .unwrap_or_else(|| watch::default_build_command(&exe)),
+                filter: watch::Filter::new(&args.watch_include, &args.watch_exclude),
+                dir,
+            }),
+            Err(e) => {
+                error!(target: PROCESS, "Cannot watch {}: {e}", dir.display());
+                if let Some(p) = pid_file {
+                    p.remove();
+                }
+                return exit::USAGE;
+            }
+        },
+    };
+    let config = supervisor::Config {
+        exe,
+        args: raw.into_iter().skip(1).collect(),
+        processes: args.processes(),
+        log_file,
+        watch,
+    };
+    // One thread: worker processes are started from it, and the kernel's parent-death signal
+    // follows the thread that started a process, so it must live as long as this process.
+    let code = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(supervisor::run(config)),
+        Err(e) => {
+            error!(target: PROCESS, "Cannot start the Tokio runtime: {e}");
+            exit::KILLED
+        }
+    };
+    if let Some(p) = pid_file {
+        p.remove();
+    }
+    info!(target: PROCESS, "Dq is shutting down (exit code {code}).");
+    code
+}

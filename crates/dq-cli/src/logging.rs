@@ -1,0 +1,270 @@
+//! Log lines in Dramatiq's format:
+//! `[2017-06-27 13:03:09,675] [PID 13047] [MainThread] [dq.MainProcess] [INFO] message`.
+
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::sync::Arc;
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::EnvFilter;
+
+/// The target dq-cli logs its process-level lines under; the formatter prints it as the
+/// process's logger name, `dq.MainProcess` or `dq.WorkerProcess(N)`, as Dramatiq does.
+pub(crate) const PROCESS: &str = "dq.process";
+
+/// Formats events as Dramatiq's `logging` format string does.
+pub(crate) struct DramatiqFormat {
+    /// `dq.MainProcess` or `dq.WorkerProcess(N)`.
+    process: String,
+}
+
+impl DramatiqFormat {
+    pub(crate) fn new(process: String) -> DramatiqFormat {
+        DramatiqFormat { process }
+    }
+}
+
+/// The logger name for a tracing target: `dq_worker::worker` → `dq.worker.worker`, so the
+/// names read like Dramatiq's (`dramatiq.worker.WorkerThread`); other crates keep their path
+/// with dots.
+fn logger_name(target: &str) -> String {
+    let dotted = target.replace("::", ".");
+    match dotted.strip_prefix("dq_") {
+        Some(rest) => format!("dq.{rest}"),
+        None => dotted,
+    }
+}
+
+/// Python's level names.
+fn level_name(level: &Level) -> &'static str {
+    match *level {
+        Level::ERROR => "ERROR",
+        Level::WARN => "WARNING",
+        Level::INFO => "INFO",
+        Level::DEBUG => "DEBUG",
+        Level::TRACE => "TRACE",
+    }
+}
+
+/// Collects an event's message and its other fields as ` key=value`.
+#[derive(Default)]
+struct Fields {
+    message: String,
+    rest: String,
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message.push_str(value);
+        } else {
+            use fmt::Write;
+            let _ = write!(self.rest, " {}={}", field.name(), value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        use fmt::Write;
+        if field.name() == "message" {
+            let _ = write!(self.message, "{value:?}");
+        } else {
+            let _ = write!(self.rest, " {}={:?}", field.name(), value);
+        }
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for DramatiqFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let meta = event.metadata();
+        let now = chrono::Local::now();
+        let thread = std::thread::current();
+        let thread_name = match thread.name() {
+            Some("main") | None => "MainThread",
+            Some(name) => name,
+        };
+        let target = meta.target();
+        let logger = if target == PROCESS {
+            self.process.clone()
+        } else {
+            logger_name(target)
+        };
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        writeln!(
+            writer,
+            "[{}] [PID {}] [{}] [{}] [{}] {}{}",
+            now.format("%Y-%m-%d %H:%M:%S,%3f"),
+            std::process::id(),
+            thread_name,
+            logger,
+            level_name(meta.level()),
+            fields.message,
+            fields.rest,
+        )
+    }
+}
+
+/// Where log lines go: standard error, or a file opened for appending (`--log-file`).
+#[derive(Clone)]
+pub(crate) enum Sink {
+    Stderr,
+    File(Arc<File>),
+}
+
+/// A writer for one log line.
+pub(crate) enum SinkWriter {
+    Stderr(io::Stderr),
+    File(Arc<File>),
+}
+
+impl io::Write for SinkWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            SinkWriter::Stderr(e) => e.write(buf),
+            SinkWriter::File(f) => (&**f).write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            SinkWriter::Stderr(e) => e.flush(),
+            SinkWriter::File(f) => (&**f).flush(),
+        }
+    }
+}
+
+impl<'a> MakeWriter<'a> for Sink {
+    type Writer = SinkWriter;
+
+    fn make_writer(&'a self) -> SinkWriter {
+        match self {
+            Sink::Stderr => SinkWriter::Stderr(io::stderr()),
+            Sink::File(f) => SinkWriter::File(f.clone()),
+        }
+    }
+}
+
+/// The filter for `-v` given `verbose` times: INFO, then DEBUG, then TRACE, as Dramatiq's
+/// `-v` goes from INFO to DEBUG. `RUST_LOG`, when set, wins.
+fn filter(verbose: u8) -> EnvFilter {
+    if let Ok(f) = EnvFilter::try_from_default_env() {
+        return f;
+    }
+    EnvFilter::new(match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    })
+}
+
+/// Installs the global subscriber. Errors when one is installed already, which `--skip-logging`
+/// is for: the binary configures logging itself.
+pub(crate) fn init(process: String, verbose: u8, sink: Sink) -> Result<(), String> {
+    tracing_subscriber::fmt()
+        .with_env_filter(filter(verbose))
+        .event_format(DramatiqFormat::new(process))
+        .with_writer(sink)
+        .try_init()
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::sync::Mutex;
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Buf {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Buf {
+        type Writer = Buf;
+        fn make_writer(&'a self) -> Buf {
+            self.clone()
+        }
+    }
+
+    /// The line `log` produces under a formatter for `process`, without its timestamp.
+    fn line(process: &str, log: impl FnOnce()) -> String {
+        let buf = Buf::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(Level::TRACE)
+            .event_format(DramatiqFormat::new(process.to_owned()))
+            .with_writer(buf.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, log);
+        let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let (stamp, rest) = out.split_at(out.find("] ").expect("a timestamp") + 2);
+        // [2017-06-27 13:03:09,675]
+        assert_eq!(stamp.len(), 26, "{out}");
+        assert_eq!(&stamp[20..21], ",", "{out}");
+        rest.to_owned()
+    }
+
+    #[test]
+    fn process_lines_use_the_process_logger_name() {
+        let pid = std::process::id();
+        let got = line(
+            "dq.MainProcess",
+            || tracing::info!(target: PROCESS, "Dq '0.1.0' is booting up."),
+        );
+        // Test threads have names of their own; the main thread prints as MainThread.
+        let thread = std::thread::current().name().unwrap().to_owned();
+        assert_eq!(
+            got,
+            format!("[PID {pid}] [{thread}] [dq.MainProcess] [INFO] Dq '0.1.0' is booting up.\n")
+        );
+    }
+
+    #[test]
+    fn other_targets_become_dotted_logger_names_and_fields_follow_the_message() {
+        let got = line(
+            "dq.WorkerProcess(3)",
+            || tracing::warn!(target: "dq_worker::worker", queue = "default", n = 2, "slow"),
+        );
+        assert!(
+            got.ends_with("[dq.worker.worker] [WARNING] slow queue=default n=2\n"),
+            "{got}"
+        );
+        let got = line(
+            "dq.WorkerProcess(3)",
+            || tracing::error!(target: "redis::aio", "gone"),
+        );
+        assert!(got.ends_with("[redis.aio] [ERROR] gone\n"), "{got}");
+    }
+
+    #[test]
+    fn level_names_are_pythons() {
+        assert_eq!(level_name(&Level::WARN), "WARNING");
+        assert_eq!(level_name(&Level::DEBUG), "DEBUG");
+        assert_eq!(
+            logger_name("dq_middleware::retries"),
+            "dq.middleware.retries"
+        );
+        assert_eq!(logger_name("my_app"), "my_app");
+    }
+}

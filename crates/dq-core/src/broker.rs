@@ -1,0 +1,213 @@
+//! The `Broker` trait: what a message transport must do for the worker and for producers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::BrokerError;
+use crate::message::{q_name, Message};
+
+/// Identifies one delivery to the consumer that handed it out: an AMQP delivery tag, a Redis
+/// `redis_message_id`, or the stub broker's sequence number.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Token {
+    /// A numeric tag.
+    Tag(u64),
+    /// A string id.
+    Id(String),
+}
+
+/// One message handed out by a consumer and not yet acked. The body stays raw so that the worker,
+/// not the broker, decides what to do with one that does not decode (it dead-letters it).
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// How to ack, nack or requeue this delivery.
+    pub token: Token,
+    /// The body as it sits in the broker.
+    pub body: Vec<u8>,
+    /// Whether the broker says it was delivered before (RabbitMQ's `redelivered`).
+    pub redelivered: bool,
+}
+
+/// Counts for one queue, for the admin tool and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Messages waiting on the queue.
+    pub ready: u64,
+    /// Messages waiting on its delay queue.
+    pub delayed: u64,
+    /// Messages in its dead-letter queue.
+    pub dead: u64,
+    /// Messages handed to consumers and not yet acked (where the broker can tell).
+    pub in_flight: u64,
+}
+
+/// A message transport: Redis, RabbitMQ, or the in-memory stub.
+///
+/// Brokers know nothing about middleware: the [`App`](crate::App) runs enqueue hooks and the
+/// worker runs processing hooks. Queue names passed to a broker are physical (`q` or `q.DQ`);
+/// dead-letter queues (`q.XQ`) are the broker's business.
+///
+/// **Architecture invariant:** a message is removed from the broker only by an ack or a nack
+/// through the [`Acker`] of the consumer that received it.
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// A short name for logs: `"redis"`, `"amqp"`, `"stub"`.
+    fn kind(&self) -> &'static str;
+
+    /// Declares canonical queue `queue` with its delay and dead-letter queues. Idempotent.
+    async fn declare_queue(&self, queue: &str) -> Result<(), BrokerError>;
+
+    /// Puts `message` on the queue its `queue_name` names (`q`, or `q.DQ` when delayed: the
+    /// caller has already set `eta`). A broker may add options it needs (Redis sets a fresh
+    /// `redis_message_id`). Returns only once the broker has the message.
+    async fn enqueue(&self, message: &mut Message) -> Result<(), BrokerError>;
+
+    /// Enqueues many messages, pipelined where the broker allows. The default enqueues one by one.
+    async fn enqueue_many(&self, messages: &mut [Message]) -> Result<(), BrokerError> {
+        for m in messages.iter_mut() {
+            self.enqueue(m).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts consuming physical queue `queue` (`q` or `q.DQ`), holding at most `prefetch`
+    /// unacked deliveries.
+    async fn consume(&self, queue: &str, prefetch: usize)
+        -> Result<Box<dyn Consumer>, BrokerError>;
+
+    /// Counts for canonical queue `queue`.
+    async fn stats(&self, queue: &str) -> Result<QueueStats, BrokerError>;
+
+    /// Drops every message of canonical queue `queue`, its delay queue and its dead letters.
+    async fn flush(&self, queue: &str) -> Result<(), BrokerError>;
+
+    /// Up to `limit` dead-lettered messages of canonical queue `queue`, oldest first.
+    async fn dead_letters(&self, queue: &str, limit: usize)
+        -> Result<Vec<DeadLetter>, BrokerError>;
+
+    /// Checks the broker can be reached (used at startup for a clear error and exit code 3).
+    async fn ping(&self) -> Result<(), BrokerError>;
+
+    /// The canonical queues this broker holds messages or dead letters for, sorted: what the
+    /// admin tool's `dq queues` lists when no queue is named. The default says the broker cannot
+    /// ([`BrokerErrorKind::Unsupported`](crate::BrokerErrorKind::Unsupported)), which is the
+    /// truth for RabbitMQ: AMQP has no command that lists queues.
+    async fn list_queues(&self) -> Result<Vec<String>, BrokerError> {
+        Err(BrokerError::unsupported(self.kind(), "listing queues"))
+    }
+
+    /// Deletes dead letters of canonical queue `queue` for good: those `ids` names (as
+    /// [`DeadLetter::id`] gives them), or every one when `ids` is `None`. Returns how many were
+    /// deleted; an id that is not a dead letter (any more) is skipped. The default says the
+    /// broker cannot ([`BrokerErrorKind::Unsupported`](crate::BrokerErrorKind::Unsupported)).
+    async fn delete_dead_letters(
+        &self,
+        queue: &str,
+        ids: Option<&[String]>,
+    ) -> Result<u64, BrokerError> {
+        let _ = (queue, ids);
+        Err(BrokerError::unsupported(
+            self.kind(),
+            "deleting dead letters",
+        ))
+    }
+
+    /// Puts dead letters of canonical queue `queue` back on that queue, at its tail, so workers
+    /// run them again: those `ids` names, or every one when `ids` is `None`. Returns the ids
+    /// requeued, oldest first. An id that is not a dead letter (any more) is skipped, and so is
+    /// a letter whose body is not a valid message: it stays a dead letter.
+    ///
+    /// A message goes back as it was dead-lettered, with its `message_id` and options (so
+    /// `retries` keeps counting), except that it is addressed to `queue` itself and has no
+    /// `eta`: one dead-lettered from the delay queue runs at once. **Delivery:** each message is
+    /// enqueued before its letter is deleted, so a failure half-way leaves a duplicate, never a
+    /// loss.
+    ///
+    /// The default reads the letters with [`dead_letters`](Broker::dead_letters), enqueues them
+    /// with [`enqueue_many`](Broker::enqueue_many) and deletes them with
+    /// [`delete_dead_letters`](Broker::delete_dead_letters), in batches; a broker only needs to
+    /// implement those.
+    async fn requeue_dead_letters(
+        &self,
+        queue: &str,
+        ids: Option<&[String]>,
+    ) -> Result<Vec<String>, BrokerError> {
+        /// Bounds the memory and the size of one broker call when requeueing everything.
+        const BATCH: usize = 500;
+        let q = q_name(queue);
+        let total = self.stats(q).await?.dead;
+        let letters = self
+            .dead_letters(q, usize::try_from(total).unwrap_or(usize::MAX))
+            .await?;
+        let mut requeued = Vec::new();
+        let mut batch_ids = Vec::with_capacity(BATCH);
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut letters = letters.into_iter().peekable();
+        while let Some(letter) = letters.next() {
+            let wanted = ids.is_none_or(|ids| ids.contains(&letter.id));
+            if wanted {
+                if let Ok(mut message) = Message::decode(&letter.body) {
+                    message.queue_name = q.to_owned();
+                    message.options.remove_eta();
+                    batch.push(message);
+                    batch_ids.push(letter.id);
+                }
+            }
+            if !batch.is_empty() && (batch.len() == BATCH || letters.peek().is_none()) {
+                self.enqueue_many(&mut batch).await?;
+                self.delete_dead_letters(q, Some(&batch_ids)).await?;
+                batch.clear();
+                requeued.append(&mut batch_ids);
+            }
+        }
+        Ok(requeued)
+    }
+}
+
+/// A message in a dead-letter queue.
+#[derive(Clone, Debug)]
+pub struct DeadLetter {
+    /// The broker's id for it (Redis: the `redis_message_id`).
+    pub id: String,
+    /// The body as it was enqueued.
+    pub body: Vec<u8>,
+    /// When it was dead-lettered (ms since the epoch), if the broker records it.
+    pub dead_lettered_at: Option<i64>,
+    /// Why, if the broker records it (the stub broker does; Dramatiq's brokers do not).
+    pub reason: Option<String>,
+}
+
+/// A stream of deliveries from one physical queue.
+#[async_trait]
+pub trait Consumer: Send {
+    /// The physical queue this consumer reads.
+    fn queue(&self) -> &str;
+
+    /// Waits up to `timeout` for deliveries and returns what arrived (possibly nothing). Never
+    /// returns more than the prefetch allows given the deliveries not yet acked. A transient error
+    /// means the caller should retry after a pause; the consumer reconnects by itself.
+    async fn fetch(&mut self, timeout: Duration) -> Result<Vec<Delivery>, BrokerError>;
+
+    /// A handle to settle deliveries from any thread or task.
+    fn acker(&self) -> Arc<dyn Acker>;
+
+    /// Stops consuming. Deliveries not settled by now are given back to the broker (requeued);
+    /// on Redis that is an explicit requeue, on RabbitMQ closing the channel redelivers them.
+    async fn close(self: Box<Self>) -> Result<(), BrokerError>;
+}
+
+/// Settles deliveries of one consumer. Cheap to clone behind its `Arc`.
+#[async_trait]
+pub trait Acker: Send + Sync {
+    /// Removes the messages for good: they were processed (or their retry is safely enqueued).
+    async fn ack(&self, tokens: &[Token]) -> Result<(), BrokerError>;
+
+    /// Moves one message to the dead-letter queue. `reason` is kept where the broker can keep it
+    /// and is always logged by the caller.
+    async fn nack(&self, token: &Token, reason: &str) -> Result<(), BrokerError>;
+
+    /// Gives messages back to the queue (at its tail) unprocessed.
+    async fn requeue(&self, tokens: &[Token]) -> Result<(), BrokerError>;
+}

@@ -1,0 +1,283 @@
+//! Errors of dq-core.
+
+use std::fmt;
+
+/// The result type of dq-core's fallible APIs.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in dq-core's public API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A message could not be decoded or encoded.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The broker failed.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    /// A middleware hook refused or failed.
+    #[error(transparent)]
+    Middleware(#[from] MiddlewareError),
+    /// An actor's arguments did not decode into its parameter types.
+    #[error(transparent)]
+    Args(#[from] ArgsError),
+    /// No global app was set before a message was sent through it.
+    #[error(
+        "no dq app is set: call dq::set_broker(...) (or App::set_global) before sending messages"
+    )]
+    NoGlobalApp,
+    /// An encoded message is larger than the configured limit.
+    #[error("message {message_id} is {size} bytes, over the limit of {limit} bytes")]
+    MessageTooLarge {
+        /// The message's id.
+        message_id: String,
+        /// Its encoded size.
+        size: usize,
+        /// The limit in force.
+        limit: usize,
+    },
+    /// Two actors were registered under one name.
+    #[error("actor {name:?} is registered twice")]
+    DuplicateActor {
+        /// The actor name.
+        name: String,
+    },
+    /// An actor was declared with an option no middleware knows.
+    #[error("actor {actor:?} has option {option:?}, which no middleware declares")]
+    UnknownActorOption {
+        /// The actor name.
+        actor: String,
+        /// The unknown option.
+        option: String,
+    },
+    /// A queue name does not match `[a-zA-Z_][a-zA-Z0-9._-]*`.
+    #[error("invalid queue name {0:?}")]
+    InvalidQueueName(String),
+    /// No actor of that name is registered.
+    #[error("actor {0:?} is not registered")]
+    UnknownActor(String),
+}
+
+/// A message body that is not a valid Dramatiq message.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The bytes are not JSON of the expected shape.
+    #[error("invalid message json: {source}")]
+    Json {
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A field has the wrong JSON type.
+    #[error("{field} must be {expected}")]
+    Shape {
+        /// The field.
+        field: &'static str,
+        /// What it must be.
+        expected: &'static str,
+    },
+}
+
+/// Arguments that do not fit an actor's parameters. Such a message is dead-lettered at once:
+/// retrying cannot fix it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ArgsError {
+    /// `args` or `kwargs` is not valid JSON of the right shape.
+    #[error("malformed arguments: {0}")]
+    Malformed(String),
+    /// One parameter did not decode.
+    #[error("argument {name:?} (position {index}) of {actor}: {source}")]
+    Invalid {
+        /// The actor.
+        actor: String,
+        /// The parameter's name.
+        name: &'static str,
+        /// Its position.
+        index: usize,
+        /// The decode error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A required parameter was given neither positionally nor by keyword.
+    #[error("{actor} is missing argument {name:?}")]
+    Missing {
+        /// The actor.
+        actor: String,
+        /// The parameter's name.
+        name: &'static str,
+    },
+    /// More positional arguments than parameters.
+    #[error("{actor} takes {expected} arguments but {given} were given")]
+    TooMany {
+        /// The actor.
+        actor: String,
+        /// Parameters the actor has.
+        expected: usize,
+        /// Positional arguments given.
+        given: usize,
+    },
+    /// A keyword argument names no parameter.
+    #[error("{actor} got an unexpected keyword argument {name:?}")]
+    UnexpectedKeyword {
+        /// The actor.
+        actor: String,
+        /// The keyword.
+        name: String,
+    },
+    /// A parameter was given both positionally and by keyword.
+    #[error("{actor} got multiple values for argument {name:?}")]
+    Duplicate {
+        /// The actor.
+        actor: String,
+        /// The parameter's name.
+        name: &'static str,
+    },
+}
+
+/// What kind of broker failure this is, so the worker knows whether to reconnect and retry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BrokerErrorKind {
+    /// The broker could not be reached (at start or later). Transient.
+    Connection,
+    /// A timeout talking to the broker. Transient.
+    Timeout,
+    /// The broker refused a request (bad arguments, precondition failed, permission). Not transient.
+    Rejected,
+    /// The queue does not exist.
+    QueueNotFound,
+    /// The broker was closed by this process.
+    Closed,
+    /// This broker cannot do what was asked (an admin operation its protocol lacks, such as
+    /// listing queues over AMQP). Not transient.
+    Unsupported,
+    /// Anything else.
+    Other,
+}
+
+/// A broker failure, with its kind and the underlying client error as its source.
+#[derive(Debug)]
+pub struct BrokerError {
+    kind: BrokerErrorKind,
+    context: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl BrokerError {
+    /// A new error of `kind`, saying what was being done.
+    pub fn new(kind: BrokerErrorKind, context: impl Into<String>) -> BrokerError {
+        BrokerError {
+            kind,
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    /// The error a broker of kind `broker` (`"amqp"`, ...) returns for operation `what` that it
+    /// cannot do: kind [`Unsupported`](BrokerErrorKind::Unsupported).
+    ///
+    /// ```
+    /// let e = dq_core::BrokerError::unsupported("amqp", "listing queues");
+    /// assert_eq!(e.kind(), dq_core::BrokerErrorKind::Unsupported);
+    /// assert_eq!(e.to_string(), "not supported by this broker: listing queues (amqp broker)");
+    /// ```
+    pub fn unsupported(broker: &str, what: &str) -> BrokerError {
+        BrokerError::new(
+            BrokerErrorKind::Unsupported,
+            format!("{what} ({broker} broker)"),
+        )
+    }
+
+    /// Attaches the cause.
+    pub fn with_source(
+        mut self,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> BrokerError {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// The kind of failure.
+    pub fn kind(&self) -> BrokerErrorKind {
+        self.kind
+    }
+
+    /// Whether retrying later (after reconnecting) may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self.kind {
+            BrokerErrorKind::Connection | BrokerErrorKind::Timeout => true,
+            BrokerErrorKind::Rejected
+            | BrokerErrorKind::QueueNotFound
+            | BrokerErrorKind::Closed
+            | BrokerErrorKind::Unsupported
+            | BrokerErrorKind::Other => false,
+        }
+    }
+}
+
+impl fmt::Display for BrokerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            BrokerErrorKind::Connection => "broker connection failed",
+            BrokerErrorKind::Timeout => "broker timed out",
+            BrokerErrorKind::Rejected => "broker rejected the request",
+            BrokerErrorKind::QueueNotFound => "queue not found",
+            BrokerErrorKind::Closed => "broker is closed",
+            BrokerErrorKind::Unsupported => "not supported by this broker",
+            BrokerErrorKind::Other => "broker error",
+        };
+        write!(f, "{kind}: {}", self.context)?;
+        if let Some(s) = &self.source {
+            write!(f, ": {s}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for BrokerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|s| &**s as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// A middleware hook failed. Before-hooks abort the enqueue or the run; after-process hooks stop
+/// the ack, so the message is requeued rather than lost.
+#[derive(Debug, thiserror::Error)]
+#[error("middleware {middleware}: {message}")]
+pub struct MiddlewareError {
+    /// The middleware's name.
+    pub middleware: String,
+    /// What went wrong.
+    pub message: String,
+    /// The cause, if any.
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl MiddlewareError {
+    /// A new error from middleware `middleware`.
+    pub fn new(middleware: impl Into<String>, message: impl Into<String>) -> MiddlewareError {
+        MiddlewareError {
+            middleware: middleware.into(),
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An error caused by another error.
+    pub fn caused_by(
+        middleware: impl Into<String>,
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> MiddlewareError {
+        MiddlewareError {
+            middleware: middleware.into(),
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+}

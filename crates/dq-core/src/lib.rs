@@ -1,0 +1,63 @@
+//! # dq-core
+//!
+//! The bottom layer of dq, Dramatiq rebuilt in Rust: the wire [`Message`] and its typed
+//! [`Options`], actors and their [`Registry`], the [`Broker`] and [`Middleware`] traits, the
+//! [`App`] that producers send through, and the errors of all of these.
+//!
+//! **Key design decision:** this crate does no I/O and knows no broker client. Brokers, middleware
+//! and the worker are separate crates that depend on this one only, so a Python Dramatiq 2.2.1
+//! message means the same thing in every one of them, and a transport can be swapped without
+//! touching how messages are processed.
+//!
+//! Most users depend on the `dq` facade crate instead, which re-exports these types together with
+//! `#[dq::actor]`, the brokers and the worker.
+//!
+//! ```
+//! use dq_core::Message;
+//!
+//! // Decode a message a Python producer wrote, as Dramatiq 2.2.1 does.
+//! let body = br#"{"queue_name":"default","actor_name":"add","args":[3,4],"kwargs":{},"options":{},"message_id":"5029b3a5-3be4-4a04-a9a0-56e2a5e4e8b9","message_timestamp":1795397559159}"#;
+//! let msg = Message::decode(body).unwrap();
+//! assert_eq!(msg.display_call(), "add(3,4)");
+//! ```
+
+mod actor;
+mod app;
+mod backoff;
+mod broker;
+mod composition;
+mod context;
+mod error;
+mod message;
+mod middleware;
+mod options;
+mod send;
+
+pub use actor::{
+    short_type_name, Actor, ActorError, ActorResult, BoxActorFuture, FailureKind, Handler,
+    Invocation, Registry, Retry, Shutdown, TimeLimitExceeded,
+};
+pub use app::{App, AppBuilder, DEFAULT_MAX_MESSAGE_SIZE};
+pub use async_trait::async_trait;
+pub use backoff::{compute_backoff, compute_backoff_with, MAX_BACKOFF_MS};
+pub use broker::{Acker, Broker, Consumer, DeadLetter, Delivery, QueueStats, Token};
+pub use composition::{group, pipeline, Group, GroupBarrier, GroupChild, Pipeline, PipelineStep};
+pub use context::{check, current_message, ActorContext, Scoped};
+pub use error::{
+    ArgsError, BrokerError, BrokerErrorKind, DecodeError, Error, MiddlewareError, Result,
+};
+pub use message::{
+    dq_name, encode_args, encode_kwargs, is_valid_queue_name, kwargs_from_map, new_message_id,
+    now_ms, q_name, xq_name, Message,
+};
+pub use middleware::{Control, Hooks, Job, Middleware, Outcome};
+pub use options::{ActorOptions, Options, BUILTIN_ACTOR_OPTIONS};
+pub use send::SendOptions;
+
+/// Items generated code refers to. Not part of the public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::actor::{short_type_name, to_result_value, ActorRegistration, ArgReader};
+    pub use inventory;
+    pub use serde_json;
+}

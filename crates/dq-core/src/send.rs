@@ -1,0 +1,127 @@
+//! `SendOptions`: per-message settings for `send_with_options` and `message_with_options`.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::options::Options;
+
+/// Per-message settings: a delay, and options that override the actor's (`max_retries`,
+/// `time_limit`, callbacks, ...). Any key is allowed; keys unknown to dq pass through to the wire.
+///
+/// ```
+/// use std::time::Duration;
+/// use dq_core::SendOptions;
+///
+/// let opts = SendOptions::new()
+///     .delay(Duration::from_secs(10))
+///     .max_retries(3)
+///     .on_success("print_result")
+///     .on_failure("print_error");
+/// assert_eq!(opts.options.max_retries(), Some(Some(3)));
+/// assert_eq!(opts.options.on_success(), Some("print_result"));
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct SendOptions {
+    /// Enqueue after this delay (through the delay queue).
+    pub delay: Option<Duration>,
+    /// Options merged into the message's `options`.
+    pub options: Options,
+}
+
+impl SendOptions {
+    /// No delay, no options.
+    pub fn new() -> SendOptions {
+        SendOptions::default()
+    }
+
+    /// Delays the message.
+    pub fn delay(mut self, delay: Duration) -> SendOptions {
+        self.delay = Some(delay);
+        self
+    }
+
+    /// Sets any option.
+    pub fn option(mut self, key: &str, value: impl Into<Value>) -> SendOptions {
+        self.options.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// `max_retries` for this message.
+    pub fn max_retries(self, n: u32) -> SendOptions {
+        self.option("max_retries", n)
+    }
+
+    /// Retry this message forever (`max_retries: null`).
+    pub fn unlimited_retries(self) -> SendOptions {
+        self.option("max_retries", Value::Null)
+    }
+
+    /// `min_backoff` for this message.
+    pub fn min_backoff(self, d: Duration) -> SendOptions {
+        self.option("min_backoff", d.as_millis() as u64)
+    }
+
+    /// `max_backoff` for this message.
+    pub fn max_backoff(self, d: Duration) -> SendOptions {
+        self.option("max_backoff", d.as_millis() as u64)
+    }
+
+    /// `max_age` for this message.
+    pub fn max_age(self, d: Duration) -> SendOptions {
+        self.option("max_age", d.as_millis() as u64)
+    }
+
+    /// `time_limit` for this message.
+    pub fn time_limit(self, d: Duration) -> SendOptions {
+        self.option("time_limit", d.as_millis() as u64)
+    }
+
+    /// `on_success`: actor called with `[message_dict, result]` when this message succeeds.
+    pub fn on_success(self, actor_name: &str) -> SendOptions {
+        self.option("on_success", actor_name)
+    }
+
+    /// `on_failure`: actor called with `[message_dict, {"type", "message"}]` on every failure.
+    pub fn on_failure(self, actor_name: &str) -> SendOptions {
+        self.option("on_failure", actor_name)
+    }
+
+    /// `on_retry_exhausted`: actor told when retries run out.
+    pub fn on_retry_exhausted(self, actor_name: &str) -> SendOptions {
+        self.option("on_retry_exhausted", actor_name)
+    }
+
+    /// `pipe_ignore`: in a pipeline, do not append the previous result to this message's args.
+    pub fn pipe_ignore(self, yes: bool) -> SendOptions {
+        self.option("pipe_ignore", yes)
+    }
+
+    /// `store_results` for this message.
+    pub fn store_results(self, yes: bool) -> SendOptions {
+        self.option("store_results", yes)
+    }
+
+    /// `notify_shutdown` for this message.
+    pub fn notify_shutdown(self, yes: bool) -> SendOptions {
+        self.option("notify_shutdown", yes)
+    }
+
+    /// `broker_priority` (RabbitMQ AMQP priority; higher is more urgent).
+    pub fn broker_priority(self, p: u8) -> SendOptions {
+        self.option("broker_priority", p)
+    }
+
+    /// Applies these options to a message built for `message_with_options`: options merged, and
+    /// a delay recorded as the `delay` option (which pipelines honour), as Dramatiq does.
+    pub fn apply_to_message(&self, message: &mut crate::Message) {
+        for (k, v) in self.options.iter() {
+            message.options.insert(k.clone(), v.clone());
+        }
+        if let Some(d) = self.delay {
+            message
+                .options
+                .insert("delay".into(), Value::from(d.as_millis() as u64));
+        }
+    }
+}

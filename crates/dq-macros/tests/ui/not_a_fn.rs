@@ -1,0 +1,8 @@
+#[dq::actor]
+struct Email {
+    to: String,
+}
+
+fn main() {
+    let _ = Email { to: String::new() }.to;
+}

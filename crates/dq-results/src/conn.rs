@@ -1,0 +1,108 @@
+//! Redis connections from a `deadpool-redis` pool, returned to it only when left in a clean state.
+
+use std::time::Duration;
+
+use deadpool_redis::{Connection, Pool, PoolConfig, Runtime, Timeouts};
+
+/// The Redis URL used when none is given: env `DQ_REDIS_URL`, else `redis://127.0.0.1:6379`.
+pub(crate) fn default_url() -> String {
+    match std::env::var("DQ_REDIS_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => "redis://127.0.0.1:6379".to_owned(),
+    }
+}
+
+/// The host part of a Redis URL, for messages: never the user-info, which may hold a password.
+pub(crate) fn describe(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let host = host.split(['/', '?', '#']).next().unwrap_or_default();
+    format!("redis at {host}")
+}
+
+/// A pool of multiplexed connections, each used by one caller at a time.
+pub(crate) fn pool(url: &str, size: usize, connect_timeout: Duration) -> Result<Pool, String> {
+    redis::Client::open(url).map_err(|e| format!("{}: {e}", describe(url)))?;
+    let mut config = deadpool_redis::Config::from_url(url);
+    let mut pool = PoolConfig::new(size);
+    pool.timeouts = Timeouts {
+        wait: Some(Duration::from_secs(60)),
+        create: Some(connect_timeout),
+        recycle: Some(connect_timeout),
+    };
+    config.pool = Some(pool);
+    config
+        .create_pool(Some(Runtime::Tokio1))
+        .map_err(|e| format!("{}: {e}", describe(url)))
+}
+
+/// A pooled connection that goes back to the pool only once its command has answered.
+///
+/// A caller dropped while Redis still blocks on its `BRPOPLPUSH`, or between `WATCH` and `EXEC`,
+/// would hand the next user a connection that answers late or not in the state it expects:
+/// such a connection is detached from the pool and closed instead.
+pub(crate) struct Exclusive {
+    conn: Option<Connection>,
+    settled: bool,
+}
+
+impl Exclusive {
+    pub(crate) async fn get(pool: &Pool) -> Result<Exclusive, deadpool_redis::PoolError> {
+        Ok(Exclusive {
+            conn: Some(pool.get().await?),
+            settled: false,
+        })
+    }
+
+    /// Runs `cmd` and marks the connection reusable once Redis has answered, whatever it said.
+    pub(crate) async fn query<T: redis::FromRedisValue>(
+        &mut self,
+        cmd: &redis::Cmd,
+    ) -> redis::RedisResult<T> {
+        self.settled = false;
+        let conn = self.conn.as_mut().expect("connection present until drop");
+        let out = cmd.query_async(conn).await;
+        self.settled = true;
+        out
+    }
+
+    /// Runs `pipe` the same way.
+    pub(crate) async fn query_pipe<T: redis::FromRedisValue>(
+        &mut self,
+        pipe: &redis::Pipeline,
+    ) -> redis::RedisResult<T> {
+        self.settled = false;
+        let conn = self.conn.as_mut().expect("connection present until drop");
+        let out = pipe.query_async(conn).await;
+        self.settled = true;
+        out
+    }
+}
+
+impl Drop for Exclusive {
+    fn drop(&mut self) {
+        if !self.settled {
+            if let Some(conn) = self.conn.take() {
+                drop(Connection::take(conn));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_hide_credentials() {
+        assert_eq!(
+            describe("redis://:secret@host:6380/2"),
+            "redis at host:6380"
+        );
+        assert_eq!(describe("rediss://u:p@w@h:1?x=1"), "redis at h:1");
+        assert_eq!(
+            describe("redis://127.0.0.1:6379"),
+            "redis at 127.0.0.1:6379"
+        );
+    }
+}

@@ -1,0 +1,28 @@
+//! Errors of dq-worker.
+
+/// Why a worker could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    /// The broker could not be reached or refused a declaration at start.
+    #[error("worker could not start: {0}")]
+    Broker(#[from] dq_core::BrokerError),
+    /// A boot or shutdown hook failed.
+    #[error("worker hook failed: {0}")]
+    Middleware(#[from] dq_core::MiddlewareError),
+    /// There is nothing to consume: no actors, or `queues` matched none of their queues.
+    #[error("no queues to consume (actors' queues: {known:?}, asked for: {asked:?})")]
+    NoQueues {
+        /// Queues the registered actors use.
+        known: Vec<String>,
+        /// Queues the options named.
+        asked: Vec<String>,
+    },
+    /// `start` was called twice, or `stop` before `start`.
+    #[error("worker is {0}")]
+    State(&'static str),
+    /// In-flight work did not finish within the shutdown timeout; those messages were left
+    /// unacked, so the broker gives them to another worker.
+    #[error("{0} message(s) still running when the shutdown timeout passed")]
+    ShutdownTimeout(usize),
+}

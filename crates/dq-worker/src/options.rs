@@ -1,0 +1,62 @@
+//! Worker settings, with Dramatiq's defaults and environment overrides.
+
+use std::time::Duration;
+
+/// How a worker runs. `Default` gives Dramatiq's defaults, with its environment overrides
+/// (`dramatiq_queue_prefetch`, `dramatiq_delay_queue_prefetch`, `dramatiq_worker_timeout`) applied.
+///
+/// ```
+/// let opts = dq_worker::WorkerOptions { threads: 4, ..Default::default() };
+/// assert_eq!(opts.threads, 4);
+/// assert_eq!(opts.effective_queue_prefetch(), 8);
+/// ```
+#[derive(Clone, Debug)]
+pub struct WorkerOptions {
+    /// How many messages run at once, sync threads and async tasks together (default 8).
+    pub threads: usize,
+    /// Canonical queues to consume; `None` consumes every queue an actor uses.
+    pub queues: Option<Vec<String>>,
+    /// Unacked deliveries per queue; `None` is `min(2 * threads, 65535)`.
+    pub queue_prefetch: Option<usize>,
+    /// Unacked deliveries per delay queue; `None` is `min(1000 * threads, 65535)`.
+    pub delay_prefetch: Option<usize>,
+    /// How long one fetch waits for messages before the consumer loops (default 1 s).
+    pub worker_timeout: Duration,
+    /// How long `stop` waits for running messages (default 10 minutes).
+    pub shutdown_timeout: Duration,
+}
+
+fn env_usize(name: &str) -> Option<usize> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+impl Default for WorkerOptions {
+    fn default() -> WorkerOptions {
+        WorkerOptions {
+            threads: 8,
+            queues: None,
+            queue_prefetch: env_usize("dramatiq_queue_prefetch"),
+            delay_prefetch: env_usize("dramatiq_delay_queue_prefetch"),
+            worker_timeout: Duration::from_millis(
+                env_usize("dramatiq_worker_timeout").unwrap_or(1000) as u64,
+            ),
+            shutdown_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+impl WorkerOptions {
+    /// The prefetch used for each queue.
+    pub fn effective_queue_prefetch(&self) -> usize {
+        self.queue_prefetch
+            .unwrap_or_else(|| (2 * self.threads.max(1)).min(65535))
+            .max(1)
+    }
+
+    /// The prefetch used for each delay queue.
+    pub fn effective_delay_prefetch(&self) -> usize {
+        self.delay_prefetch
+            .unwrap_or_else(|| (1000 * self.threads.max(1)).min(65535))
+            .max(1)
+    }
+}

@@ -1,0 +1,130 @@
+//! # dq
+//!
+//! Dramatiq, the Python background-task library, rebuilt in Rust: actors, at-least-once delivery,
+//! retries with backoff, delays, priorities, dead letters, time limits, callbacks and pipelines,
+//! speaking Python Dramatiq 2.2.1's wire format so both can share one broker.
+//!
+//! **Key design decision:** actors are typed Rust fns. `#[dq::actor]` keeps the fn callable as
+//! written and adds a module of the same name whose `send` takes the same typed arguments; the
+//! worker decodes a message's JSON arguments straight into those types, and a message whose
+//! arguments do not fit is dead-lettered at once (retrying cannot fix it).
+//!
+//! ```
+//! #[dq::actor(max_retries = 3)]
+//! fn add(x: i64, y: i64) -> i64 {
+//!     x + y
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let broker = dq::StubBroker::new();
+//! dq::set_broker(broker.clone())?;           // the app `send` uses: default middleware, every actor
+//! add::send(1, 2).await?;                    // enqueue; `add(1, 2)` still runs it right here
+//!
+//! let worker = dq::Worker::new(dq::App::global()?, dq::WorkerOptions::default());
+//! worker.start().await?;
+//! broker.join(add::QUEUE, None).await?;      // until the queue is drained and processed
+//! worker.stop().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `macros` | yes | `#[dq::actor]` |
+//! | `stub` | yes | [`StubBroker`], the in-memory broker for tests and embedded use |
+
+pub use dq_core::async_trait;
+pub use dq_core::{
+    check, compute_backoff, current_message, dq_name, now_ms, q_name, xq_name, Acker, Actor,
+    ActorContext, ActorError, ActorOptions, App, AppBuilder, ArgsError, Broker, BrokerError,
+    BrokerErrorKind, Consumer, Control, DeadLetter, DecodeError, Delivery, Error, FailureKind,
+    Hooks, Invocation, Job, Message, Middleware, MiddlewareError, Options, Outcome, QueueStats,
+    Registry, Result, Retry, SendOptions, Shutdown, TimeLimitExceeded, Token,
+};
+
+#[cfg(feature = "macros")]
+pub use dq_macros::actor;
+
+pub use dq_worker::{Worker, WorkerError, WorkerOptions};
+
+/// Dramatiq's middleware: the default stack and the optional ones.
+pub mod middleware {
+    pub use dq_middleware::*;
+}
+
+#[cfg(feature = "stub")]
+pub use dq_broker_stub::StubBroker;
+
+/// The in-memory broker and its types.
+#[cfg(feature = "stub")]
+pub mod stub {
+    pub use dq_broker_stub::*;
+}
+
+/// Dramatiq's default middleware, in its order: AgeLimit, TimeLimit, ShutdownNotifications,
+/// Callbacks, Pipelines, Retries.
+pub fn default_middleware() -> Vec<std::sync::Arc<dyn Middleware>> {
+    dq_middleware::default_middleware()
+}
+
+/// Starts building an app on `broker` with the default middleware and every linked actor.
+///
+/// ```
+/// let app = dq::app(dq::StubBroker::new())
+///     .middleware(dq::middleware::CurrentMessage)
+///     .build()
+///     .unwrap();
+/// app.set_global();
+/// ```
+pub fn app(broker: impl Broker) -> AppBuilder {
+    App::builder(broker).middleware_arcs(default_middleware())
+}
+
+/// Sets `broker`, with the default middleware and every linked actor, as the global app that
+/// `my_actor::send(...)` uses, like Dramatiq's `dramatiq.set_broker`. Returns the app.
+///
+/// ```
+/// dq::set_broker(dq::StubBroker::new()).unwrap();
+/// assert!(dq::App::global().is_ok());
+/// ```
+pub fn set_broker(broker: impl Broker) -> Result<App> {
+    let app = app(broker).build()?;
+    app.set_global();
+    Ok(app)
+}
+
+/// Items generated code refers to. Not part of the public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use dq_core::__private::*;
+    pub use dq_core::{
+        encode_args, encode_kwargs, Actor, ActorError, ActorOptions, App, ArgsError, Error,
+        Invocation, Message, SendOptions,
+    };
+
+    use std::future::Future;
+    use std::sync::OnceLock;
+
+    /// Runs `fut` to completion from synchronous code, on a small runtime of dq's own, so that
+    /// `send_blocking` works from plain threads (and from sync actors on worker threads).
+    pub fn block_on<F>(fut: F) -> F::Output
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+        let rt = RT.get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("dq-blocking-send")
+                .enable_all()
+                .build()
+                .expect("dq: cannot start the runtime for blocking sends")
+        });
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        rt.spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        rx.recv().expect("dq: blocking send task vanished")
+    }
+}

@@ -1,0 +1,1 @@
+//! Runnable examples of dq: see the files beside this crate's Cargo.toml.

@@ -1,0 +1,148 @@
+//! Interoperability with the real Python Dramatiq 2.2.1, from a virtualenv under `target/py`.
+//!
+//! `interop` is a list of steps, like `test`: the golden-fixture check now; scenarios against
+//! live brokers (a Python producer feeding a Rust worker and back) are added as steps.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::steps::Step;
+use crate::{cmd, Ctx};
+
+/// The Dramatiq release whose wire format we match (WIRE.md).
+const DRAMATIQ_VERSION: &str = "2.2.1";
+const DRAMATIQ_REQUIREMENT: &str = "dramatiq[redis,rabbitmq]==2.2.1";
+
+/// The generator script and its committed output, relative to the workspace root.
+const FIXTURE_SCRIPT: &str = "crates/dq-core/tests/fixtures/make_fixtures.py";
+const FIXTURE_FILE: &str = "crates/dq-core/tests/fixtures/python_messages.json";
+
+const STEPS: &[Step] = &[Step::new("fixtures", check_fixtures)];
+
+pub(crate) fn run(ctx: &Ctx) -> Result<()> {
+    crate::steps::run("interop", STEPS, ctx)
+}
+
+pub(crate) fn run_venv(ctx: &Ctx) -> Result<()> {
+    let python = venv(ctx)?;
+    println!("{}", python.display());
+    Ok(())
+}
+
+pub(crate) fn run_regenerate(ctx: &Ctx) -> Result<()> {
+    let python = venv(ctx)?;
+    cmd::run(
+        Command::new(&python)
+            .current_dir(&ctx.root)
+            .args([FIXTURE_SCRIPT, FIXTURE_FILE]),
+    )?;
+    println!("regenerated {FIXTURE_FILE}: review the diff and commit it with the script");
+    Ok(())
+}
+
+/// The virtualenv's python, with Dramatiq at the pinned version: created and installed on first
+/// use, and only checked (one python start, well under a second) after that.
+pub(crate) fn venv(ctx: &Ctx) -> Result<PathBuf> {
+    let dir = ctx.target_dir().join("py");
+    let python = dir.join("bin/python");
+    if python.is_file() && installed_version(&python).as_deref() == Some(DRAMATIQ_VERSION) {
+        return Ok(python);
+    }
+    if !python.is_file() {
+        create_venv(&dir)?;
+    }
+    cmd::run(Command::new(&python).args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        DRAMATIQ_REQUIREMENT,
+    ]))
+    .with_context(|| {
+        format!(
+            "installing {DRAMATIQ_REQUIREMENT} failed; if the virtualenv is broken, remove {} \
+             and run again",
+            dir.display()
+        )
+    })?;
+    match installed_version(&python) {
+        Some(v) if v == DRAMATIQ_VERSION => Ok(python),
+        other => bail!(
+            "{} has dramatiq {other:?} after installing {DRAMATIQ_REQUIREMENT}",
+            dir.display()
+        ),
+    }
+}
+
+fn installed_version(python: &Path) -> Option<String> {
+    let out = cmd::output(
+        Command::new(python).args(["-c", "import dramatiq; print(dramatiq.__version__)"]),
+    )
+    .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn create_venv(dir: &Path) -> Result<()> {
+    let mut venv = Command::new("python3");
+    venv.args(["-m", "venv"]).arg(dir);
+    if cmd::run(&mut venv).is_ok() {
+        return Ok(());
+    }
+    // Debian splits venv (and ensurepip) out of python3; a half-made directory would make the
+    // next attempt skip creation, so remove it first.
+    let _ = std::fs::remove_dir_all(dir);
+    crate::require_root("creating a virtualenv without python3-venv (installing it)")?;
+    cmd::run(Command::new("apt-get").arg("update"))?;
+    cmd::run(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "python3", "python3-venv"]),
+    )?;
+    cmd::run(&mut venv)
+}
+
+/// Regenerates the golden fixtures into `target/` and requires them to be byte-identical to the
+/// committed ones: the script fixes every id and clock, so any difference is a change in what
+/// Python writes or in the script, and the committed file (what the Rust tests check) is stale.
+fn check_fixtures(ctx: &Ctx) -> Result<()> {
+    let python = venv(ctx)?;
+    let fresh = ctx.target_dir().join("xtask/fixtures/python_messages.json");
+    std::fs::create_dir_all(fresh.parent().expect("has a parent"))?;
+    cmd::run(
+        Command::new(&python)
+            .current_dir(&ctx.root)
+            .arg(FIXTURE_SCRIPT)
+            .arg(&fresh),
+    )?;
+    let committed_path = ctx.root.join(FIXTURE_FILE);
+    let committed = std::fs::read_to_string(&committed_path)
+        .with_context(|| format!("cannot read {}", committed_path.display()))?;
+    let regenerated = std::fs::read_to_string(&fresh)
+        .with_context(|| format!("cannot read {}", fresh.display()))?;
+    if committed == regenerated {
+        println!("{FIXTURE_FILE} is what Python Dramatiq {DRAMATIQ_VERSION} writes");
+        return Ok(());
+    }
+    let (line, ours, theirs) = committed
+        .lines()
+        .zip(regenerated.lines())
+        .enumerate()
+        .find(|(_, (a, b))| a != b)
+        .map(|(i, (a, b))| (i + 1, a, b))
+        .unwrap_or((
+            committed.lines().count().min(regenerated.lines().count()) + 1,
+            "",
+            "",
+        ));
+    bail!(
+        "{FIXTURE_FILE} differs from what {FIXTURE_SCRIPT} writes now ({}), first at line \
+         {line}:\n  committed:   {ours}\n  regenerated: {theirs}\nRun `cargo xtask fixtures`, \
+         check the Rust golden tests still pass, and commit the file.",
+        fresh.display()
+    )
+}

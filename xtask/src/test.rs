@@ -1,0 +1,83 @@
+//! `cargo xtask test`: the README's test command and CI's.
+//!
+//! Every cargo call uses the same profile and leaves `RUSTFLAGS` alone, so the build of one
+//! step is reused by the next instead of redone (clippy's check artifacts are separate from the
+//! test build by nature; the dependencies' are shared with `cargo doc`).
+
+use anyhow::Result;
+
+use crate::steps::Step;
+use crate::{cmd, services, Ctx};
+
+/// In order; the first failure stops the run. Adding a step is one line here.
+const STEPS: &[Step] = &[
+    Step::new("services", services::run),
+    Step::lint("fmt", fmt),
+    Step::lint("clippy", clippy),
+    Step::lint("doc", doc),
+    Step::new("nextest", nextest),
+    Step::new("doctests", doctests),
+    Step::new("examples", crate::examples::run),
+    Step::new("interop", crate::interop::run),
+];
+
+pub(crate) fn run(ctx: &Ctx) -> Result<()> {
+    crate::steps::run("test", STEPS, ctx)
+}
+
+fn fmt(ctx: &Ctx) -> Result<()> {
+    cmd::run(ctx.cargo().args(["fmt", "--all", "--", "--check"]))
+}
+
+fn clippy(ctx: &Ctx) -> Result<()> {
+    cmd::run(ctx.cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+}
+
+/// `RUSTDOCFLAGS` with `-D warnings` added to what the caller set. The doctests get the same
+/// value as `cargo doc`, so both see the same flags.
+fn rustdocflags() -> String {
+    match std::env::var("RUSTDOCFLAGS") {
+        Ok(v) if !v.trim().is_empty() => format!("{v} -D warnings"),
+        _ => "-D warnings".to_owned(),
+    }
+}
+
+fn doc(ctx: &Ctx) -> Result<()> {
+    cmd::run(ctx.cargo().env("RUSTDOCFLAGS", rustdocflags()).args([
+        "doc",
+        "--workspace",
+        "--no-deps",
+    ]))
+}
+
+fn nextest(ctx: &Ctx) -> Result<()> {
+    let installed =
+        cmd::output(ctx.cargo().args(["nextest", "--version"])).is_ok_and(|o| o.status.success());
+    if !installed {
+        println!("cargo-nextest is not installed: installing it");
+        cmd::run(ctx.cargo().args(["install", "cargo-nextest", "--locked"]))?;
+    }
+    let mut c = ctx.cargo();
+    c.args(["nextest", "run", "--workspace"]);
+    if ctx.ci {
+        // .config/nextest.toml: no fail-fast, so one CI run reports every failing test.
+        c.args(["--profile", "ci"]);
+    }
+    cmd::run(&mut c)
+}
+
+/// nextest does not run doctests, so cargo test does, for the doctests only.
+fn doctests(ctx: &Ctx) -> Result<()> {
+    cmd::run(
+        ctx.cargo()
+            .env("RUSTDOCFLAGS", rustdocflags())
+            .args(["test", "--workspace", "--doc"]),
+    )
+}
