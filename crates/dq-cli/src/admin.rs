@@ -11,8 +11,8 @@
 //! ```
 //!
 //! The broker comes from `--broker-url`, else `DQ_REDIS_URL`, else `DQ_AMQP_URL`, else
-//! [`DEFAULT_BROKER_URL`](crate::DEFAULT_BROKER_URL). Exit codes are the worker's
-//! ([`exit`](crate::exit)): 1 when something asked for is not there, 2 for a bad argument,
+//! [`DEFAULT_BROKER_URL`]. Exit codes are the worker's
+//! ([`exit`]): 1 when something asked for is not there, 2 for a bad argument,
 //! 3 when the broker cannot be reached.
 
 use std::ffi::OsString;
