@@ -110,8 +110,9 @@ pub trait PipelineResults {
         timeout: Option<Duration>,
     ) -> impl Future<Output = Result<Vec<T>>> + Send;
 
-    /// How many stages have a result, counting from the first until one is missing. Stages
-    /// whose actors do not store results never count.
+    /// How many stages completed successfully, counting from the first until one is missing or
+    /// failed (a failed stage ends the pipeline, so nothing after it ever runs). Stages whose
+    /// actors do not store results never count.
     fn completed_count(
         &self,
         backend: &(impl ResultBackend + ?Sized),
@@ -156,7 +157,7 @@ impl PipelineResults for Pipeline {
         for m in self.messages() {
             match get_value(backend, m, false, None).await {
                 Ok(_) => count += 1,
-                Err(Error::Missing { .. }) => break,
+                Err(Error::Missing { .. } | Error::Failure { .. }) => break,
                 Err(e) => return Err(e),
             }
         }
