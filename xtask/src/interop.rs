@@ -1,7 +1,8 @@
 //! Interoperability with the real Python Dramatiq 2.2.1, from a virtualenv under `target/py`.
 //!
-//! `interop` is a list of steps, like `test`: the golden-fixture check now; scenarios against
-//! live brokers (a Python producer feeding a Rust worker and back) are added as steps.
+//! `interop` is a list of steps, like `test`: the golden-fixture check, then the tests of the
+//! `dq-interop` package (scenarios against the live brokers with Python Dramatiq on the other
+//! side, and the reliability runs), with `DQ_PYTHON` naming the virtualenv's python.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,7 +20,13 @@ const DRAMATIQ_REQUIREMENT: &str = "dramatiq[redis,rabbitmq]==2.2.1";
 const FIXTURE_SCRIPT: &str = "crates/dq-core/tests/fixtures/make_fixtures.py";
 const FIXTURE_FILE: &str = "crates/dq-core/tests/fixtures/python_messages.json";
 
-const STEPS: &[Step] = &[Step::new("fixtures", check_fixtures)];
+/// The package whose tests need the virtualenv; the plain nextest step leaves it out.
+pub(crate) const PACKAGE: &str = "dq-interop";
+
+const STEPS: &[Step] = &[
+    Step::new("fixtures", check_fixtures),
+    Step::new("scenarios", scenarios),
+];
 
 pub(crate) fn run(ctx: &Ctx) -> Result<()> {
     crate::steps::run("interop", STEPS, ctx)
@@ -145,4 +152,20 @@ fn check_fixtures(ctx: &Ctx) -> Result<()> {
          check the Rust golden tests still pass, and commit the file.",
         fresh.display()
     )
+}
+
+/// The `dq-interop` tests, on the build the other steps share, with the virtualenv's python.
+/// Extra arguments (a test name filter) come from `DQ_INTEROP_FILTER`.
+fn scenarios(ctx: &Ctx) -> Result<()> {
+    let python = venv(ctx)?;
+    let mut c = ctx.cargo();
+    c.env("DQ_PYTHON", &python)
+        .args(["nextest", "run", "--package", PACKAGE]);
+    if ctx.ci {
+        c.args(["--profile", "ci"]);
+    }
+    if let Ok(filter) = std::env::var("DQ_INTEROP_FILTER") {
+        c.args(filter.split_whitespace());
+    }
+    cmd::run(&mut c)
 }

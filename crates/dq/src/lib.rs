@@ -32,6 +32,12 @@
 //! |---|---|---|
 //! | `macros` | yes | `#[dq::actor]` |
 //! | `stub` | yes | [`StubBroker`], the in-memory broker for tests and embedded use |
+//! | `redis` | no | `dq::redis`: the Redis broker (dq-broker-redis) |
+//! | `amqp` | no | `dq::amqp`: the RabbitMQ broker (dq-broker-amqp) |
+//! | `cli` | no | `dq::cli`: the worker command line, `dq::cli::main()` (dq-cli) |
+//! | `results` | no | `dq::results`: the Results middleware and its backends (dq-results) |
+//! | `ratelimit` | no | `dq::ratelimit`: rate limiters and barriers (dq-ratelimit) |
+//! | `full` | no | all of the above |
 
 pub use dq_core::async_trait;
 pub use dq_core::{
@@ -46,6 +52,37 @@ pub use dq_core::{
 pub use dq_macros::actor;
 
 pub use dq_worker::{Worker, WorkerError, WorkerOptions};
+
+/// The Redis broker: [`redis::RedisBroker`].
+#[cfg(feature = "redis")]
+pub mod redis {
+    pub use dq_broker_redis::*;
+}
+
+/// The RabbitMQ broker: [`amqp::AmqpBroker`].
+#[cfg(feature = "amqp")]
+pub mod amqp {
+    pub use dq_broker_amqp::*;
+}
+
+/// The worker command line for your own worker binary: [`cli::main`].
+#[cfg(feature = "cli")]
+pub mod cli {
+    pub use dq_cli::*;
+}
+
+/// Results: the [`results::Results`] middleware, its backends and the readers of groups and
+/// pipelines.
+#[cfg(feature = "results")]
+pub mod results {
+    pub use dq_results::*;
+}
+
+/// Rate limiters, barriers and the distributed mutex.
+#[cfg(feature = "ratelimit")]
+pub mod ratelimit {
+    pub use dq_ratelimit::*;
+}
 
 /// Dramatiq's middleware: the default stack and the optional ones.
 pub mod middleware {

@@ -1,0 +1,12 @@
+//! The interop and reliability tests, one binary (STYLE.md): each module one area. Run by
+//! `cargo xtask interop`, which sets `DQ_PYTHON` to the Dramatiq 2.2.1 virtualenv's python.
+
+#[test]
+fn python_is_dramatiq_2_2_1() {
+    let out = std::process::Command::new(dq_interop::python())
+        .args(["-c", "import dramatiq; print(dramatiq.__version__)"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2.2.1");
+}
