@@ -230,7 +230,7 @@ impl AmqpBroker {
         let publisher = self.inner.publisher.lock().await.take();
         if let Some(p) = publisher {
             if p.usable() {
-                if let Err(e) = p.channel.close(200, "closed by dq".into()).await {
+                if let Err(e) = p.channel.close(200, "closed by dq").await {
                     tracing::debug!(error = %e, "closing the publisher channel");
                 }
             }
@@ -239,7 +239,7 @@ impl AmqpBroker {
             let link = slot.current.lock().await.take();
             if let Some(link) = link {
                 if link.conn.status().connected() {
-                    if let Err(e) = link.conn.close(200, "closed by dq".into()).await {
+                    if let Err(e) = link.conn.close(200, "closed by dq").await {
                         tracing::debug!(error = %e, "closing the {} connection", slot.role.name());
                     }
                 }
