@@ -42,11 +42,12 @@ pub struct AmqpBroker {
 /// Settings for an [`AmqpBroker`]; start from [`AmqpBroker::builder`].
 ///
 /// ```no_run
-/// # async fn run() -> Result<(), dq_broker_amqp::AmqpBrokerError> {
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), dq_broker_amqp::AmqpBrokerError> {
 /// use std::time::Duration;
 /// use dq_broker_amqp::AmqpBroker;
 ///
-/// let broker = AmqpBroker::builder()
+/// let _broker = AmqpBroker::builder()
 ///     .url("amqp://billing:secret@mq.internal:5672/billing")
 ///     .max_priority(Some(10))
 ///     .dead_message_ttl(Duration::from_secs(3 * 24 * 3600))
@@ -222,9 +223,12 @@ impl AmqpBroker {
     /// connection go back to their queues. Using the broker afterwards connects again.
     ///
     /// ```no_run
-    /// # async fn f(broker: dq_broker_amqp::AmqpBroker) {
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), dq_broker_amqp::AmqpBrokerError> {
+    /// let broker = dq_broker_amqp::AmqpBroker::from_env().await?;
+    /// // ... send, run a worker, stop it ...
     /// broker.close().await;
-    /// # }
+    /// # Ok(()) }
     /// ```
     pub async fn close(&self) {
         let publisher = self.inner.publisher.lock().await.take();
