@@ -1,6 +1,9 @@
 //! The interop and reliability tests, one binary (STYLE.md): each module one area. Run by
 //! `cargo xtask interop`, which sets `DQ_PYTHON` to the Dramatiq 2.2.1 virtualenv's python.
 
+mod reliability_redis;
+mod reliability_util;
+
 #[test]
 fn python_is_dramatiq_2_2_1() {
     let out = std::process::Command::new(dq_interop::python())

@@ -1,0 +1,98 @@
+//! The dq worker the reliability tests run, kill and restart: a real worker command
+//! (`dq::cli`, Dramatiq's flags and signals) with two actors.
+//!
+//! - `record(key, n)` adds `n` to the Redis set `key` and counts the run in `key:runs`, on the
+//!   Redis at `DQ_RELIABILITY_RECORD_URL`. That Redis is never the one a test restarts, so
+//!   what a test reads back is what ran, whatever happened to the broker.
+//! - `noop()` does nothing, for the backlog test, which looks at the worker's memory only.
+//!
+//! Both consume the queue named by `DQ_RELIABILITY_QUEUE`, so that concurrent tests on the shared
+//! RabbitMQ never share a queue. The broker is `--broker-url` when given (the RabbitMQ tests),
+//! else a Redis broker at `DQ_RELIABILITY_REDIS_URL` in namespace `DQ_RELIABILITY_NAMESPACE`,
+//! whose heartbeat timeout is `DQ_RELIABILITY_HEARTBEAT_MS` and whose maintenance runs on
+//! `DQ_RELIABILITY_MAINTENANCE` script calls out of a million: a killed worker's messages are
+//! recovered after that timeout, not Dramatiq's 60 s, so a test can wait for them.
+
+use std::time::Duration;
+
+use dq::redis::RedisBroker;
+use tokio::sync::OnceCell;
+
+/// One connection to the recording Redis per worker process, shared by every actor run (it is
+/// multiplexed), made on the first run.
+static RECORDER: OnceCell<redis::aio::MultiplexedConnection> = OnceCell::const_new();
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    env(name).and_then(|v| v.trim().parse().ok())
+}
+
+async fn recorder() -> Result<redis::aio::MultiplexedConnection, String> {
+    RECORDER
+        .get_or_try_init(|| async {
+            let url = env("DQ_RELIABILITY_RECORD_URL")
+                .ok_or_else(|| "DQ_RELIABILITY_RECORD_URL is not set".to_owned())?;
+            let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+            client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .cloned()
+}
+
+/// Adds `n` to the set `key` and counts the run in `key:runs` (runs minus members = the
+/// messages that ran more than once). Failures retry soon and practically forever: a test
+/// counts on every message being recorded.
+#[dq::actor(max_retries = 1000, min_backoff = 20, max_backoff = 500)]
+async fn record(key: String, n: u64) -> Result<(), String> {
+    let mut conn = recorder().await?;
+    redis::pipe()
+        .cmd("SADD")
+        .arg(&key)
+        .arg(n)
+        .ignore()
+        .cmd("INCR")
+        .arg(format!("{key}:runs"))
+        .ignore()
+        .query_async::<()>(&mut conn)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Does nothing: the backlog test measures the worker, not the work.
+#[dq::actor]
+fn noop() {}
+
+fn main() {
+    let queue = env("DQ_RELIABILITY_QUEUE").unwrap_or_else(|| "reliability".to_owned());
+    dq::cli::Cli::new()
+        .broker(|| {
+            let mut builder = RedisBroker::builder()
+                .url(env("DQ_RELIABILITY_REDIS_URL").unwrap_or_else(dq_test::redis_url));
+            if let Some(ns) = env("DQ_RELIABILITY_NAMESPACE") {
+                builder = builder.namespace(ns);
+            }
+            if let Some(ms) = env_u64("DQ_RELIABILITY_HEARTBEAT_MS") {
+                builder = builder.heartbeat_timeout(Duration::from_millis(ms));
+            }
+            if let Some(chance) = env_u64("DQ_RELIABILITY_MAINTENANCE") {
+                builder = builder.maintenance_chance(u32::try_from(chance).unwrap_or(u32::MAX));
+            }
+            builder.build()
+        })
+        .configure(move |app| {
+            // The linked actors sit on queue "default"; these are the same actors on the test's
+            // own queue.
+            let mut record = record::actor();
+            record.options.queue_name = queue.clone();
+            let mut noop = noop::actor();
+            noop.options.queue_name = queue.clone();
+            app.linked_actors(false).actor(record).actor(noop)
+        })
+        .main()
+}

@@ -1,0 +1,564 @@
+//! What the reliability tests share: the worker process they kill, the Redis set its actor
+//! records into, and private Redis and RabbitMQ servers they may stop and start (the shared ones
+//! on the default ports are never touched).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use dq::amqp::AmqpBroker;
+use dq::{Broker, Message};
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+
+/// How many messages the kill and restart tests send.
+pub(crate) const MESSAGES: u64 = 10_000;
+
+/// A directory of this test alone under the system's temp dir, removed on drop.
+pub(crate) struct TempDir(PathBuf);
+
+impl TempDir {
+    pub(crate) fn new(prefix: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(dq_test::unique_name(prefix));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A TCP port nothing listens on right now.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a spare port")
+        .port()
+}
+
+/// The Redis set the `record` actor adds each message's number to, on the shared Redis (which no
+/// test restarts). Deleted on drop.
+pub(crate) struct Recorder {
+    pub(crate) key: String,
+    conn: redis::Connection,
+}
+
+impl Recorder {
+    pub(crate) fn new() -> Recorder {
+        let url = dq_test::require_redis();
+        let conn = redis::Client::open(url)
+            .and_then(|c| c.get_connection())
+            .expect("connect to the shared redis");
+        Recorder {
+            key: dq_test::unique_name("dq-reliability-record"),
+            conn,
+        }
+    }
+
+    /// How many distinct messages have run.
+    pub(crate) fn count(&mut self) -> u64 {
+        redis::cmd("SCARD")
+            .arg(&self.key)
+            .query(&mut self.conn)
+            .expect("SCARD")
+    }
+
+    /// How many runs there were, repeats included.
+    pub(crate) fn runs(&mut self) -> u64 {
+        redis::cmd("GET")
+            .arg(format!("{}:runs", self.key))
+            .query::<Option<u64>>(&mut self.conn)
+            .expect("GET runs")
+            .unwrap_or(0)
+    }
+
+    /// The numbers in `0..n` that never ran.
+    pub(crate) fn missing(&mut self, n: u64) -> Vec<u64> {
+        let members: Vec<u64> = redis::cmd("SMEMBERS")
+            .arg(&self.key)
+            .query(&mut self.conn)
+            .expect("SMEMBERS");
+        let seen: std::collections::HashSet<u64> = members.into_iter().collect();
+        (0..n).filter(|i| !seen.contains(i)).collect()
+    }
+
+    /// Waits until `at_least` distinct messages have run; returns the count then, or panics
+    /// with `what` and the worker's log when `timeout` passes first.
+    pub(crate) async fn wait_for(
+        &mut self,
+        at_least: u64,
+        timeout: Duration,
+        what: &str,
+        worker: &mut Worker,
+    ) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let n = self.count();
+            if n >= at_least {
+                return n;
+            }
+            if Instant::now() > deadline {
+                let missing = self.missing(MESSAGES);
+                panic!(
+                    "{what}: only {n} of {at_least} messages ran within {timeout:?}; \
+                     {} missing, the first: {:?}; worker {:?}; its log ends:\n{}",
+                    missing.len(),
+                    &missing[..missing.len().min(20)],
+                    worker.status(),
+                    worker.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        let _ = redis::cmd("DEL")
+            .arg(&self.key)
+            .arg(format!("{}:runs", self.key))
+            .query::<()>(&mut self.conn);
+    }
+}
+
+/// Deletes every key of a Redis namespace on drop.
+pub(crate) struct RedisNamespace {
+    pub(crate) url: String,
+    pub(crate) name: String,
+}
+
+impl RedisNamespace {
+    pub(crate) fn new(url: &str, prefix: &str) -> RedisNamespace {
+        RedisNamespace {
+            url: url.to_owned(),
+            name: dq_test::unique_name(prefix),
+        }
+    }
+}
+
+impl Drop for RedisNamespace {
+    fn drop(&mut self) {
+        let Ok(mut conn) = redis::Client::open(self.url.as_str()).and_then(|c| c.get_connection())
+        else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.name))
+            .query(&mut conn)
+            .unwrap_or_default();
+        for chunk in keys.chunks(500) {
+            let _ = redis::cmd("DEL").arg(chunk).query::<()>(&mut conn);
+        }
+    }
+}
+
+/// Sends `n` `record` messages for `key` on `queue`, numbered `0..n`, in batches.
+pub(crate) async fn send_records(broker: &dyn Broker, queue: &str, key: &str, n: u64) {
+    let mut i = 0;
+    while i < n {
+        let end = (i + 1000).min(n);
+        let mut batch: Vec<Message> = (i..end)
+            .map(|k| Message::new(queue, "record", &(key, k), &()).expect("message"))
+            .collect();
+        broker.enqueue_many(&mut batch).await.expect("enqueue");
+        i = end;
+    }
+}
+
+/// The pids of `pid`'s children, from `/proc`.
+pub(crate) fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`; comm may hold spaces and parentheses, so parse from the
+        // last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// The resident set size of `pid` in KiB (`VmRSS` of `/proc/PID/status`), if it is alive.
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// A `dq-reliability-worker` command: its main process and the one worker process it
+/// supervises, in a process group of their own so a test can SIGKILL both at once, like a
+/// machine losing power. Killed on drop.
+pub(crate) struct Worker {
+    child: Child,
+    log: PathBuf,
+    status: Option<ExitStatus>,
+}
+
+impl Worker {
+    /// Starts the worker command with `args` and `env`, logging to `log`.
+    pub(crate) fn start(args: &[&str], env: &HashMap<&str, String>, log: PathBuf) -> Worker {
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("open the worker log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dq-reliability-worker"));
+        cmd.args(["--processes", "1", "--worker-shutdown-timeout", "10000"])
+            .args(args)
+            .envs(env)
+            // Not to be picked up instead of what the test says.
+            .env_remove("DQ_REDIS_URL")
+            .env_remove("DQ_AMQP_URL")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("clone log"))
+            .stderr(out)
+            .process_group(0);
+        let child = cmd.spawn().expect("start dq-reliability-worker");
+        Worker {
+            child,
+            log,
+            status: None,
+        }
+    }
+
+    /// The main process's pid.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The worker process's pid, once the main process has started it.
+    pub(crate) fn worker_pid(&self, timeout: Duration) -> u32 {
+        let mut found = None;
+        let ok = dq_test::wait_until(timeout, || {
+            found = children_of(self.pid()).first().copied();
+            found.is_some()
+        });
+        assert!(
+            ok,
+            "no worker process after {timeout:?}:\n{}",
+            self.log_tail()
+        );
+        found.expect("worker pid")
+    }
+
+    /// SIGKILLs the main process and its worker process together and reaps the main one.
+    pub(crate) fn kill(&mut self) {
+        let _ = killpg(Pid::from_raw(self.pid() as i32), Signal::SIGKILL);
+        self.status = self.child.wait().ok();
+    }
+
+    /// Asks for a graceful stop (SIGTERM) and returns the exit status, killing the group when it
+    /// takes longer than `timeout`.
+    pub(crate) fn stop(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let _ = kill(Pid::from_raw(self.pid() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                self.status = Some(s);
+                // Anything still in the group (it should not be) goes too.
+                let _ = killpg(Pid::from_raw(self.pid() as i32), Signal::SIGKILL);
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        None
+    }
+
+    /// The exit status, or `None` while it runs.
+    pub(crate) fn status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().ok().flatten();
+        }
+        self.status
+    }
+
+    /// The last lines of the worker's log, for failure messages.
+    pub(crate) fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            self.kill();
+        }
+    }
+}
+
+/// A redis-server of this test alone on a spare port, in a directory of its own, optionally
+/// persisting every write (append-only file, fsync always), so it can be stopped and started
+/// again without losing what it acknowledged.
+pub(crate) struct PrivateRedis {
+    port: u16,
+    dir: TempDir,
+    persist: bool,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    pub(crate) fn start(persist: bool) -> PrivateRedis {
+        let mut redis = PrivateRedis {
+            port: free_port(),
+            dir: TempDir::new("dq-reliability-redis"),
+            persist,
+            child: None,
+        };
+        redis.restart();
+        redis
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) on the same port and directory, and waits until it has loaded
+    /// its data and answers.
+    pub(crate) fn restart(&mut self) {
+        assert!(self.child.is_none(), "redis-server is running already");
+        let persistence: &[&str] = if self.persist {
+            &["--appendonly", "yes", "--appendfsync", "always"]
+        } else {
+            &["--appendonly", "no"]
+        };
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(persistence)
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("redis-server is needed for the reliability tests: {e}"));
+        self.child = Some(child);
+        let url = self.url();
+        let up = dq_test::wait_until(Duration::from_secs(30), || {
+            redis::Client::open(url.as_str())
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                .is_ok()
+        });
+        assert!(up, "the private redis-server on {url} did not start");
+    }
+
+    /// Stops the server the way an operator would (SHUTDOWN: it flushes the append-only file
+    /// and exits) and waits for the process to end.
+    pub(crate) fn shutdown(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Ok(mut c) = redis::Client::open(self.url()).and_then(|c| c.get_connection()) {
+            // The server closes the connection instead of answering.
+            let _ = redis::cmd("SHUTDOWN").query::<()>(&mut c);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the private redis-server did not shut down within 20 s");
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A RabbitMQ node of this test alone (`dqtest-PID@localhost`, spare AMQP and distribution
+/// ports, its database, logs and Erlang cookie in a directory of its own), so a test can stop
+/// and start it while other tests use the shared node on 5672.
+pub(crate) struct PrivateRabbit {
+    port: u16,
+    dist_port: u16,
+    node: String,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+/// The node's start script, without the distribution's wrapper (which would `su` to the
+/// rabbitmq user and use the shared node's settings).
+const RABBITMQ_SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
+
+impl PrivateRabbit {
+    pub(crate) async fn start() -> PrivateRabbit {
+        let dir = TempDir::new("dq-reliability-rabbit");
+        let cookie = dir.path().join(".erlang.cookie");
+        std::fs::write(&cookie, dq_test::unique_name("cookie")).expect("write cookie");
+        std::fs::set_permissions(&cookie, std::os::unix::fs::PermissionsExt::from_mode(0o400))
+            .expect("chmod cookie");
+        let mut rabbit = PrivateRabbit {
+            port: free_port(),
+            dist_port: free_port(),
+            node: format!("dqtest-{}@localhost", std::process::id()),
+            dir,
+            child: None,
+        };
+        rabbit.restart().await;
+        rabbit
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    fn pid_file(&self) -> PathBuf {
+        self.dir.path().join("node.pid")
+    }
+
+    /// Starts the node (again) on the same ports and database, and waits until it takes AMQP
+    /// connections.
+    pub(crate) async fn restart(&mut self) {
+        assert!(self.child.is_none(), "the rabbitmq node is running already");
+        let dir = self.dir.path();
+        std::fs::write(
+            dir.join("rabbitmq.conf"),
+            format!(
+                "listeners.tcp.default = 127.0.0.1:{}\nloopback_users = none\n",
+                self.port
+            ),
+        )
+        .expect("write rabbitmq.conf");
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(dir.join("node.out"))
+            .expect("open node log");
+        let child = Command::new(RABBITMQ_SERVER)
+            .env("HOME", dir)
+            .env("RABBITMQ_NODENAME", &self.node)
+            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+            .env("RABBITMQ_NODE_PORT", self.port.to_string())
+            .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
+            .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", dir.join("log"))
+            .env("RABBITMQ_CONFIG_FILE", dir.join("rabbitmq"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
+            .env("RABBITMQ_PID_FILE", self.pid_file())
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{RABBITMQ_SERVER} is needed for the restart test: {e}"));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let attempt = AmqpBroker::builder()
+                .url(self.url())
+                .connect_timeout(Duration::from_secs(2))
+                .build()
+                .await;
+            if let Ok(b) = attempt {
+                if b.ping().await.is_ok() {
+                    return;
+                }
+            }
+            if let Some(Ok(Some(s))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "the private rabbitmq node exited with {s}:\n{}",
+                    self.log_tail()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the private rabbitmq node did not take connections within 90 s:\n{}",
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Stops the node gracefully (SIGTERM to the Erlang VM, as systemd would) and waits for it
+    /// to end.
+    pub(crate) fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let beam = std::fs::read_to_string(self.pid_file())
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok());
+        match beam {
+            Some(pid) => {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            }
+            None => {
+                let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                // The VM writes a fresh pid file at its next start.
+                let _ = std::fs::remove_file(self.pid_file());
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+        let _ = child.wait();
+        panic!("the private rabbitmq node did not stop within 60 s");
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("node.out")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for PrivateRabbit {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // The VM is in the script's process group; a test that failed does not wait for a
+            // graceful stop.
+            let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            let _ = child.wait();
+        }
+    }
+}
