@@ -36,65 +36,8 @@ pub(crate) fn parse(url: &str) -> Result<AMQPUri, AmqpBrokerError> {
     Ok(uri)
 }
 
-/// `url` with its password (and any `password=` query value) replaced by `***`.
-///
-/// The user name stays, since it helps to tell deployments apart; a user-info without a colon is
-/// redacted whole, because some clients read a lone user-info as the password.
-pub(crate) fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        // Not a URL we can read: show nothing of it rather than risk a secret.
-        return "<unparsable url>".to_owned();
-    };
-    let (scheme, rest) = url.split_at(scheme_end + 3);
-    // The user-info ends at the last '@': a password that is not percent-encoded may itself
-    // contain '@', '/', '?' or '#'.
-    let mut out = String::with_capacity(url.len());
-    out.push_str(scheme);
-    let tail = match rest.rfind('@') {
-        Some(at) => {
-            let userinfo = &rest[..at];
-            match userinfo.find(':') {
-                Some(colon) => {
-                    out.push_str(&userinfo[..colon]);
-                    out.push_str(":***");
-                }
-                None => out.push_str("***"),
-            }
-            &rest[at..]
-        }
-        None => rest,
-    };
-    redact_query(tail, &mut out);
-    out
-}
-
-fn redact_query(tail: &str, out: &mut String) {
-    let Some(q) = tail.find('?') else {
-        out.push_str(tail);
-        return;
-    };
-    let (path, query) = tail.split_at(q + 1);
-    let (query, fragment) = match query.find('#') {
-        Some(h) => query.split_at(h),
-        None => (query, ""),
-    };
-    out.push_str(path);
-    for (i, kv) in query.split('&').enumerate() {
-        if i > 0 {
-            out.push('&');
-        }
-        match kv.split_once('=') {
-            Some((k, _))
-                if k.eq_ignore_ascii_case("password") || k.eq_ignore_ascii_case("pass") =>
-            {
-                out.push_str(k);
-                out.push_str("=***");
-            }
-            _ => out.push_str(kv),
-        }
-    }
-    out.push_str(fragment);
-}
+/// Shared with the other brokers: the password and secret query values become `***`.
+pub(crate) use dq_core::redact_url as redact;
 
 #[cfg(test)]
 mod tests {

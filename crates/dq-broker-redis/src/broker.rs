@@ -19,7 +19,7 @@ use crate::conn::Lanes;
 use crate::consumer::{QueueState, RedisConsumer};
 use crate::error::{broker_error, unexpected_reply, RedisBrokerError};
 use crate::notify::Notifier;
-use crate::url::redact;
+use dq_core::redact_url as redact;
 
 /// The URL used when none is given and `DQ_REDIS_URL` is not set.
 pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";

@@ -31,6 +31,7 @@ mod error;
 mod message;
 mod middleware;
 mod options;
+mod redact;
 mod send;
 
 pub use actor::{
@@ -52,6 +53,7 @@ pub use message::{
 };
 pub use middleware::{Control, Hooks, Job, Middleware, Outcome};
 pub use options::{ActorOptions, Options, BUILTIN_ACTOR_OPTIONS};
+pub use redact::redact_url;
 pub use send::SendOptions;
 
 /// Items generated code refers to. Not part of the public API.
