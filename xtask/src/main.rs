@@ -13,6 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 
+mod bench;
 mod cmd;
 mod examples;
 mod interop;
@@ -29,6 +30,8 @@ struct Ctx {
     root: PathBuf,
     cargo: OsString,
     ci: bool,
+    /// The arguments after the task's name (only `bench` takes any).
+    args: Vec<String>,
 }
 
 impl Ctx {
@@ -41,7 +44,13 @@ impl Ctx {
         // The cargo that runs us (set by `cargo run`), so nested calls use the same toolchain.
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-        Ctx { root, cargo, ci }
+        let args = std::env::args().skip(2).collect();
+        Ctx {
+            root,
+            cargo,
+            ci,
+            args,
+        }
     }
 
     /// Cargo's target directory: `CARGO_TARGET_DIR` if set, else `target/` at the root.
@@ -93,6 +102,11 @@ const TASKS: &[Task] = &[
         run: interop::run_venv,
     },
     Task {
+        name: "bench",
+        about: "dq against Python Dramatiq on Redis and RabbitMQ, into target/bench/ (--smoke: a quick check)",
+        run: bench::run,
+    },
+    Task {
         name: "fixtures",
         about: "regenerate dq-core's golden fixtures (python_messages.json) with Python Dramatiq",
         run: interop::run_regenerate,
@@ -132,6 +146,10 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
+        [name, ..] if name == "bench" => TASKS
+            .iter()
+            .find(|t| t.name == "bench")
+            .expect("bench is a task"),
         [name, ..] => {
             eprint!("error: task {name:?} takes no arguments\n\n{}", usage());
             return ExitCode::from(2);

@@ -19,6 +19,7 @@ const STEPS: &[Step] = &[
     Step::new("doctests", doctests),
     Step::new("examples", crate::examples::run),
     Step::new("interop", crate::interop::run),
+    Step::new("bench-smoke", crate::bench::smoke),
 ];
 
 pub(crate) fn run(ctx: &Ctx) -> Result<()> {
