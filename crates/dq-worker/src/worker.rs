@@ -291,15 +291,18 @@ impl Worker {
                 warn!(middleware = m.name(), error = %e, "before_worker_shutdown hook failed");
             }
         }
+        // The dispatcher stops first, as Dramatiq's worker threads do: a message not started
+        // when the stop began is requeued, never started while the consumers finish their last
+        // fetch (up to one `worker_timeout`).
+        let _ = running.stop_dispatch.send(true);
         let _ = running.stop_fetch.send(true);
+        let _ = running.dispatcher.await;
         let mut consumers = Vec::new();
         for h in running.consumers {
             if let Ok(c) = h.await {
                 consumers.push(c);
             }
         }
-        let _ = running.stop_dispatch.send(true);
-        let _ = running.dispatcher.await;
 
         // Tell opted-in actors; async ones are cancelled, sync ones see it through check().
         self.shared.shutdown.send_replace(true);
