@@ -539,7 +539,7 @@ fn json_arg(flag: &str, text: &str, array: bool) -> anyhow::Result<Box<RawValue>
         value.is_object()
     };
     if !ok {
-        let want = if array { "an array" } else { "an object" };
+        let want = if array { "array" } else { "object" };
         return Err(Usage(format!("{flag} must be a JSON {want}, got {text}")).into());
     }
     serde_json::value::to_raw_value(&value).map_err(|e| anyhow!(e))
@@ -612,7 +612,8 @@ mod tests {
             json_arg("--args", "[1, \"a\"]", true).unwrap().get(),
             "[1,\"a\"]"
         );
-        assert!(json_arg("--args", "{}", true).unwrap_err().is::<Usage>());
+        let e = json_arg("--args", "{}", true).unwrap_err();
+        assert_eq!(e.to_string(), "--args must be a JSON array, got {}");
         assert!(json_arg("--kwargs", "[", false).unwrap_err().is::<Usage>());
     }
 

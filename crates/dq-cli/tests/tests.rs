@@ -3,8 +3,11 @@
 //! test` builds — against the real Redis at `DQ_REDIS_URL`, each test in a Redis namespace and a
 //! directory of its own.
 
-// The test modules are being written; their shared helpers are kept meanwhile.
-#![allow(dead_code)]
+mod cli_admin;
+mod cli_exit_codes;
+mod cli_queues;
+mod cli_signals;
+mod cli_watch;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,335 @@
+//! The `dq` admin tool on Redis and on RabbitMQ: `queues`, `send`, `purge`, `dead-letters`,
+//! and its exit codes.
+
+use dq_broker_amqp::AmqpBroker;
+use serde_json::Value;
+
+use super::*;
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts `o` exited with `code`, showing its output if not.
+fn check(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// The cells of the `dq queues` row for `queue`.
+fn row(table: &str, queue: &str) -> Vec<String> {
+    table
+        .lines()
+        .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
+        .find(|cells| cells.first().map(String::as_str) == Some(queue))
+        .unwrap_or_else(|| panic!("no row for {queue} in:\n{table}"))
+}
+
+/// Receives up to `n` messages of physical queue `queue` and nacks them into its dead letters.
+async fn dead_letter(broker: &dyn Broker, queue: &str, n: usize) {
+    let mut consumer = broker.consume(queue, n).await.unwrap();
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while got.len() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {n}",
+            got.len()
+        );
+        got.extend(consumer.fetch(Duration::from_millis(200)).await.unwrap());
+    }
+    for d in &got {
+        consumer
+            .acker()
+            .nack(&d.token, "failed in a test")
+            .await
+            .unwrap();
+    }
+    consumer.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn send_queues_and_purge_on_redis() {
+    let scope = Scope::new("cli-admin-send");
+    let broker = scope.broker().await;
+    let o = scope.dq(&["queues"]);
+    check(&o, 0);
+    assert_eq!(stdout(&o), "No queues.\n");
+
+    let o = scope.dq(&[
+        "send",
+        "add",
+        "--queue",
+        "math",
+        "--args",
+        "[1, 2]",
+        "--kwargs",
+        r#"{"k": "v"}"#,
+    ]);
+    check(&o, 0);
+    let sent: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(sent["actor_name"], "add");
+    assert_eq!(sent["queue_name"], "math");
+    assert_eq!(sent["args"], serde_json::json!([1, 2]));
+    assert_eq!(sent["kwargs"], serde_json::json!({"k": "v"}));
+    check(
+        &scope.dq(&["send", "add", "-q", "math", "--args", "[3, 4]"]),
+        0,
+    );
+    let o = scope.dq(&["send", "add", "-q", "math", "--delay", "60000"]);
+    check(&o, 0);
+    let delayed: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(delayed["queue_name"], "math.DQ");
+    assert!(
+        delayed["options"]["eta"].as_i64().unwrap() > sent["message_timestamp"].as_i64().unwrap()
+    );
+
+    let o = scope.dq(&["queues"]);
+    check(&o, 0);
+    let table = stdout(&o);
+    assert_eq!(
+        table
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["QUEUE", "READY", "DELAYED", "DEAD", "UNACKED"]
+    );
+    assert_eq!(row(&table, "math"), ["math", "2", "1", "0", "0"]);
+
+    // What `dq send` enqueued is what a worker receives.
+    let mut consumer = broker.consume("math", 1).await.unwrap();
+    let got = loop {
+        let d = consumer.fetch(Duration::from_millis(200)).await.unwrap();
+        if let Some(d) = d.into_iter().next() {
+            break d;
+        }
+    };
+    let m = Message::decode(&got.body).unwrap();
+    assert_eq!(m.message_id, sent["message_id"].as_str().unwrap());
+    assert_eq!((m.args.get(), m.kwargs.get()), ("[1,2]", r#"{"k":"v"}"#));
+    consumer.close().await.unwrap();
+
+    let o = scope.dq(&["purge", "math"]);
+    check(&o, 0);
+    assert_eq!(stdout(&o), "Purged math.\n");
+    let s = broker.stats("math").await.unwrap();
+    assert_eq!((s.ready, s.delayed, s.dead), (0, 0, 0), "{s:?}");
+
+    // Bad arguments are code 2, and say what is wrong.
+    let o = scope.dq(&["send", "add", "--args", r#"{"a": 1}"#]);
+    check(&o, 2);
+    assert!(
+        stderr(&o).contains("--args must be a JSON array"),
+        "{}",
+        stderr(&o)
+    );
+    let o = scope.dq(&["send", "add", "--kwargs", "{"]);
+    check(&o, 2);
+    let o = scope.dq(&["purge", "no good"]);
+    check(&o, 2);
+    assert!(stderr(&o).contains("invalid queue name"), "{}", stderr(&o));
+}
+
+#[tokio::test]
+async fn dead_letters_on_redis() {
+    let scope = Scope::new("cli-admin-dead");
+    let broker = scope.broker().await;
+    let o = scope.dq(&["dead-letters", "list"]);
+    check(&o, 0);
+    assert_eq!(stdout(&o), "No dead letters.\n");
+
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        let mut m = Message::new("jobs", "work", &(i,), &()).unwrap();
+        broker.enqueue(&mut m).await.unwrap();
+        sent.push(m);
+    }
+    dead_letter(&broker, "jobs", 3).await;
+    let letters = broker.dead_letters("jobs", 10).await.unwrap();
+    assert_eq!(letters.len(), 3);
+
+    let o = scope.dq(&["dead-letters", "list"]);
+    check(&o, 0);
+    let list = stdout(&o);
+    assert_eq!(list.lines().count(), 4, "{list}");
+    assert!(list.starts_with("ID "), "{list}");
+    for l in &letters {
+        let line = list.lines().find(|x| x.starts_with(&l.id)).unwrap();
+        assert!(line.contains("jobs"), "{line}");
+    }
+    assert!(list.contains("work(0)"), "{list}");
+    let o = scope.dq(&["queues"]);
+    assert_eq!(row(&stdout(&o), "jobs"), ["jobs", "0", "0", "3", "0"]);
+
+    // `show` finds a letter by its id or by its message id.
+    let o = scope.dq(&["dead-letters", "show", &letters[0].id]);
+    check(&o, 0);
+    let shown = stdout(&o);
+    assert!(shown.contains("queue:         jobs"), "{shown}");
+    let first = Message::decode(&letters[0].body).unwrap();
+    assert!(shown.contains(&first.message_id), "{shown}");
+    let o = scope.dq(&["dead-letters", "show", &first.message_id, "-q", "jobs"]);
+    check(&o, 0);
+    assert!(stdout(&o).contains(&letters[0].id));
+    let o = scope.dq(&["dead-letters", "show", "no-such-letter"]);
+    check(&o, 1);
+    assert!(
+        stderr(&o).contains("no dead letter \"no-such-letter\""),
+        "{}",
+        stderr(&o)
+    );
+
+    // Requeue one by id, then the rest.
+    let o = scope.dq(&["dead-letters", "requeue", &letters[1].id]);
+    check(&o, 0);
+    assert_eq!(stdout(&o), "Requeued 1 message(s) of jobs.\n");
+    let s = broker.stats("jobs").await.unwrap();
+    assert_eq!((s.ready, s.dead), (1, 2), "{s:?}");
+    let o = scope.dq(&["dead-letters", "requeue", "--all", "-q", "jobs"]);
+    check(&o, 0);
+    assert_eq!(stdout(&o), "Requeued 2 message(s) of jobs.\n");
+    let s = broker.stats("jobs").await.unwrap();
+    assert_eq!((s.ready, s.dead), (3, 0), "{s:?}");
+    let o = scope.dq(&["dead-letters", "requeue", "--all"]);
+    check(&o, 0);
+    assert_eq!(stdout(&o), "No dead letters to requeue.\n");
+    let o = scope.dq(&["dead-letters", "requeue", "gone"]);
+    check(&o, 1);
+
+    // They went back whole: same message ids, on their queue.
+    let mut consumer = broker.consume("jobs", 3).await.unwrap();
+    let mut ids = Vec::new();
+    while ids.len() < 3 {
+        for d in consumer.fetch(Duration::from_millis(200)).await.unwrap() {
+            ids.push(Message::decode(&d.body).unwrap().message_id);
+        }
+    }
+    consumer.close().await.unwrap();
+    ids.sort();
+    let mut want: Vec<_> = sent.iter().map(|m| m.message_id.clone()).collect();
+    want.sort();
+    assert_eq!(ids, want);
+
+    dead_letter(&broker, "jobs", 2).await;
+    let o = scope.dq(&["dead-letters", "purge"]);
+    check(&o, 0);
+    assert_eq!(stdout(&o), "Deleted 2 dead letter(s) of jobs.\n");
+    let s = broker.stats("jobs").await.unwrap();
+    assert_eq!((s.ready, s.dead), (1, 0), "{s:?}");
+}
+
+#[tokio::test]
+async fn an_unreachable_broker_is_code_3() {
+    for url in ["redis://127.0.0.1:1", "amqp://guest:s3cret@127.0.0.1:1/%2f"] {
+        let o = Command::new(dq_bin())
+            .args(["--broker-url", url, "queues", "default"])
+            .output()
+            .unwrap();
+        check(&o, 3);
+        assert!(stderr(&o).contains("127.0.0.1:1"), "{}", stderr(&o));
+        assert!(!stderr(&o).contains("s3cret"), "{}", stderr(&o));
+    }
+}
+
+/// A RabbitMQ queue of this test's, with its delay and dead-letter queues deleted on drop.
+struct AmqpQueue {
+    url: String,
+    name: String,
+}
+
+impl Drop for AmqpQueue {
+    fn drop(&mut self) {
+        let names = [
+            self.name.clone(),
+            format!("{}.DQ", self.name),
+            format!("{}.XQ", self.name),
+        ];
+        let url = self.url.clone();
+        // A runtime on a thread of its own: drop cannot await.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let conn = lapin::Connection::connect(&url, Default::default()).await?;
+                let ch = conn.create_channel().await?;
+                for n in &names {
+                    let _ = ch.queue_delete(n, Default::default()).await;
+                }
+                conn.close(200, "cleanup").await
+            })
+        })
+        .join();
+    }
+}
+
+#[tokio::test]
+async fn queues_send_and_dead_letters_on_rabbitmq() {
+    let url = dq_test::require_amqp();
+    let q = AmqpQueue {
+        url: url.clone(),
+        name: dq_test::unique_name("cli-admin-amqp"),
+    };
+    let dq = |args: &[&str]| {
+        Command::new(dq_bin())
+            .args(["--broker-url", &url])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = dq(&["send", "work", "-q", &q.name, "--args", "[1]"]);
+    check(&o, 0);
+    let sent: Value = serde_json::from_slice(&o.stdout).unwrap();
+    check(&dq(&["send", "work", "-q", &q.name, "--delay", "60000"]), 0);
+    check(&dq(&["send", "work", "-q", &q.name, "--args", "[2]"]), 0);
+
+    let o = dq(&["queues", &q.name]);
+    check(&o, 0);
+    assert_eq!(
+        row(&stdout(&o), &q.name),
+        [q.name.as_str(), "2", "1", "0", "0"]
+    );
+    // RabbitMQ cannot list its queues: the tool says to name them.
+    let o = dq(&["queues"]);
+    check(&o, 2);
+    assert!(
+        stderr(&o).contains("cannot list its queues"),
+        "{}",
+        stderr(&o)
+    );
+
+    let broker = AmqpBroker::builder().url(&url).build().await.unwrap();
+    dead_letter(&broker, &q.name, 2).await;
+    let o = dq(&["dead-letters", "list", "-q", &q.name]);
+    check(&o, 0);
+    let list = stdout(&o);
+    assert_eq!(list.lines().count(), 3, "{list}");
+    let id = sent["message_id"].as_str().unwrap();
+    assert!(list.contains(id), "{list}");
+    let o = dq(&["dead-letters", "show", id, "-q", &q.name]);
+    check(&o, 0);
+    assert!(
+        stdout(&o).contains(r#""actor_name": "work""#),
+        "{}",
+        stdout(&o)
+    );
+    // Reading dead letters leaves them where they were.
+    let s = broker.stats(&q.name).await.unwrap();
+    assert_eq!((s.ready, s.delayed, s.dead), (0, 1, 2), "{s:?}");
+
+    check(&dq(&["purge", &q.name]), 0);
+    let s = broker.stats(&q.name).await.unwrap();
+    assert_eq!((s.ready, s.delayed, s.dead), (0, 0, 0), "{s:?}");
+}
