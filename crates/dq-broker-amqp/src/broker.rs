@@ -811,6 +811,66 @@ impl Broker for AmqpBroker {
         Ok(out)
     }
 
+    /// Deletes dead letters of `q.XQ`. Without `ids` the queue is purged. With `ids` (message
+    /// ids, as [`dead_letters`](Broker::dead_letters) gives them) every letter is fetched
+    /// unacked, the named ones are acked, which deletes them, and the rest are given back with
+    /// one `basic.nack(requeue)`, as `dead_letters` does.
+    async fn delete_dead_letters(
+        &self,
+        queue: &str,
+        ids: Option<&[String]>,
+    ) -> Result<u64, BrokerError> {
+        check_queue(queue, "delete dead letters")?;
+        let xq = dq_core::xq_name(queue);
+        let (link, mut channel) = self.inner.admin_channel().await?;
+        let Some(ids) = ids else {
+            let purged = if_exists(&link, &mut channel, &format!("purging {xq}"), |ch| {
+                let xq = xq.clone();
+                async move { ch.queue_purge(&xq, Default::default()).await }
+            })
+            .await?;
+            close_quietly(channel).await;
+            return Ok(purged.map_or(0, u64::from));
+        };
+        let mut deleted = 0;
+        let mut kept_tag = None;
+        if !ids.is_empty() {
+            loop {
+                let got = if_exists(&link, &mut channel, &format!("reading {xq}"), |ch| {
+                    let xq = xq.clone();
+                    async move { ch.basic_get(&xq, BasicGetOptions { no_ack: false }).await }
+                })
+                .await?;
+                let Some(Some(m)) = got else { break };
+                let d = m.delivery;
+                let named = Message::decode(&d.data).is_ok_and(|m| ids.contains(&m.message_id));
+                if named {
+                    channel
+                        .basic_ack(d.delivery_tag, Default::default())
+                        .await
+                        .map_err(|e| broker_error(e, format!("deleting a message of {xq}")))?;
+                    deleted += 1;
+                } else {
+                    kept_tag = Some(d.delivery_tag);
+                }
+            }
+        }
+        if let Some(tag) = kept_tag {
+            channel
+                .basic_nack(
+                    tag,
+                    BasicNackOptions {
+                        multiple: true,
+                        requeue: true,
+                    },
+                )
+                .await
+                .map_err(|e| broker_error(e, format!("giving back messages to {xq}")))?;
+        }
+        close_quietly(channel).await;
+        Ok(deleted)
+    }
+
     /// Connects if needed, then opens and closes a channel: one real round trip.
     async fn ping(&self) -> Result<(), BrokerError> {
         let (_link, channel) = self.inner.admin_channel().await?;

@@ -444,6 +444,22 @@ async fn dead_letters(
         }
         DeadLetters::Requeue { ids, all, queue } => {
             let queues = queues_or_all(broker, queue.as_deref(), "one with --queue").await?;
+            // Requeueing enqueues each message, then deletes its letter: on a broker that cannot
+            // delete letters it would enqueue them and then fail, leaving duplicates. Deleting
+            // no letter at all tells, harmlessly, whether it can.
+            if let Some(q) = queues.first() {
+                match broker.delete_dead_letters(q, Some(&[])).await {
+                    Err(e) if e.kind() == BrokerErrorKind::Unsupported => {
+                        return Err(Usage(format!(
+                            "the {} broker cannot delete dead letters, so it cannot requeue them \
+                             without duplicating them",
+                            broker.kind()
+                        ))
+                        .into())
+                    }
+                    _ => {}
+                }
+            }
             let mut missing: Vec<&str> = ids.iter().map(String::as_str).collect();
             let mut total = 0;
             for q in &queues {
