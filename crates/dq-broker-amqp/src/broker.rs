@@ -246,6 +246,7 @@ impl AmqpBroker {
                     if let Err(e) = link.conn.close(200, "closed by dq").await {
                         tracing::debug!(error = %e, "closing the {} connection", slot.role.name());
                     }
+                    tracing::debug!(role = slot.role.name(), status = ?link.conn.status().state(), "closed");
                 }
             }
         }
