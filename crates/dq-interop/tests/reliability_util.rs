@@ -562,3 +562,57 @@ impl Drop for PrivateRabbit {
         }
     }
 }
+
+/// A canonical queue of this test alone on the shared RabbitMQ; its `q`, `q.DQ` and `q.XQ` are
+/// deleted on drop, even when the test fails.
+pub(crate) struct AmqpQueue {
+    pub(crate) name: String,
+    url: String,
+}
+
+impl AmqpQueue {
+    pub(crate) fn new(url: &str, prefix: &str) -> AmqpQueue {
+        AmqpQueue {
+            name: dq_test::unique_name(prefix),
+            url: url.to_owned(),
+        }
+    }
+}
+
+impl Drop for AmqpQueue {
+    fn drop(&mut self) {
+        let names = [
+            self.name.clone(),
+            dq::dq_name(&self.name),
+            dq::xq_name(&self.name),
+        ];
+        let url = self.url.clone();
+        // A runtime of its own on a thread of its own: drop cannot await, and the test's runtime
+        // may be the one blocked here.
+        let cleanup = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                let props = lapin::ConnectionProperties::default()
+                    .with_executor(tokio_executor_trait::Tokio::current())
+                    .with_reactor(tokio_reactor_trait::Tokio::current());
+                let Ok(conn) = lapin::Connection::connect(&url, props).await else {
+                    return;
+                };
+                for name in &names {
+                    if let Ok(ch) = conn.create_channel().await {
+                        let _ = ch
+                            .queue_delete(name, lapin::options::QueueDeleteOptions::default())
+                            .await;
+                    }
+                }
+                let _ = conn.close(200, "cleanup").await;
+            });
+        });
+        let _ = cleanup.join();
+    }
+}

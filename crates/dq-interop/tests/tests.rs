@@ -2,6 +2,8 @@
 //! `cargo xtask interop`, which sets `DQ_PYTHON` to the Dramatiq 2.2.1 virtualenv's python.
 
 mod interop_roundtrip;
+mod reliability_amqp;
+mod reliability_backlog;
 mod reliability_redis;
 mod reliability_util;
 
