@@ -257,21 +257,26 @@ impl Drop for AmqpQueue {
         ];
         let url = self.url.clone();
         // A runtime on a thread of its own: drop cannot await.
-        let _ = std::thread::spawn(move || {
+        let cleanup = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
             rt.block_on(async {
-                let conn = lapin::Connection::connect(&url, Default::default()).await?;
+                let props = lapin::ConnectionProperties::default()
+                    .with_executor(tokio_executor_trait::Tokio::current())
+                    .with_reactor(tokio_reactor_trait::Tokio::current());
+                let conn = lapin::Connection::connect(&url, props).await?;
                 let ch = conn.create_channel().await?;
                 for n in &names {
-                    let _ = ch.queue_delete(n, Default::default()).await;
+                    ch.queue_delete(n, Default::default()).await?;
                 }
                 conn.close(200, "cleanup").await
             })
-        })
-        .join();
+        });
+        if let Ok(Err(e)) = cleanup.join() {
+            eprintln!("could not delete RabbitMQ queue {}: {e}", self.name);
+        }
     }
 }
 
