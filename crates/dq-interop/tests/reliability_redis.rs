@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use dq::redis::RedisBroker;
-use dq::Broker;
+use dq::{Broker, QueueStats};
 
 use crate::reliability_util::{
     send_records, PrivateRedis, Recorder, RedisNamespace, TempDir, Worker, MESSAGES,
@@ -109,7 +109,7 @@ async fn redis_worker_sigkilled_mid_run_loses_nothing() {
     );
 
     let stats = broker.stats(QUEUE).await.expect("stats");
-    assert_eq!((stats.ready, stats.dead), (0, 0), "{stats:?}");
+    assert_eq!(stats, QueueStats::default(), "messages left behind");
     eprintln!(
         "redis SIGKILL: {MESSAGES} messages in {:.1?}; killed at {at_first_kill} and \
          {at_second_kill} done; {runs} runs ({} repeated)",
@@ -175,7 +175,7 @@ async fn redis_restarted_mid_run_loses_nothing() {
     );
     let broker = producer(&url, namespace).await;
     let stats = broker.stats(QUEUE).await.expect("stats");
-    assert_eq!((stats.ready, stats.dead), (0, 0), "{stats:?}");
+    assert_eq!(stats, QueueStats::default(), "messages left behind");
     eprintln!(
         "redis restart: {MESSAGES} messages in {:.1?}; {at_shutdown} done at shutdown, \
          {while_down} while down; {runs} runs ({} repeated)",
