@@ -4,7 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use dq_core::{Broker, BrokerError, BrokerErrorKind};
+use dq_core::{redact_url, Broker, BrokerError, BrokerErrorKind};
 
 /// The environment variable naming a Redis broker URL.
 pub const REDIS_URL_ENV: &str = "DQ_REDIS_URL";
@@ -103,7 +103,7 @@ pub(crate) async fn connect(
         Some("amqp" | "amqps") => connect_amqp(url).await,
         _ => Err(ConnectError::Config(format!(
             "unsupported broker url {}: expected redis://, rediss://, amqp:// or amqps://",
-            redact(url)
+            redact_url(url)
         ))),
     }
 }
@@ -133,7 +133,7 @@ async fn connect_redis(
 ) -> Result<Arc<dyn Broker>, ConnectError> {
     Err(ConnectError::Config(format!(
         "{} is a Redis url, but this binary was built without dq-cli's `redis` feature",
-        redact(url)
+        redact_url(url)
     )))
 }
 
@@ -152,64 +152,13 @@ async fn connect_amqp(url: &str) -> Result<Arc<dyn Broker>, ConnectError> {
 async fn connect_amqp(url: &str) -> Result<Arc<dyn Broker>, ConnectError> {
     Err(ConnectError::Config(format!(
         "{} is a RabbitMQ url, but this binary was built without dq-cli's `amqp` feature",
-        redact(url)
+        redact_url(url)
     )))
-}
-
-/// `url` with any password replaced by `***`, for messages: secrets in broker URLs never reach
-/// a log line.
-pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "<unparsable url>".to_owned();
-    };
-    let mut out = format!("{scheme}://");
-    // The user-info ends at the last '@': a password that is not percent-encoded may itself
-    // hold '@' or '/'.
-    let host_on = match rest.rfind('@') {
-        Some(at) => {
-            match rest[..at].split_once(':') {
-                Some((user, _)) => {
-                    out.push_str(user);
-                    out.push_str(":***");
-                }
-                None => out.push_str("***"),
-            }
-            &rest[at..]
-        }
-        None => rest,
-    };
-    // Query strings may carry passwords (`?password=`): hide them whole.
-    match host_on.split_once('?') {
-        Some((path, _)) => {
-            out.push_str(path);
-            out.push_str("?***");
-        }
-        None => out.push_str(host_on),
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn check_redact(url: &str, expected: &str) {
-        assert_eq!(redact(url), expected, "{url}");
-    }
-
-    #[test]
-    fn redact_hides_passwords_and_queries() {
-        check_redact("redis://127.0.0.1:6379", "redis://127.0.0.1:6379");
-        check_redact("redis://:s3cret@host:6379/0", "redis://:***@host:6379/0");
-        check_redact(
-            "amqp://guest:guest@127.0.0.1:5672/%2f",
-            "amqp://guest:***@127.0.0.1:5672/%2f",
-        );
-        check_redact("amqp://user:p@ss/w@rd@host/vh", "amqp://user:***@host/vh");
-        check_redact("redis://token@host", "redis://***@host");
-        check_redact("rediss://host/0?password=x", "rediss://host/0?***");
-        check_redact("nonsense", "<unparsable url>");
-    }
 
     #[test]
     fn unknown_schemes_are_config_errors() {

@@ -182,6 +182,6 @@ async fn broker(cli: &Cli, args: &WorkerArgs) -> Result<Arc<dyn Broker>, Connect
         return make().await.map_err(|e| ConnectError::from_broker(&e));
     }
     let url = url_from(flag).unwrap_or_else(|| DEFAULT_BROKER_URL.to_owned());
-    debug!(target: PROCESS, url = %crate::broker::redact(&url), "connecting to the broker");
+    debug!(target: PROCESS, url = %dq_core::redact_url(&url), "connecting to the broker");
     connect(&url, args.namespace.as_deref()).await
 }

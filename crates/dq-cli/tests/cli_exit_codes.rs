@@ -39,10 +39,11 @@ async fn a_bad_actor_is_code_2() {
 
 #[tokio::test]
 async fn an_unreachable_broker_at_startup_is_code_3_with_the_address() {
-    let (code, out) = run_worker(&["-b", "redis://127.0.0.1:1", "-p", "1"], &[]).await;
+    let (code, out) = run_worker(&["-b", "redis://:s3cret@127.0.0.1:1", "-p", "1"], &[]).await;
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("Cannot reach the broker"), "{out}");
     assert!(out.contains("127.0.0.1:1"), "{out}");
+    assert!(!out.contains("s3cret"), "the password leaked: {out}");
 
     let url = "amqp://guest:s3cret@127.0.0.1:1/%2f";
     let (code, out) = run_worker(&["-b", url, "-p", "1"], &[]).await;

@@ -130,3 +130,50 @@ async fn hup_reloads_the_worker_processes_gracefully() {
         "{stats:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_process_that_dies_is_restarted() {
+    let scope = Scope::new("cli-crash");
+    let broker = scope.broker().await;
+    let mut w = Running::worker(&scope, &example("test_worker"), &["-p", "2", "-t", "1"]);
+    let old = w.wait_ready(2).await;
+    kill(Pid::from_raw(old[0]), Signal::SIGKILL).unwrap();
+    w.wait_lines("was killed by SIGKILL unexpectedly: restarting it", 1)
+        .await;
+    let all = w.wait_ready(3).await;
+    let fresh = all[2];
+    assert!(!old.contains(&fresh), "{all:?}");
+    assert!(
+        is_alive(old[1]),
+        "the other worker process must be left alone"
+    );
+
+    // Both processes work: one is kept busy, and of the next two messages it can have taken
+    // (prefetched) one at most, so the other process runs the other.
+    scope.send(&broker, "default", "hold", "a").await;
+    let (_, busy) = scope.wait_mark("started-a").await;
+    scope.send(&broker, "default", "touch", "b").await;
+    scope.send(&broker, "default", "touch", "c").await;
+    let b_or_c = dq_test::wait_until_async(PATIENCE, || {
+        let any = scope.file("b").exists() || scope.file("c").exists();
+        async move { any }
+    })
+    .await;
+    assert!(b_or_c, "{}", w.output());
+    let (_, other) = scope
+        .read_mark("b")
+        .or_else(|| scope.read_mark("c"))
+        .unwrap();
+    let mut running = vec![busy, other];
+    running.sort();
+    let mut want = vec![old[1], fresh];
+    want.sort();
+    assert_eq!(running, want);
+    std::fs::write(scope.file("release"), "").unwrap();
+    for name in ["done-a", "b", "c"] {
+        scope.wait_mark(name).await;
+    }
+
+    w.signal(Signal::SIGTERM);
+    assert_eq!(w.wait_exit().await, 0, "{}", w.output());
+}
