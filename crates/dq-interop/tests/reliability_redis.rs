@@ -17,9 +17,10 @@ const QUEUE: &str = "reliability";
 /// test does not wait Dramatiq's 60 s.
 const HEARTBEAT_MS: &str = "2000";
 
-/// Maintenance (which recovers dead workers' messages) on 10 % of script calls instead of
-/// 0.1 %, so it runs soon after the heartbeat timeout.
-const MAINTENANCE: &str = "100000";
+/// Maintenance (which recovers dead workers' messages) on every script call instead of 0.1 %,
+/// so it runs right after the heartbeat timeout even when the worker is idle and polls once a
+/// second: the test waits for the recovery, not for a lucky draw.
+const MAINTENANCE: &str = "1000000";
 
 fn worker_env(url: &str, namespace: &str) -> HashMap<&'static str, String> {
     HashMap::from([
@@ -118,10 +119,10 @@ async fn redis_worker_sigkilled_mid_run_loses_nothing() {
     );
 }
 
-/// Redis is shut down mid-run and started again on the same port and data directory (an
-/// append-only file, fsynced on every write). The worker rides it out, reconnecting with
-/// backoff, and no message is lost: acks that failed are retried, messages whose acks never
-/// reached Redis run again.
+/// Redis goes away twice mid-run, shut down (at 20 %) then killed (at 50 %), and each time is
+/// started again on the same port and data directory (an append-only file, fsynced on every
+/// write). The worker rides it out, reconnecting with backoff, and no message is lost: acks that
+/// failed are retried, messages whose acks never reached Redis run again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_mid_run_loses_nothing() {
     let mut redis = PrivateRedis::start(true);
@@ -149,9 +150,26 @@ async fn redis_restarted_mid_run_loses_nothing() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let while_down = rec.count();
     assert!(
-        while_down < MESSAGES,
-        "all messages ran before Redis went away: the test restarted nothing mid-run"
+        worker.status().is_none(),
+        "the worker exited while Redis was down:\n{}",
+        worker.log_tail()
     );
+    redis.restart();
+
+    rec.wait_for(
+        MESSAGES / 2,
+        Duration::from_secs(60),
+        "after the Redis shutdown",
+        &mut worker,
+    )
+    .await;
+    redis.crash();
+    let at_crash = rec.count();
+    assert!(
+        at_crash < MESSAGES,
+        "all messages ran before Redis crashed: the test crashed nothing mid-run"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
         worker.status().is_none(),
         "the worker exited while Redis was down:\n{}",
@@ -162,7 +180,7 @@ async fn redis_restarted_mid_run_loses_nothing() {
     rec.wait_for(
         MESSAGES,
         Duration::from_secs(90),
-        "after the Redis restart",
+        "after the Redis crash",
         &mut worker,
     )
     .await;
@@ -178,7 +196,7 @@ async fn redis_restarted_mid_run_loses_nothing() {
     assert_eq!(stats, QueueStats::default(), "messages left behind");
     eprintln!(
         "redis restart: {MESSAGES} messages in {:.1?}; {at_shutdown} done at shutdown, \
-         {while_down} while down; {runs} runs ({} repeated)",
+         {while_down} while down, {at_crash} at the crash; {runs} runs ({} repeated)",
         started.elapsed(),
         runs - MESSAGES
     );

@@ -377,6 +377,15 @@ impl PrivateRedis {
         assert!(up, "the private redis-server on {url} did not start");
     }
 
+    /// Kills the server (SIGKILL), as a crash would. With `persist`, every write it answered is
+    /// in the append-only file already (fsync always), so it comes back with all of them.
+    pub(crate) fn crash(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Stops the server the way an operator would (SHUTDOWN: it flushes the append-only file
     /// and exits) and waits for the process to end.
     pub(crate) fn shutdown(&mut self) {
