@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use dq::amqp::AmqpBroker;
 use dq::{Broker, QueueStats};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 use crate::reliability_util::{
     send_records, AmqpQueue, PrivateRabbit, Recorder, TempDir, Worker, MESSAGES,
@@ -27,8 +29,9 @@ async fn producer(url: &str) -> AmqpBroker {
         .expect("connect the producer")
 }
 
-/// The worker command is SIGKILLed mid-run, main and worker process together, and started
-/// again. RabbitMQ gives the dead connection's unacked deliveries to the new consumer.
+/// The worker process is SIGKILLed twice, mid-run: once alone (its main process starts another),
+/// then together with its main process (a new worker command is started). RabbitMQ gives a dead
+/// connection's unacked deliveries to the live consumer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amqp_worker_sigkilled_mid_run_loses_nothing() {
     let url = dq_test::require_amqp();
@@ -45,17 +48,33 @@ async fn amqp_worker_sigkilled_mid_run_loses_nothing() {
 
     let mut worker = Worker::start(&args, &env, log.clone());
     rec.wait_for(
-        MESSAGES / 4,
+        MESSAGES / 5,
         Duration::from_secs(60),
-        "before the kill",
+        "before the first kill",
         &mut worker,
     )
     .await;
+    let first = worker.worker_pid(Duration::from_secs(5));
+    kill(Pid::from_raw(first as i32), Signal::SIGKILL).expect("SIGKILL the worker process");
+    let at_first_kill = rec.count();
+
+    rec.wait_for(
+        MESSAGES / 2,
+        Duration::from_secs(60),
+        "after the first kill",
+        &mut worker,
+    )
+    .await;
+    assert_ne!(
+        worker.worker_pid(Duration::from_secs(5)),
+        first,
+        "the worker process was not restarted"
+    );
     worker.kill();
     let at_kill = rec.count();
     assert!(
         at_kill < MESSAGES,
-        "all messages ran before the kill: the test killed nothing mid-run"
+        "all messages ran before the second kill: the test killed nothing mid-run"
     );
 
     let mut worker = Worker::start(&args, &env, log);
@@ -76,8 +95,8 @@ async fn amqp_worker_sigkilled_mid_run_loses_nothing() {
     let stats = broker.stats(&queue.name).await.expect("stats");
     assert_eq!(stats, QueueStats::default(), "messages left behind");
     eprintln!(
-        "amqp SIGKILL: {MESSAGES} messages (sent in {sent:.1?}) in {:.1?}; killed at {at_kill} \
-         done; {runs} runs ({} repeated)",
+        "amqp SIGKILL: {MESSAGES} messages (sent in {sent:.1?}) in {:.1?}; killed at \
+         {at_first_kill} and {at_kill} done; {runs} runs ({} repeated)",
         started.elapsed(),
         runs - MESSAGES
     );
