@@ -313,9 +313,19 @@ impl RateLimiterBackend for RedisBackend {
             .pexpire(key, ttl_ms(ttl))
             .ignore();
         let mut conn = self.conn().await?;
-        conn.query_pipe::<()>(&pipe)
+        // EXEC answers nil only when a watch dropped the transaction: never silently lose an
+        // event that waiters are blocked on.
+        let done: Option<()> = conn
+            .query_pipe(&pipe)
             .await
-            .map_err(|e| Error::backend("notifying a barrier", e))
+            .map_err(|e| Error::backend("notifying a barrier", e))?;
+        match done {
+            Some(()) => Ok(()),
+            None => Err(Error::Backend {
+                operation: "notifying a barrier",
+                source: format!("redis dropped the transaction posting event {key:?}").into(),
+            }),
+        }
     }
 }
 
