@@ -14,7 +14,8 @@
 //! the span from the first actor start to the last actor finish, across processes.
 //!
 //! Sizes come from flags or the environment (`--runs N` or `DQ_BENCH_RUNS`, and
-//! `DQ_BENCH_{ENQUEUE,NOOP,SLEEP_SECS,SLEEP_MAX,LATENCY,IDLE_SECS}`, `DQ_BENCH_BROKERS=redis,amqp`).
+//! `DQ_BENCH_{ENQUEUE,NOOP,SLEEP_SECS,SLEEP_MAX,LATENCY,IDLE_SECS}`, `DQ_BENCH_BROKERS=redis,amqp`,
+//! `DQ_BENCH_CASES=noop-2x8,latency` for some cases only).
 //! `--smoke` runs tiny counts once on the dev build, in seconds: the test command runs it so
 //! the benchmark never rots.
 
@@ -46,6 +47,16 @@ struct Config {
     latency: usize,
     latency_gap_ms: u64,
     idle_secs: f64,
+    /// Only the cases named here (`DQ_BENCH_CASES=noop-2x8,latency`), for profiling one.
+    cases: Option<Vec<String>>,
+}
+
+impl Config {
+    fn wants(&self, case: &str) -> bool {
+        self.cases
+            .as_ref()
+            .is_none_or(|cs| cs.iter().any(|c| c == case))
+    }
 }
 
 impl Config {
@@ -75,6 +86,7 @@ impl Config {
                 latency: 10,
                 latency_gap_ms: 20,
                 idle_secs: 0.5,
+                cases: None,
             }
         } else {
             Config {
@@ -88,6 +100,7 @@ impl Config {
                 latency: 500,
                 latency_gap_ms: 200,
                 idle_secs: 5.0,
+                cases: None,
             }
         };
         Ok(Config {
@@ -109,6 +122,9 @@ impl Config {
             sleep_max: env_num("DQ_BENCH_SLEEP_MAX")?.unwrap_or(c.sleep_max),
             latency: env_num("DQ_BENCH_LATENCY")?.unwrap_or(c.latency),
             idle_secs: env_num("DQ_BENCH_IDLE_SECS")?.unwrap_or(c.idle_secs),
+            cases: std::env::var("DQ_BENCH_CASES")
+                .ok()
+                .map(|v| v.split(',').map(|c| c.trim().to_owned()).collect()),
             ..c
         })
     }
@@ -423,7 +439,7 @@ fn run_with(ctx: &Ctx, cfg: Config) -> Result<()> {
         raw.display(),
         scratch.display()
     );
-    if cfg.smoke {
+    if cfg.smoke && cfg.cases.is_none() {
         check_smoke(&samples, &cfg)?;
     }
     Ok(())
@@ -505,6 +521,9 @@ fn suite(cfg: &Config, env: &Env, b: &BrokerUnderTest, run: usize) -> Result<Vec
         ("enqueue", Imp::Dq, "send"),
         ("enqueue-pipelined", Imp::Dq, "batch"),
     ] {
+        if !cfg.wants(case) {
+            continue;
+        }
         let queue = queue_name(env, case, imp);
         // dq confirms every publish on RabbitMQ and a lone send waits for it (a disk write, some
         // milliseconds): a tenth of the messages gives the same rate in a tenth of the time.
@@ -548,7 +567,7 @@ fn suite(cfg: &Config, env: &Env, b: &BrokerUnderTest, run: usize) -> Result<Vec
     // The smoke runs one case of each kind: the others take the same code paths.
     let smoke_cases = ["noop-2x8", "sleep-async-1000"];
     for (case, processes, threads, actor, arg, count, dq_only) in cases {
-        if cfg.smoke && !smoke_cases.contains(&case) {
+        if (cfg.smoke && !smoke_cases.contains(&case)) || !cfg.wants(case) {
             continue;
         }
         for imp in [Imp::Python, Imp::Dq] {
@@ -581,6 +600,9 @@ fn suite(cfg: &Config, env: &Env, b: &BrokerUnderTest, run: usize) -> Result<Vec
     }
 
     for imp in [Imp::Python, Imp::Dq] {
+        if !cfg.wants("latency") {
+            break;
+        }
         let l = latency_case(cfg, env, b, imp)?;
         println!(
             "  {:<20} {:<7} p50 {:.2} ms p99 {:.2} ms; idle broker {:.2} cmd/s {:.2}% cpu",
@@ -1118,6 +1140,9 @@ impl Row {
 
     fn met(&self) -> Option<bool> {
         let r = self.ratio();
+        if !r.is_finite() {
+            return None;
+        }
         match self.target {
             Target::None => None,
             Target::RatioAtLeast(t) => Some(r >= t),
