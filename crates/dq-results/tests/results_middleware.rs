@@ -321,3 +321,71 @@ async fn results_default_ttl_is_ten_minutes_and_storing_is_opt_in() {
     assert!(pttl <= 600_000 && pttl > 590_000, "{pttl}");
     w.stop().await.unwrap();
 }
+
+/// A short `result_ttl` (the actor's, then overridden by the message's): the result is there,
+/// then reads as missing once it expired, and a blocking read times out.
+async fn check_expiry(backend: Arc<dyn ResultBackend>) {
+    let q = dq_test::unique_name("results-expiry");
+    let broker = StubBroker::new();
+    let app = app(
+        &broker,
+        vec![results(&backend)],
+        vec![actor("add", &q, add, |o| o.result_ttl = Some(400))],
+    );
+    let w = worker(&app, 2).await;
+    let by_actor = app
+        .enqueue(Message::new(&q, "add", &(2, 3), &()).unwrap(), None)
+        .await
+        .unwrap();
+    let mut by_message = Message::new(&q, "add", &(3, 4), &()).unwrap();
+    by_message
+        .options
+        .insert("result_ttl".into(), json!(60_000));
+    let by_message = app.enqueue(by_message, None).await.unwrap();
+    let wait = Some(Duration::from_secs(20));
+    assert_eq!(
+        by_actor
+            .get_result::<i64>(&*backend, true, wait)
+            .await
+            .unwrap(),
+        5
+    );
+    assert_eq!(
+        by_message
+            .get_result::<i64>(&*backend, true, wait)
+            .await
+            .unwrap(),
+        7
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let e = by_actor
+        .get_result::<i64>(&*backend, false, None)
+        .await
+        .unwrap_err();
+    assert!(e.is_missing(), "{e}");
+    let e = by_actor
+        .get_result::<i64>(&*backend, true, Some(Duration::from_millis(200)))
+        .await
+        .unwrap_err();
+    assert!(e.is_timeout(), "{e}");
+    assert_eq!(
+        by_message
+            .get_result::<i64>(&*backend, false, None)
+            .await
+            .unwrap(),
+        7,
+        "the message's own result_ttl wins over the actor's"
+    );
+    w.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_results_expire_after_result_ttl() {
+    check_expiry(Arc::new(MemoryBackend::default())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_results_expire_after_result_ttl() {
+    let ns = RedisNamespace::new("results-expiry");
+    check_expiry(Arc::new(ns.readable())).await;
+}
