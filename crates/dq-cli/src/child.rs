@@ -2,7 +2,7 @@
 //! TERM, stop it gracefully.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dq_core::{App, Broker};
 use dq_worker::{Worker, WorkerError, WorkerOptions};
@@ -77,6 +77,27 @@ async fn stop_signal(term: &mut Signal, hup: &mut Signal) {
     }
 }
 
+/// A stop signal this soon after the first one is the same stop, not a request to kill.
+///
+/// A signal sent to the whole process group (systemd's default `KillMode=control-group`, a
+/// terminal hanging up) reaches a worker process directly and again through the main process,
+/// milliseconds apart; taken as "stop, then kill", it would kill running messages on every
+/// ordinary `systemctl stop`. An operator's second Ctrl-C is unaffected: the main process
+/// handles it, with SIGKILL.
+const SAME_STOP_WITHIN: Duration = Duration::from_secs(1);
+
+/// Waits for a stop signal that asks to kill: one at least [`SAME_STOP_WITHIN`] after the
+/// first, which came at `first`.
+async fn second_stop_signal(term: &mut Signal, hup: &mut Signal, first: Instant) {
+    loop {
+        stop_signal(term, hup).await;
+        if first.elapsed() >= SAME_STOP_WITHIN {
+            return;
+        }
+        debug!(target: PROCESS, "stop signal received again at once: the same stop");
+    }
+}
+
 async fn serve(cli: Cli, args: WorkerArgs, index: usize) -> i32 {
     let (mut term, mut hup) = match signals() {
         Ok(s) => s,
@@ -100,6 +121,7 @@ async fn serve(cli: Cli, args: WorkerArgs, index: usize) -> i32 {
     info!(target: PROCESS, "Worker process is ready for action.");
 
     stop_signal(&mut term, &mut hup).await;
+    let first = Instant::now();
     info!(target: PROCESS, "Stopping worker process...");
     tokio::select! {
         r = worker.stop() => match r {
@@ -111,7 +133,7 @@ async fn serve(cli: Cli, args: WorkerArgs, index: usize) -> i32 {
             ),
             Err(e) => warn!(target: PROCESS, "Worker did not stop cleanly: {e}"),
         },
-        _ = stop_signal(&mut term, &mut hup) => {
+        _ = second_stop_signal(&mut term, &mut hup, first) => {
             warn!(target: PROCESS, "Killing worker process...");
             return exit::KILLED;
         }

@@ -177,3 +177,26 @@ async fn a_worker_process_that_dies_is_restarted() {
     w.signal(Signal::SIGTERM);
     assert_eq!(w.wait_exit().await, 0, "{}", w.output());
 }
+
+/// systemd's default `KillMode=control-group` sends TERM to every process of the service at
+/// once, and the main process forwards its own: a worker process gets two TERMs, which must still
+/// be one graceful stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn term_to_the_whole_group_is_one_graceful_stop() {
+    let scope = Scope::new("cli-termgroup");
+    let broker = scope.broker().await;
+    let mut w = Running::worker(&scope, &example("test_worker"), &["-p", "1", "-t", "1"]);
+    w.wait_ready(1).await;
+    scope.send(&broker, "default", "hold", "a").await;
+    let (_, hold_pid) = scope.wait_mark("started-a").await;
+
+    killpg(Pid::from_raw(w.pid()), Signal::SIGTERM).unwrap();
+    w.wait_lines("Stopping worker process...", 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(is_alive(hold_pid), "{}", w.output());
+    std::fs::write(scope.file("release"), "").unwrap();
+    assert_eq!(w.wait_exit().await, 0, "{}", w.output());
+    assert_eq!(scope.read_mark("done-a"), Some(("v1".to_owned(), hold_pid)));
+    let stats = broker.stats("default").await.unwrap();
+    assert_eq!((stats.ready, stats.in_flight), (0, 0), "{stats:?}");
+}
