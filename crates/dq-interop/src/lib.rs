@@ -101,6 +101,9 @@ pub struct Scenario {
     pub maintenance_chance: u32,
     /// The scratch directory: records, release files, worker logs.
     pub dir: PathBuf,
+    /// More environment for the processes started after it is set (e.g. Dramatiq's
+    /// `dramatiq_queue_prefetch`, which dq honours too).
+    pub extra_env: Vec<(String, String)>,
 }
 
 impl Scenario {
@@ -130,6 +133,7 @@ impl Scenario {
             heartbeat_ms: 60_000,
             maintenance_chance: 1_000,
             dir,
+            extra_env: Vec::new(),
         }
     }
 
@@ -326,14 +330,54 @@ impl Scenario {
             .expect("Redis connection")
     }
 
+    /// Checks, on Redis, that nothing of the scenario's queue is left: no message waiting or
+    /// delayed (list or body), and no id in any worker's ack set. A worker that acked on the
+    /// wrong queue or with the wrong `redis_message_id` leaves one of these behind. A no-op on
+    /// RabbitMQ.
+    ///
+    /// # Panics
+    /// When something is left, naming the key.
+    pub fn assert_redis_drained(&self) {
+        if self.kind != BrokerKind::Redis {
+            return;
+        }
+        let mut con = self.redis();
+        let mut left = Vec::new();
+        // A worker acks after the actor's record is written: give the last ack a moment.
+        let drained = dq_test::wait_until(Duration::from_secs(10), || {
+            left = self.redis_leftovers(&mut con);
+            left.is_empty()
+        });
+        assert!(drained, "left behind on Redis: {left:?}");
+    }
+
+    fn redis_leftovers(&self, con: &mut redis::Connection) -> Vec<String> {
+        let (ns, q) = (&self.namespace, &self.queue);
+        let mut left: Vec<String> = [
+            format!("{ns}:{q}"),
+            format!("{ns}:{q}.msgs"),
+            format!("{ns}:{q}.DQ"),
+            format!("{ns}:{q}.DQ.msgs"),
+        ]
+        .into_iter()
+        .filter(|key| redis::cmd("EXISTS").arg(key).query(con).unwrap_or(true))
+        .collect();
+        let sets: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{ns}:__acks__.*"))
+            .query(con)
+            .expect("KEYS");
+        left.extend(sets);
+        left
+    }
+
     fn cleanup(&self) {
         if let Ok(mut con) =
             redis::Client::open(self.redis_url.as_str()).and_then(|c| c.get_connection())
         {
             let mut patterns = vec![format!("{}:*", self.namespace)];
             if let Some(ns) = &self.results_namespace {
-                // Result keys are MD5 digests without a prefix: the tests delete those they
-                // read; their TTL (10 minutes) takes the rest.
+                // Only with `use_namespace_prefix_keys`; the default keys are MD5 digests
+                // without a prefix, which their TTL (10 minutes) removes.
                 patterns.push(format!("{ns}:*"));
             }
             for pattern in patterns {

@@ -266,6 +266,7 @@ fn roundtrip(kind: BrokerKind, producer: Lang, worker_lang: Lang) {
         (0, 0, 1),
         "{stats:?}"
     );
+    sc.assert_redis_drained();
     assert!(
         worker.stop(Duration::from_secs(20)),
         "no graceful stop; log:\n{}",

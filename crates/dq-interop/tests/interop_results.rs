@@ -1,0 +1,117 @@
+//! Scenario 5: results across languages, in one Redis result store. A result (and a failure)
+//! stored by a dq worker is read by Python's `message.get_result(backend, block=True)`, and one
+//! stored by a Python worker is read by dq's `get_result`.
+
+use std::time::Duration;
+
+use dq::results::MessageResult;
+use dq_interop::{BrokerKind, Lang, Scenario};
+use serde_json::json;
+
+const DQ_WORKER: &str = env!("CARGO_BIN_EXE_dq-interop-worker");
+
+fn dq_worker_python_reader(kind: BrokerKind) {
+    let sc = Scenario::new(kind, "results").with_results();
+    let rt = dq_interop::runtime();
+    let mut worker = sc.spawn_worker(Lang::Dq, DQ_WORKER, "dq", 2);
+    worker.wait_ready(Duration::from_secs(30));
+    let (add, boom) = rt.block_on(async {
+        let app = sc.dq_app().await;
+        let add = dq::Message::new(&sc.queue, "add", &json!([2, 40]), &json!({})).unwrap();
+        let boom = dq::Message::new(&sc.queue, "boom", &json!(["kaput ✗"]), &json!({})).unwrap();
+        (
+            app.enqueue(add, None).await.expect("enqueue"),
+            app.enqueue(boom, None).await.expect("enqueue"),
+        )
+    });
+    let got = sc.python_get_result(&add, 20_000);
+    assert_eq!(got, json!({"ok": 42}), "worker log:\n{}", worker.log());
+    // Results are kept until their TTL: reading again gives the same.
+    assert_eq!(sc.python_get_result(&add, 20_000), json!({"ok": 42}));
+    let got = sc.python_get_result(&boom, 20_000);
+    assert_eq!(
+        got,
+        json!({"failure": {"type": "Boom", "msg": "kaput ✗", "str": "actor raised Boom: kaput ✗"}}),
+        "worker log:\n{}",
+        worker.log()
+    );
+    sc.assert_redis_drained();
+    assert!(
+        worker.stop(Duration::from_secs(20)),
+        "log:\n{}",
+        worker.log()
+    );
+}
+
+fn python_worker_dq_reader(kind: BrokerKind) {
+    let sc = Scenario::new(kind, "results").with_results();
+    let rt = dq_interop::runtime();
+    let mut worker = sc.spawn_worker(Lang::Python, DQ_WORKER, "py", 2);
+    worker.wait_ready(Duration::from_secs(30));
+    let sent = sc.python_send(
+        r#"[{"actor":"add","args":[5,6]},{"actor":"add","args":[[1,"a"],[{"b":null}]]},{"actor":"boom","args":["kaput ✗"]}]"#,
+    );
+    let backend = sc.dq_results_backend();
+    let timeout = Some(Duration::from_secs(20));
+    rt.block_on(async {
+        let sum: i64 = sent[0]
+            .get_result(&backend, true, timeout)
+            .await
+            .expect("result");
+        assert_eq!(sum, 11);
+        let again: i64 = sent[0]
+            .get_result(&backend, false, None)
+            .await
+            .expect("result");
+        assert_eq!(again, 11);
+        let list: serde_json::Value = sent[1]
+            .get_result(&backend, true, timeout)
+            .await
+            .expect("result");
+        assert_eq!(list, json!([1, "a", {"b": null}]));
+        match sent[2]
+            .get_result::<serde_json::Value>(&backend, true, timeout)
+            .await
+        {
+            Err(dq::results::Error::Failure {
+                message_id,
+                type_name,
+                message,
+            }) => {
+                assert_eq!(message_id, sent[2].message_id);
+                assert_eq!(type_name, "Boom");
+                assert_eq!(message, "kaput ✗");
+            }
+            other => panic!(
+                "expected the failure, got {other:?}; log:\n{}",
+                worker.log()
+            ),
+        }
+    });
+    sc.assert_redis_drained();
+    assert!(
+        worker.stop(Duration::from_secs(20)),
+        "log:\n{}",
+        worker.log()
+    );
+}
+
+#[test]
+fn redis_dq_worker_result_read_by_python() {
+    dq_worker_python_reader(BrokerKind::Redis);
+}
+
+#[test]
+fn redis_python_worker_result_read_by_dq() {
+    python_worker_dq_reader(BrokerKind::Redis);
+}
+
+#[test]
+fn amqp_dq_worker_result_read_by_python() {
+    dq_worker_python_reader(BrokerKind::Amqp);
+}
+
+#[test]
+fn amqp_python_worker_result_read_by_dq() {
+    python_worker_dq_reader(BrokerKind::Amqp);
+}
