@@ -336,7 +336,10 @@ async fn queues_send_and_dead_letters_on_rabbitmq() {
 
     let o = dq(&["dead-letters", "requeue", id, "-q", &q.name]);
     check(&o, 0);
-    assert_eq!(stdout(&o), format!("Requeued 1 message(s) of {}.\n", q.name));
+    assert_eq!(
+        stdout(&o),
+        format!("Requeued 1 message(s) of {}.\n", q.name)
+    );
     let s = broker.stats(&q.name).await.unwrap();
     assert_eq!((s.ready, s.dead), (1, 1), "{s:?}");
     let o = dq(&["dead-letters", "requeue", "--all", "-q", &q.name]);
@@ -346,7 +349,10 @@ async fn queues_send_and_dead_letters_on_rabbitmq() {
     dead_letter(&broker, &q.name, 2).await;
     let o = dq(&["dead-letters", "purge", "-q", &q.name]);
     check(&o, 0);
-    assert_eq!(stdout(&o), format!("Deleted 2 dead letter(s) of {}.\n", q.name));
+    assert_eq!(
+        stdout(&o),
+        format!("Deleted 2 dead letter(s) of {}.\n", q.name)
+    );
     let s = broker.stats(&q.name).await.unwrap();
     assert_eq!((s.ready, s.delayed, s.dead), (0, 1, 0), "{s:?}");
 
