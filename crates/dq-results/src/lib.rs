@@ -58,7 +58,8 @@
 //! | [`GroupResults`] | `group.get_results`, `wait`, `completed_count` |
 //! | [`ResultBackendExt`] | `backend.get_result`, `store_result`, `store_exception` |
 //!
-//! Build groups and pipelines with `dq_core::group` and `dq_core::pipeline` (or `a | b`).
+//! Build groups and pipelines with [`group`] and [`pipeline`] (or `a | b`): `dq-core`'s, re-exported
+//! here beside their readers, so `dq::results` has all of composition in one place.
 
 #![doc(test(attr(deny(warnings))))]
 
@@ -74,6 +75,7 @@ pub use backend::{
     decode_stored, failure_value, message_key, ResultBackend, ResultBackendExt, DEFAULT_NAMESPACE,
     DEFAULT_RESULT_TTL, DEFAULT_TIMEOUT,
 };
+pub use dq_core::{group, pipeline, Group, GroupChild, Pipeline, PipelineStep};
 pub use error::{Error, Result};
 pub use memory::MemoryBackend;
 pub use middleware::Results;
