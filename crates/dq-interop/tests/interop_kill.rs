@@ -46,7 +46,7 @@ fn kill_and_recover(kind: BrokerKind, victim_lang: Lang) {
 
     let mut rescuer = sc.spawn_worker(rescuer_lang, DQ_WORKER, &rescuer_who, THREADS);
     rescuer.wait_ready(Duration::from_secs(30));
-    let records = sc.wait_records("hold", Duration::from_secs(60), &[&victim, &rescuer], |r| {
+    sc.wait_records("hold", Duration::from_secs(60), &[&victim, &rescuer], |r| {
         r.iter().filter(|r| r["phase"] == "done").count() >= MESSAGES
     });
     std::thread::sleep(Duration::from_millis(300));

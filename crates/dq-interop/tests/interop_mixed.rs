@@ -10,6 +10,8 @@ use serde_json::json;
 const DQ_WORKER: &str = env!("CARGO_BIN_EXE_dq-interop-worker");
 /// Messages per producer.
 const EACH: u64 = 1_000;
+/// Messages that fail twice before they pass.
+const FLAKY: usize = 20;
 
 fn mixed(kind: BrokerKind) {
     let sc = Scenario::new(kind, "mixed");
@@ -65,6 +67,44 @@ fn mixed(kind: BrokerKind) {
             && by_worker.get("dq").copied().unwrap_or(0) > 0,
         "one worker did everything: {by_worker:?}"
     );
+    // Retries across languages: a message failed by one worker is retried (through the delay
+    // queue, with the `retries` option the failing side wrote) by whichever takes it next.
+    let flaky_file = sc.path_str("flaky");
+    let spec: Vec<String> = (0..FLAKY)
+        .map(|i| json!({"actor": "flaky", "args": [flaky_file, format!("f{i}"), 2]}).to_string())
+        .collect();
+    let sent = sc.python_send(&format!("[{}]", spec.join(",")));
+    let flaky = sc.wait_records("flaky", Duration::from_secs(60), &[&py, &dq], |r| {
+        r.len() >= 3 * FLAKY
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let flaky = {
+        let again = sc.records("flaky");
+        assert!(again.len() >= flaky.len());
+        again
+    };
+    let mut attempts: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let mut flaky_by_worker: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &flaky {
+        attempts
+            .entry(r["message_id"].as_str().expect("id").to_owned())
+            .or_default()
+            .push(r["attempt"].as_i64().expect("attempt"));
+        *flaky_by_worker
+            .entry(r["who"].as_str().expect("who").to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(attempts.len(), sent.len());
+    for m in &sent {
+        let mut a = attempts[&m.message_id].clone();
+        a.sort_unstable();
+        assert_eq!(a, [0, 1, 2], "attempts of {}: {flaky:?}", m.message_id);
+    }
+    assert!(
+        flaky_by_worker.len() == 2,
+        "only one worker ran the retries: {flaky_by_worker:?}"
+    );
+
     let stats = rt.block_on(async { sc.dq_broker().await.stats(&sc.queue).await.expect("stats") });
     assert_eq!(
         (stats.ready, stats.delayed, stats.dead),

@@ -53,7 +53,9 @@ fn record(path: &str, tag: &str, extra: Value) -> Result<(), String> {
 /// Every JSON type, decoded into typed parameters (11 positional, 5 by keyword), and recorded
 /// re-encoded under `typed`: what a Rust actor really gets out of a Python message.
 #[dq::actor]
-#[allow(clippy::too_many_arguments)]
+// `huge` is a boxed `RawValue` because that is the owned form serde decodes an unsized raw
+// value into: it keeps the digits of an integer no Rust number holds.
+#[allow(clippy::too_many_arguments, clippy::boxed_local)]
 fn types(
     path: String,
     tag: String,
