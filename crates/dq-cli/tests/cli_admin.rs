@@ -242,51 +242,10 @@ async fn an_unreachable_broker_is_code_3() {
     }
 }
 
-/// A RabbitMQ queue of this test's, with its delay and dead-letter queues deleted on drop.
-struct AmqpQueue {
-    url: String,
-    name: String,
-}
-
-impl Drop for AmqpQueue {
-    fn drop(&mut self) {
-        let names = [
-            self.name.clone(),
-            format!("{}.DQ", self.name),
-            format!("{}.XQ", self.name),
-        ];
-        let url = self.url.clone();
-        // A runtime on a thread of its own: drop cannot await.
-        let cleanup = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let props = lapin::ConnectionProperties::default()
-                    .with_executor(tokio_executor_trait::Tokio::current())
-                    .with_reactor(tokio_reactor_trait::Tokio::current());
-                let conn = lapin::Connection::connect(&url, props).await?;
-                let ch = conn.create_channel().await?;
-                for n in &names {
-                    ch.queue_delete(n, Default::default()).await?;
-                }
-                conn.close(200, "cleanup").await
-            })
-        });
-        if let Ok(Err(e)) = cleanup.join() {
-            eprintln!("could not delete RabbitMQ queue {}: {e}", self.name);
-        }
-    }
-}
-
 #[tokio::test]
 async fn queues_send_and_dead_letters_on_rabbitmq() {
     let url = dq_test::require_amqp();
-    let q = AmqpQueue {
-        url: url.clone(),
-        name: dq_test::unique_name("cli-admin-amqp"),
-    };
+    let q = AmqpQueue::new(&url, dq_test::unique_name("cli-admin-amqp"));
     let dq = |args: &[&str]| {
         Command::new(dq_bin())
             .args(["--broker-url", &url])

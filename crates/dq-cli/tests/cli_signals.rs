@@ -200,3 +200,64 @@ async fn term_to_the_whole_group_is_one_graceful_stop() {
     let stats = broker.stats("default").await.unwrap();
     assert_eq!((stats.ready, stats.in_flight), (0, 0), "{stats:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn int_on_rabbitmq_finishes_the_running_message_and_redelivers_the_prefetched_ones() {
+    let url = dq_test::require_amqp();
+    let scope = Scope::new("cli-int-amqp");
+    let prefix = format!("{}.", scope.namespace);
+    let default = AmqpQueue::new(&url, format!("{prefix}default"));
+    let _other = AmqpQueue::new(&url, format!("{prefix}other"));
+    let broker = dq_broker_amqp::AmqpBroker::builder()
+        .url(&url)
+        .build()
+        .await
+        .unwrap();
+    let send = |actor: &str, name: &str| {
+        let mut m = Message::new(&default.name, actor, &(scope.dir_str(), name), &()).unwrap();
+        let broker = &broker;
+        async move { broker.enqueue(&mut m).await.unwrap() }
+    };
+    let args: Vec<String> = ["-b", &url, "-p", "1", "-t", "1"].map(String::from).into();
+    let mut w = Running::start(
+        &example("test_worker"),
+        &args,
+        &[("DQ_TEST_WORKER_QUEUE_PREFIX", &prefix)],
+    );
+    w.wait_ready(1).await;
+    send("hold", "a").await;
+    let (_, hold_pid) = scope.wait_mark("started-a").await;
+    for name in ["b", "c", "d", "e"] {
+        send("touch", name).await;
+    }
+    // RabbitMQ does not say what is unacked; give the worker time to take its prefetch.
+    let taken = dq_test::wait_until_async(PATIENCE, || async {
+        broker.stats(&default.name).await.unwrap().ready <= 3
+    })
+    .await;
+    assert!(taken, "{}", w.output());
+
+    killpg(Pid::from_raw(w.pid()), Signal::SIGINT).unwrap();
+    w.wait_lines("Stopping worker process...", 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(scope.read_mark("done-a").is_none());
+    std::fs::write(scope.file("release"), "").unwrap();
+    assert_eq!(w.wait_exit().await, 0, "{}", w.output());
+    assert_eq!(scope.read_mark("done-a"), Some(("v1".to_owned(), hold_pid)));
+
+    // The prefetched message went back when the worker closed its channel: all four are
+    // ready again, and `hold` was acked.
+    let back = dq_test::wait_until_async(PATIENCE, || async {
+        broker.stats(&default.name).await.unwrap().ready == 4
+    })
+    .await;
+    let stats = broker.stats(&default.name).await.unwrap();
+    assert!(back, "{stats:?}\n{}", w.output());
+    assert_eq!(stats.dead, 0);
+    for name in ["b", "c", "d", "e"] {
+        assert!(
+            !scope.file(name).exists(),
+            "{name} ran after the stop began"
+        );
+    }
+}

@@ -322,3 +322,50 @@ async fn wait_gone(pid: i32) {
         "process {pid} is still running"
     );
 }
+
+/// A RabbitMQ queue of this test's, with its delay and dead-letter queues deleted on drop.
+struct AmqpQueue {
+    url: String,
+    name: String,
+}
+
+impl AmqpQueue {
+    fn new(url: &str, name: String) -> AmqpQueue {
+        AmqpQueue {
+            url: url.to_owned(),
+            name,
+        }
+    }
+}
+
+impl Drop for AmqpQueue {
+    fn drop(&mut self) {
+        let names = [
+            self.name.clone(),
+            format!("{}.DQ", self.name),
+            format!("{}.XQ", self.name),
+        ];
+        let url = self.url.clone();
+        // A runtime on a thread of its own: drop cannot await.
+        let cleanup = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let props = lapin::ConnectionProperties::default()
+                    .with_executor(tokio_executor_trait::Tokio::current())
+                    .with_reactor(tokio_reactor_trait::Tokio::current());
+                let conn = lapin::Connection::connect(&url, props).await?;
+                let ch = conn.create_channel().await?;
+                for n in &names {
+                    ch.queue_delete(n, Default::default()).await?;
+                }
+                conn.close(200, "cleanup").await
+            })
+        });
+        if let Ok(Err(e)) = cleanup.join() {
+            eprintln!("could not delete RabbitMQ queue {}: {e}", self.name);
+        }
+    }
+}

@@ -48,20 +48,34 @@ pub(crate) fn hold(dir: String, name: String) -> Result<(), String> {
     mark(&dir, &format!("done-{name}"))
 }
 
-/// Runs the worker command; with `DQ_TEST_WORKER_BAD_ACTOR` set, adds an actor whose option no
-/// middleware declares, which must make every worker process exit with code 2.
+/// Runs the worker command.
+///
+/// With `DQ_TEST_WORKER_BAD_ACTOR` set, it adds an actor whose option no middleware declares,
+/// which must make every worker process exit with code 2. With `DQ_TEST_WORKER_QUEUE_PREFIX`
+/// set, the actors' queues get that prefix (`PREFIXdefault`, `PREFIXother`): RabbitMQ has no
+/// namespaces, so tests sharing it need queues of their own.
 pub(crate) fn main(version: &'static str) -> ! {
     let _ = VERSION.set(version);
-    let mut cli = dq_cli::Cli::new();
-    if std::env::var_os("DQ_TEST_WORKER_BAD_ACTOR").is_some() {
-        cli = cli.configure(|app| {
-            let mut bad = touch::actor();
-            bad.name = "bad_options".to_owned();
-            bad.options
-                .extra
-                .insert("no_such_option".to_owned(), serde_json::Value::from(1));
-            app.actor(bad)
-        });
-    }
-    cli.main()
+    let bad_actor = std::env::var_os("DQ_TEST_WORKER_BAD_ACTOR").is_some();
+    let prefix = std::env::var("DQ_TEST_WORKER_QUEUE_PREFIX").ok();
+    dq_cli::Cli::new()
+        .configure(move |mut app| {
+            if let Some(prefix) = &prefix {
+                app = app.linked_actors(false);
+                for mut actor in [touch::actor(), touch_other::actor(), hold::actor()] {
+                    actor.options.queue_name = format!("{prefix}{}", actor.options.queue_name);
+                    app = app.actor(actor);
+                }
+            }
+            if bad_actor {
+                let mut bad = touch::actor();
+                bad.name = "bad_options".to_owned();
+                bad.options
+                    .extra
+                    .insert("no_such_option".to_owned(), serde_json::Value::from(1));
+                app = app.actor(bad);
+            }
+            app
+        })
+        .main()
 }
