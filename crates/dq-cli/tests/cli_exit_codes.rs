@@ -18,6 +18,12 @@ async fn a_bad_flag_is_code_2() {
     let (code, out) = run_worker(&["--no-such-flag"], &[]).await;
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("--no-such-flag"), "{out}");
+    let (code, out) = run_worker(&["--watch", "/no/such/dir", "-p", "1"], &[]).await;
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("Cannot watch /no/such/dir"), "{out}");
+    let (code, out) = run_worker(&["-b", "kafka://127.0.0.1", "-p", "1"], &[]).await;
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("unsupported broker url"), "{out}");
 }
 
 #[tokio::test]
