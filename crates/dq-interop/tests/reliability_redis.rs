@@ -8,7 +8,7 @@ use dq::redis::RedisBroker;
 use dq::{Broker, QueueStats};
 
 use crate::reliability_util::{
-    send_records, PrivateRedis, Recorder, RedisNamespace, TempDir, Worker, MESSAGES,
+    send_records, wait_drained, PrivateRedis, Recorder, RedisNamespace, TempDir, Worker, MESSAGES,
 };
 
 const QUEUE: &str = "reliability";
@@ -101,7 +101,14 @@ async fn redis_worker_sigkilled_mid_run_loses_nothing() {
         &mut worker,
     )
     .await;
-    let runs = rec.runs();
+    let runs = wait_drained(
+        &broker,
+        QUEUE,
+        &mut rec,
+        &mut worker,
+        Duration::from_secs(60),
+    )
+    .await;
     let status = worker.stop(Duration::from_secs(30));
     assert!(
         status.is_some_and(|s| s.success()),
@@ -184,14 +191,21 @@ async fn redis_restarted_mid_run_loses_nothing() {
         &mut worker,
     )
     .await;
-    let runs = rec.runs();
+    let broker = producer(&url, namespace).await;
+    let runs = wait_drained(
+        &broker,
+        QUEUE,
+        &mut rec,
+        &mut worker,
+        Duration::from_secs(60),
+    )
+    .await;
     let status = worker.stop(Duration::from_secs(30));
     assert!(
         status.is_some_and(|s| s.success()),
         "the worker did not stop cleanly: {status:?}\n{}",
         worker.log_tail()
     );
-    let broker = producer(&url, namespace).await;
     let stats = broker.stats(QUEUE).await.expect("stats");
     assert_eq!(stats, QueueStats::default(), "messages left behind");
     eprintln!(

@@ -10,7 +10,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use dq::amqp::AmqpBroker;
-use dq::{Broker, Message};
+use dq::{Broker, Message, QueueStats};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 
@@ -163,16 +163,61 @@ impl Drop for RedisNamespace {
     }
 }
 
-/// Sends `n` `record` messages for `key` on `queue`, numbered `0..n`, in batches.
+/// Sends `n` `record` messages for `key` on `queue`, numbered `0..n`, in batches. Every tenth
+/// goes through the delay queue, due within 3 s, so that a kill or an outage also catches
+/// delayed messages a worker holds in memory until they are due.
 pub(crate) async fn send_records(broker: &dyn Broker, queue: &str, key: &str, n: u64) {
+    let delay_queue = dq::dq_name(queue);
+    let now = dq::now_ms();
     let mut i = 0;
     while i < n {
         let end = (i + 1000).min(n);
         let mut batch: Vec<Message> = (i..end)
-            .map(|k| Message::new(queue, "record", &(key, k), &()).expect("message"))
+            .map(|k| {
+                if k % 10 == 0 {
+                    let mut m =
+                        Message::new(&delay_queue, "record", &(key, k), &()).expect("message");
+                    m.options.set_eta(now + (k % 30) as i64 * 100);
+                    m
+                } else {
+                    Message::new(queue, "record", &(key, k), &()).expect("message")
+                }
+            })
             .collect();
         broker.enqueue_many(&mut batch).await.expect("enqueue");
         i = end;
+    }
+}
+
+/// Waits until `queue` is empty and no message has run for a second, and returns the runs
+/// then: the repeats a kill or an outage causes run too, and the test can check that nothing is
+/// left behind once the worker stops. Panics with the worker's log after `timeout`.
+pub(crate) async fn wait_drained(
+    broker: &dyn Broker,
+    queue: &str,
+    rec: &mut Recorder,
+    worker: &mut Worker,
+    timeout: Duration,
+) -> u64 {
+    let deadline = Instant::now() + timeout;
+    let mut last = (u64::MAX, Instant::now());
+    loop {
+        let stats = broker.stats(queue).await.expect("stats");
+        let runs = rec.runs();
+        if runs != last.0 {
+            last = (runs, Instant::now());
+        }
+        if stats == QueueStats::default() && last.1.elapsed() >= Duration::from_secs(1) {
+            return runs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{queue} not drained within {timeout:?}: {stats:?}, {runs} runs; worker {:?}; its \
+             log ends:\n{}",
+            worker.status(),
+            worker.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
