@@ -12,8 +12,25 @@ use serde_json::Value;
 
 use crate::support::Keys;
 
-/// Builds the `mutex_worker` example and returns its path (cargo knows where it put it).
+/// The `mutex_worker` example. `cargo test` and `cargo nextest run` build a package's examples
+/// with its tests, into `examples/` beside the test binary's `deps/`, so it is normally there
+/// and current; only when it is not (a run limited to `--test tests`) is it built here, which
+/// may take a while.
 fn mutex_worker() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    if let Some(profile_dir) = exe.parent().and_then(|deps| deps.parent()) {
+        let built = profile_dir
+            .join("examples")
+            .join(format!("mutex_worker{}", std::env::consts::EXE_SUFFIX));
+        if built.is_file() {
+            return built;
+        }
+    }
+    build_mutex_worker()
+}
+
+/// Builds the `mutex_worker` example and returns its path (cargo knows where it put it).
+fn build_mutex_worker() -> PathBuf {
     let out = Command::new(env!("CARGO"))
         .args([
             "build",
