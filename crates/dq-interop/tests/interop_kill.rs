@@ -84,9 +84,11 @@ fn kill_and_recover(kind: BrokerKind, victim_lang: Lang) {
 }
 
 /// Dramatiq's gotcha: a Redis worker must heartbeat even while every thread is busy and its
-/// prefetch is full (so it fetches nothing), or another worker's maintenance takes back the
-/// messages it is running and they run twice. Here dq holds its whole prefetch for three
-/// heartbeat timeouts while a Python worker runs maintenance on every call.
+/// prefetch is full (so its queue consumer fetches nothing), or another worker's maintenance
+/// takes back the messages it is running and they run twice. Here dq holds its whole prefetch
+/// for three heartbeat timeouts while a Python worker runs maintenance on every call. (Its
+/// delay-queue consumer keeps polling too, so this checks the end result, not which of the two
+/// keeps the heartbeat fresh.)
 #[test]
 fn redis_busy_dq_worker_keeps_its_messages() {
     const HEARTBEAT_MS: u64 = 2_000;
