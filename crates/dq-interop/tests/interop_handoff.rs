@@ -72,7 +72,7 @@ fn handoff(kind: BrokerKind, first: Lang) {
 
     let mut w2 = sc.spawn_worker(first.other(), DQ_WORKER, &second_who, 2);
     w2.wait_ready(Duration::from_secs(30));
-    let rec = sc.wait_records("delayed", Duration::from_secs(30), &[&w1, &w2], |r| {
+    sc.wait_records("delayed", Duration::from_secs(30), &[&w1, &w2], |r| {
         !r.is_empty()
     });
     std::thread::sleep(Duration::from_millis(300));
