@@ -213,3 +213,59 @@ async fn delayed_group_and_callbacks_without_group_callbacks() {
     assert!(sent.elapsed() >= Duration::from_millis(400));
     w.stop().await.unwrap();
 }
+
+// Sleeps `ms`, then records that child `i` finished.
+sync_handler!(nap, |tag: String, i: u64, ms: u64| {
+    std::thread::sleep(Duration::from_millis(ms));
+    DONE.lock()
+        .unwrap()
+        .get_or_insert_with(HashMap::new)
+        .entry(tag)
+        .or_default()
+        .push(i);
+    Ok(json!(i * i))
+});
+
+/// Shuffled sleeps, a pipeline among the children: results still come back in the order the
+/// children were added.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_group_results_keep_send_order_under_shuffled_sleeps() {
+    let ns = RedisNamespace::new("groups-shuffled");
+    let backend: Arc<dyn ResultBackend> = Arc::new(ns.readable());
+    let q = dq_test::unique_name("groups-shuffled");
+    let broker = StubBroker::new();
+    let app = app(
+        &broker,
+        vec![results(&backend)],
+        vec![
+            actor("nap", &q, nap, |_| {}),
+            actor("square", &q, square, |_| {}),
+        ],
+    );
+    let sleeps = [240u64, 0, 160, 40, 320, 80];
+    let w = worker(&app, sleeps.len() + 1).await;
+    let tag = dq_test::unique_name("shuffled");
+    let mut children: Vec<GroupChild> = sleeps
+        .iter()
+        .enumerate()
+        .map(|(i, ms)| msg(&q, "nap", json!([tag, i, ms])).into())
+        .collect();
+    // Last child: nap(6, 0) then square(36).
+    children.push(
+        pipeline([
+            msg(&q, "nap", json!([tag, 6, 0])),
+            msg(&q, "square", json!([])),
+        ])
+        .into(),
+    );
+    let g = group(children).run_with(&app, None).await.unwrap();
+    let got: Vec<u64> = g
+        .get_results(&*backend, true, Some(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(got, [0, 1, 4, 9, 16, 25, 1296]);
+    let order = finished(&tag);
+    assert_eq!(order.len(), 7);
+    assert_ne!(order, [0, 1, 2, 3, 4, 5, 6], "completion was shuffled");
+    w.stop().await.unwrap();
+}
