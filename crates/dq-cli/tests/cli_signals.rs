@@ -261,3 +261,32 @@ async fn int_on_rabbitmq_finishes_the_running_message_and_redelivers_the_prefetc
         );
     }
 }
+
+/// Signalled directly, a worker process stops gracefully on the first TERM and exits at once
+/// on a second one that comes later than the duplicate of a group-wide signal would; the main
+/// process, still running, starts a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_process_signalled_twice_directly_exits_at_once() {
+    let scope = Scope::new("cli-child2");
+    let broker = scope.broker().await;
+    let mut w = Running::worker(&scope, &example("test_worker"), &["-p", "1", "-t", "1"]);
+    let pids = w.wait_ready(1).await;
+    scope.send(&broker, "default", "hold", "a").await;
+    scope.wait_mark("started-a").await;
+    let child = Pid::from_raw(pids[0]);
+
+    kill(child, Signal::SIGTERM).unwrap();
+    w.wait_lines("Stopping worker process...", 1).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(is_alive(pids[0]), "{}", w.output());
+    kill(child, Signal::SIGTERM).unwrap();
+    w.wait_lines("Killing worker process...", 1).await;
+    wait_gone(pids[0]).await;
+    w.wait_lines("exited with code 1 unexpectedly: restarting it", 1)
+        .await;
+    w.wait_ready(2).await;
+    assert!(scope.read_mark("done-a").is_none());
+
+    w.signal(Signal::SIGTERM);
+    assert_eq!(w.wait_exit().await, 0, "{}", w.output());
+}
