@@ -10,8 +10,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Returned from an actor (through `?` into an [`ActorError`]), it is retried with backoff by
 /// the Retries middleware and logged quietly, as in Dramatiq. Declare the actor's error type as
 /// [`ActorError`] for that: an actor returning this crate's [`Error`] itself gets an ordinary
-/// failure (still retried, but warned about as an unhandled error), because the worker only recognises
-/// `dq-core`'s error types.
+/// failure (still retried, but warned about as an unhandled error), because the worker only
+/// recognises `dq-core`'s error types.
 ///
 /// ```
 /// use dq_core::{ActorError, FailureKind};
