@@ -11,6 +11,8 @@ environment the Rust test sets, so both sides agree on the broker, the queue and
   DQ_INTEROP_MAINTENANCE  Redis maintenance_chance out of 1,000,000 (default Dramatiq's 1000)
   DQ_INTEROP_RESULTS_URL  with DQ_INTEROP_RESULTS_NS: store results in this Redis
   DQ_INTEROP_RESULTS_NS   the results namespace
+  DQ_INTEROP_RESULTS_PREFIX_KEYS  "1": result keys are the namespaced strings, not their MD5
+  DQ_INTEROP_MAX_PRIORITY RabbitMQ max_priority (x-max-priority) of the queues
   DQ_INTEROP_WHO          the label records carry (default "py")
 
 The actors mirror those of the dq worker binary (src/bin/dq-interop-worker.rs), name for name:
@@ -41,7 +43,8 @@ if BROKER_URL.startswith("redis"):
 else:
     from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-    broker = RabbitmqBroker(url=BROKER_URL)
+    max_priority = os.environ.get("DQ_INTEROP_MAX_PRIORITY")
+    broker = RabbitmqBroker(url=BROKER_URL, max_priority=int(max_priority) if max_priority else None)
 
 broker.add_middleware(CurrentMessage())
 if os.environ.get("DQ_INTEROP_RESULTS_NS"):
@@ -51,6 +54,7 @@ if os.environ.get("DQ_INTEROP_RESULTS_NS"):
     result_backend = RedisBackend(
         url=os.environ["DQ_INTEROP_RESULTS_URL"],
         namespace=os.environ["DQ_INTEROP_RESULTS_NS"],
+        use_namespace_prefix_keys=os.environ.get("DQ_INTEROP_RESULTS_PREFIX_KEYS") == "1",
     )
     broker.add_middleware(Results(backend=result_backend))
 dramatiq.set_broker(broker)

@@ -101,6 +101,10 @@ pub struct Scenario {
     pub maintenance_chance: u32,
     /// The scratch directory: records, release files, worker logs.
     pub dir: PathBuf,
+    /// Results keyed by the namespaced string rather than its MD5 (`use_namespace_prefix_keys`).
+    pub results_prefix_keys: bool,
+    /// RabbitMQ `max_priority` of every party (`x-max-priority` on the queues).
+    pub max_priority: Option<u8>,
     /// More environment for the processes started after it is set (e.g. Dramatiq's
     /// `dramatiq_queue_prefetch`, which dq honours too).
     pub extra_env: Vec<(String, String)>,
@@ -133,6 +137,8 @@ impl Scenario {
             heartbeat_ms: 60_000,
             maintenance_chance: 1_000,
             dir,
+            results_prefix_keys: false,
+            max_priority: None,
             extra_env: Vec::new(),
         }
     }
@@ -161,8 +167,8 @@ impl Scenario {
     }
 
     /// The environment both sides read their settings from (see the Python module's docs).
-    pub fn envs(&self, who: &str) -> Vec<(&'static str, String)> {
-        let mut envs = vec![
+    pub fn envs(&self, who: &str) -> Vec<(String, String)> {
+        let mut envs: Vec<(String, String)> = [
             ("DQ_INTEROP_BROKER", self.broker_url.clone()),
             ("DQ_INTEROP_QUEUE", self.queue.clone()),
             ("DQ_INTEROP_NAMESPACE", self.namespace.clone()),
@@ -172,11 +178,23 @@ impl Scenario {
                 self.maintenance_chance.to_string(),
             ),
             ("DQ_INTEROP_WHO", who.to_owned()),
-        ];
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let mut add = |k: &str, v: String| envs.push((k.to_owned(), v));
         if let Some(ns) = &self.results_namespace {
-            envs.push(("DQ_INTEROP_RESULTS_URL", self.redis_url.clone()));
-            envs.push(("DQ_INTEROP_RESULTS_NS", ns.clone()));
+            add("DQ_INTEROP_RESULTS_URL", self.redis_url.clone());
+            add("DQ_INTEROP_RESULTS_NS", ns.clone());
+            if self.results_prefix_keys {
+                add("DQ_INTEROP_RESULTS_PREFIX_KEYS", "1".to_owned());
+            }
         }
+        if let Some(p) = self.max_priority {
+            add("DQ_INTEROP_MAX_PRIORITY", p.to_string());
+        }
+        // Last, so they override the settings above.
+        envs.extend(self.extra_env.iter().cloned());
         envs
     }
 
@@ -276,6 +294,7 @@ impl Scenario {
             BrokerKind::Amqp => Arc::new(
                 dq::amqp::AmqpBroker::builder()
                     .url(self.broker_url.clone())
+                    .max_priority(self.max_priority)
                     .build()
                     .await
                     .expect("RabbitMQ broker"),
@@ -305,6 +324,7 @@ impl Scenario {
         dq::results::RedisBackend::builder()
             .url(&self.redis_url)
             .namespace(ns)
+            .namespace_prefix_keys(self.results_prefix_keys)
             .build()
             .expect("results backend")
     }

@@ -10,8 +10,35 @@ use serde_json::json;
 
 const DQ_WORKER: &str = env!("CARGO_BIN_EXE_dq-interop-worker");
 
-fn dq_worker_python_reader(kind: BrokerKind) {
-    let sc = Scenario::new(kind, "results").with_results();
+/// The scenario, results on; with `prefix_keys`, keys are the namespaced strings
+/// (`use_namespace_prefix_keys`, Dramatiq 2.2) instead of their MD5.
+fn scenario(kind: BrokerKind, prefix_keys: bool) -> Scenario {
+    let mut sc = Scenario::new(kind, "results").with_results();
+    sc.results_prefix_keys = prefix_keys;
+    sc
+}
+
+/// With prefix keys, checks the result of `m` sits under Dramatiq's plain key.
+fn assert_plain_key(sc: &Scenario, m: &dq::Message) {
+    if !sc.results_prefix_keys {
+        return;
+    }
+    let key = format!(
+        "{}:{}:{}:{}",
+        sc.results_namespace.as_deref().unwrap(),
+        dq::q_name(&m.queue_name),
+        m.actor_name,
+        m.message_id
+    );
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(&key)
+        .query(&mut sc.redis())
+        .unwrap();
+    assert!(exists, "no result under {key}");
+}
+
+fn dq_worker_python_reader(kind: BrokerKind, prefix_keys: bool) {
+    let sc = scenario(kind, prefix_keys);
     let rt = dq_interop::runtime();
     let mut worker = sc.spawn_worker(Lang::Dq, DQ_WORKER, "dq", 2);
     worker.wait_ready(Duration::from_secs(30));
@@ -26,6 +53,7 @@ fn dq_worker_python_reader(kind: BrokerKind) {
     });
     let got = sc.python_get_result(&add, 20_000);
     assert_eq!(got, json!({"ok": 42}), "worker log:\n{}", worker.log());
+    assert_plain_key(&sc, &add);
     // Results are kept until their TTL: reading again gives the same.
     assert_eq!(sc.python_get_result(&add, 20_000), json!({"ok": 42}));
     let got = sc.python_get_result(&boom, 20_000);
@@ -43,8 +71,8 @@ fn dq_worker_python_reader(kind: BrokerKind) {
     );
 }
 
-fn python_worker_dq_reader(kind: BrokerKind) {
-    let sc = Scenario::new(kind, "results").with_results();
+fn python_worker_dq_reader(kind: BrokerKind, prefix_keys: bool) {
+    let sc = scenario(kind, prefix_keys);
     let rt = dq_interop::runtime();
     let mut worker = sc.spawn_worker(Lang::Python, DQ_WORKER, "py", 2);
     worker.wait_ready(Duration::from_secs(30));
@@ -59,6 +87,7 @@ fn python_worker_dq_reader(kind: BrokerKind) {
             .await
             .expect("result");
         assert_eq!(sum, 11);
+        assert_plain_key(&sc, &sent[0]);
         let again: i64 = sent[0]
             .get_result(&backend, false, None)
             .await
@@ -98,20 +127,30 @@ fn python_worker_dq_reader(kind: BrokerKind) {
 
 #[test]
 fn redis_dq_worker_result_read_by_python() {
-    dq_worker_python_reader(BrokerKind::Redis);
+    dq_worker_python_reader(BrokerKind::Redis, false);
 }
 
 #[test]
 fn redis_python_worker_result_read_by_dq() {
-    python_worker_dq_reader(BrokerKind::Redis);
+    python_worker_dq_reader(BrokerKind::Redis, false);
 }
 
 #[test]
 fn amqp_dq_worker_result_read_by_python() {
-    dq_worker_python_reader(BrokerKind::Amqp);
+    dq_worker_python_reader(BrokerKind::Amqp, false);
 }
 
 #[test]
 fn amqp_python_worker_result_read_by_dq() {
-    python_worker_dq_reader(BrokerKind::Amqp);
+    python_worker_dq_reader(BrokerKind::Amqp, false);
+}
+
+#[test]
+fn redis_prefix_keys_dq_worker_result_read_by_python() {
+    dq_worker_python_reader(BrokerKind::Redis, true);
+}
+
+#[test]
+fn redis_prefix_keys_python_worker_result_read_by_dq() {
+    python_worker_dq_reader(BrokerKind::Redis, true);
 }

@@ -4,8 +4,10 @@
 //! It is an ordinary worker command (`dq::cli`, Dramatiq's flags). What the test decides per run
 //! comes from the environment, as for the Python worker: `DQ_INTEROP_BROKER` (a `redis://` or
 //! `amqp://` URL), `DQ_INTEROP_QUEUE` (the queue of every actor), `DQ_INTEROP_NAMESPACE`,
-//! `DQ_INTEROP_HEARTBEAT_MS` and `DQ_INTEROP_MAINTENANCE` (Redis), `DQ_INTEROP_RESULTS_URL` with
-//! `DQ_INTEROP_RESULTS_NS` (store results in Redis), `DQ_INTEROP_WHO` (the label of its records).
+//! `DQ_INTEROP_HEARTBEAT_MS` and `DQ_INTEROP_MAINTENANCE` (Redis), `DQ_INTEROP_MAX_PRIORITY`
+//! (RabbitMQ), `DQ_INTEROP_RESULTS_URL` with `DQ_INTEROP_RESULTS_NS` and
+//! `DQ_INTEROP_RESULTS_PREFIX_KEYS` (store results in Redis), `DQ_INTEROP_WHO` (the label of its
+//! records).
 //! Each actor appends one JSON line per run to the file its first argument names.
 
 use std::fs::OpenOptions;
@@ -162,12 +164,11 @@ fn main() {
     let url = env("DQ_INTEROP_BROKER").expect("DQ_INTEROP_BROKER is not set");
     let queue = env("DQ_INTEROP_QUEUE").expect("DQ_INTEROP_QUEUE is not set");
     let results = env("DQ_INTEROP_RESULTS_URL").zip(env("DQ_INTEROP_RESULTS_NS"));
-    let mut args: Vec<String> = std::env::args().collect();
+    let prefix_keys = env("DQ_INTEROP_RESULTS_PREFIX_KEYS").as_deref() == Some("1");
     let mut cli = dq::cli::Cli::new();
+    // The broker is made in code: the heartbeat, maintenance and priority settings the
+    // scenarios need have no flag.
     if url.starts_with("redis") {
-        // In code rather than by --broker-url: the heartbeat and maintenance settings have no
-        // flag, and the kill scenario needs them as short as the Python side's.
-        let url = url.clone();
         cli = cli.broker(move || {
             dq::redis::RedisBroker::builder()
                 .url(url.clone())
@@ -179,10 +180,13 @@ fn main() {
                 .maintenance_chance(env_u64("DQ_INTEROP_MAINTENANCE", 1_000) as u32)
                 .build()
         });
-    } else if !args.iter().any(|a| a == "--broker-url") {
-        // Worker processes are started with the main process's arguments: add it only once.
-        args.push("--broker-url".to_owned());
-        args.push(url);
+    } else {
+        cli = cli.broker(move || {
+            dq::amqp::AmqpBroker::builder()
+                .url(url.clone())
+                .max_priority(env("DQ_INTEROP_MAX_PRIORITY").and_then(|p| p.parse().ok()))
+                .build()
+        });
     }
     let code = cli
         .configure(move |app| {
@@ -206,12 +210,13 @@ fn main() {
                 let backend = dq::results::RedisBackend::builder()
                     .url(url)
                     .namespace(ns)
+                    .namespace_prefix_keys(prefix_keys)
                     .build()
                     .expect("a valid results Redis URL");
                 app = app.middleware(dq::results::Results::new(backend));
             }
             app
         })
-        .run_with(args);
+        .run();
     std::process::exit(code)
 }
