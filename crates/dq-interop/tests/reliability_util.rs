@@ -474,9 +474,19 @@ pub(crate) struct PrivateRabbit {
     child: Option<Child>,
 }
 
-/// The node's start script, without the distribution's wrapper (which would `su` to the
-/// rabbitmq user and use the shared node's settings).
-const RABBITMQ_SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
+/// The node's start script: env `DQ_RABBITMQ_SERVER`, else the Debian package's script without
+/// the distribution's wrapper (which would `su` to the rabbitmq user, who cannot write the
+/// test's directory), else `rabbitmq-server` on the PATH (generic-unix and Homebrew installs).
+fn rabbitmq_server() -> PathBuf {
+    if let Some(p) = std::env::var_os("DQ_RABBITMQ_SERVER").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let debian = Path::new("/usr/lib/rabbitmq/bin/rabbitmq-server");
+    if debian.is_file() {
+        return debian.to_owned();
+    }
+    PathBuf::from("rabbitmq-server")
+}
 
 impl PrivateRabbit {
     pub(crate) async fn start() -> PrivateRabbit {
@@ -522,7 +532,8 @@ impl PrivateRabbit {
             .append(true)
             .open(dir.join("node.out"))
             .expect("open node log");
-        let child = Command::new(RABBITMQ_SERVER)
+        let server = rabbitmq_server();
+        let child = Command::new(&server)
             .env("HOME", dir)
             .env("RABBITMQ_NODENAME", &self.node)
             .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
@@ -539,7 +550,12 @@ impl PrivateRabbit {
             .stderr(log)
             .process_group(0)
             .spawn()
-            .unwrap_or_else(|e| panic!("{RABBITMQ_SERVER} is needed for the restart test: {e}"));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{} is needed for the restart test (or set DQ_RABBITMQ_SERVER): {e}",
+                    server.display()
+                )
+            });
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
