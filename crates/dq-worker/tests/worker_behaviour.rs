@@ -408,7 +408,16 @@ async fn time_limits_fire_on_sync_and_async_actors() {
     let dead = wait_dead(&broker, q, 3).await;
     // The stubborn thread is still sleeping: its message failed at the deadline regardless.
     assert!(!SYNC_STUBBORN_DONE.load(Ordering::SeqCst));
-    assert!(SYNC_CHECKED_OUT.load(Ordering::SeqCst));
+    // The cooperative actor sees the limit at its next check (it checks every 10 ms), which may
+    // come just after its message was failed at the deadline.
+    let seen = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !SYNC_CHECKED_OUT.load(Ordering::SeqCst) {
+        assert!(
+            tokio::time::Instant::now() < seen,
+            "the sync actor never saw its time limit through check()"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert!(ASYNC_DROPPED.load(Ordering::SeqCst));
     assert!(!ASYNC_FINISHED.load(Ordering::SeqCst));
     for d in &dead {
