@@ -585,15 +585,22 @@ fn suite(cfg: &Config, env: &Env, b: &BrokerUnderTest, run: usize) -> Result<Vec
             };
             let m = worker_case(env, b, &wc)?;
             println!(
-                "  {case:<20} {:<7} {:>10.0} msg/s  rss {:.1} MB  broker {:.2} cmd/msg {:.1} cpu ms/1k msg",
+                "  {case:<20} {:<7} {:>10.0} msg/s  rss {:.1} MB  worker {:.1} cpu ms/1k msg  broker {:.2} cmd/msg {:.1} cpu ms/1k msg",
                 imp.name(),
                 m.rate,
                 m.rss_mb,
+                m.worker_cpu_ms_per_kmsg,
                 m.cmds_per_msg,
                 m.cpu_ms_per_kmsg
             );
             push(case, imp, "rate", m.rate);
             push(case, imp, "rss_mb", m.rss_mb);
+            push(
+                case,
+                imp,
+                "worker_cpu_ms_per_kmsg",
+                m.worker_cpu_ms_per_kmsg,
+            );
             push(case, imp, "cmds_per_msg", m.cmds_per_msg);
             push(case, imp, "cpu_ms_per_kmsg", m.cpu_ms_per_kmsg);
         }
@@ -810,6 +817,20 @@ impl Worker {
         kb as f64 / 1024.0
     }
 
+    /// CPU seconds (user + system) used so far by the worker command and every process under
+    /// it, from /proc (clock ticks of 1/100 s, as on every Linux we run on).
+    fn cpu_secs(&self) -> f64 {
+        let ticks: u64 = tree(self.child.id())
+            .into_iter()
+            .filter_map(|pid| {
+                let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                let f: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
+                Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+            })
+            .sum();
+        ticks as f64 / 100.0
+    }
+
     /// Stops the worker gracefully (TERM to the main process, as an operator would), killing it
     /// if it takes too long.
     fn stop(mut self) -> Result<()> {
@@ -913,6 +934,8 @@ impl Progress {
 struct WorkerFigures {
     rate: f64,
     rss_mb: f64,
+    /// The worker's own CPU per 1,000 messages, start-up included.
+    worker_cpu_ms_per_kmsg: f64,
     cmds_per_msg: f64,
     cpu_ms_per_kmsg: f64,
 }
@@ -930,6 +953,7 @@ fn worker_case(env: &Env, b: &BrokerUnderTest, wc: &WorkerCase) -> Result<Worker
     let result = w.wait_done(wc.count, within);
     let after = b.snapshot()?;
     let rss_mb = w.peak_rss_mb();
+    let worker_cpu = w.cpu_secs();
     let stopped = w.stop();
     let p = result?;
     stopped?;
@@ -939,6 +963,7 @@ fn worker_case(env: &Env, b: &BrokerUnderTest, wc: &WorkerCase) -> Result<Worker
     Ok(WorkerFigures {
         rate: if span > 0.0 { n / span } else { f64::NAN },
         rss_mb,
+        worker_cpu_ms_per_kmsg: worker_cpu * 1e6 / n,
         // One INFO per snapshot is the bench's own.
         cmds_per_msg: after
             .commands
@@ -1311,6 +1336,15 @@ fn summarize(samples: &[Sample]) -> Vec<Row> {
             "noop-2x8",
             "noop-2x8",
             "cpu_ms_per_kmsg",
+            Target::None,
+            false,
+        );
+        row(
+            "worker CPU per 1,000 messages (noop 2x8, all processes)",
+            "ms",
+            "noop-2x8",
+            "noop-2x8",
+            "worker_cpu_ms_per_kmsg",
             Target::None,
             false,
         );

@@ -11,6 +11,31 @@
 //! passed in `DQ_PYTHON`); the dq side is a real worker binary of this package, run as a separate
 //! process so it can be killed like any deployed worker. The tests are not part of the plain
 //! `cargo nextest run`: `cargo xtask interop` runs them once the virtualenv is ready.
+//!
+//! The interop scenarios (tests/interop_*.rs), each on both brokers where the feature exists:
+//!
+//! | module | what it checks |
+//! |---|---|
+//! | `interop_roundtrip` | one language produces, the other works: every JSON type in args and kwargs, a delayed message (not run before its eta), retries with the actor's backoff, a dead letter in `q.XQ` |
+//! | `interop_mixed` | a Python and a dq worker on one queue, fed by both producers: every message once, retries crossing languages |
+//! | `interop_kill` | a worker SIGKILLed holding messages, which the other language's worker finishes (Redis: heartbeat recovery; RabbitMQ: redelivery); a busy dq worker keeps its messages |
+//! | `interop_handoff` | a worker stopped gracefully hands its held delayed message to the other language |
+//! | `interop_results` | results and failures stored by one language, read by the other, with MD5 and with prefix keys |
+//! | `interop_priority` | RabbitMQ `x-max-priority` and `broker_priority` across languages |
+//!
+//! Shared here: [`Scenario`] (unique queue, namespace and directory; the settings both sides
+//! read from the environment; cleanup), [`WorkerProcess`] (a worker in its own process group),
+//! and the Python side in `python/dq_interop_actors.py`, whose actors mirror those of the
+//! `dq-interop-worker` binary name for name.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dq::Broker;
+use serde_json::Value;
 
 /// The python of the Dramatiq 2.2.1 virtualenv: env `DQ_PYTHON`, set by `cargo xtask interop`.
 ///
@@ -24,15 +49,6 @@ pub fn python() -> std::path::PathBuf {
     assert!(p.is_file(), "DQ_PYTHON={} is not a file", p.display());
     p
 }
-
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::time::Duration;
-
-use dq::Broker;
-use serde_json::Value;
 
 /// The directory of the Python side: the module `dq_interop_actors`.
 pub const PYTHON_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python");

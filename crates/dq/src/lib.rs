@@ -40,6 +40,7 @@
 //! | `full` | no | all of the above |
 
 pub use dq_core::async_trait;
+pub use dq_core::{group, pipeline, Group, GroupChild, Pipeline, PipelineStep};
 pub use dq_core::{
     check, compute_backoff, current_message, dq_name, now_ms, q_name, xq_name, Acker, Actor,
     ActorContext, ActorError, ActorOptions, App, AppBuilder, ArgsError, Broker, BrokerError,
