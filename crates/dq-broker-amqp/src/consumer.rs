@@ -114,6 +114,14 @@ impl AmqpAcker {
 
 #[async_trait]
 impl Acker for AmqpAcker {
+    fn is_stale(&self, token: &Token) -> bool {
+        let Token::Tag(packed) = token else {
+            return false;
+        };
+        let (generation, _) = unpack(*packed);
+        !matches!(self.get(), Some(c) if c.generation == generation && c.channel.status().connected())
+    }
+
     /// One `basic.ack` per token, never `multiple`: the worker finishes messages out of order,
     /// and a multiple ack would settle messages still running.
     async fn ack(&self, tokens: &[Token]) -> Result<(), BrokerError> {

@@ -210,4 +210,13 @@ pub trait Acker: Send + Sync {
 
     /// Gives messages back to the queue (at its tail) unprocessed.
     async fn requeue(&self, tokens: &[Token]) -> Result<(), BrokerError>;
+
+    /// Whether `token` can no longer be settled because the channel or connection it came on
+    /// is gone, so the broker delivers the message again by itself (RabbitMQ after a lost
+    /// connection). A worker drops such a delivery instead of running or moving it a second
+    /// time. The default, for brokers whose deliveries never go stale, is `false`.
+    fn is_stale(&self, token: &Token) -> bool {
+        let _ = token;
+        false
+    }
 }

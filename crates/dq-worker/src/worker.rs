@@ -607,6 +607,14 @@ async fn process(shared: Arc<Shared>, item: Item, permit: OwnedSemaphorePermit) 
         acker,
         ..
     } = item;
+    if acker.is_stale(&token) {
+        // Prefetched on a channel that died since: the broker redelivers it, so running it here
+        // too would only run it twice.
+        debug!(message_id = %message.message_id, "dropping a prefetched message the broker redelivers");
+        drop(permit);
+        shared.finish();
+        return;
+    }
     let app = &shared.app;
     let invocation = match (actor.handler)(&message) {
         Ok(i) => i,
@@ -839,6 +847,11 @@ async fn delay_loop(
 /// Enqueues a copy of a due message on its canonical queue, without `eta`, then acks the held
 /// delivery. The ack comes second, so a crash in between duplicates rather than loses it.
 async fn move_to_queue(shared: &Arc<Shared>, mut h: Held) -> Result<(), Held> {
+    if h.acker.is_stale(&h.token) {
+        // Its channel died: the broker has delivered (or will deliver) it again, eta and all.
+        debug!(message_id = %h.message.message_id, "dropping a held delayed message the broker redelivers");
+        return Ok(());
+    }
     let mut m = h.message.clone();
     m.queue_name = q_name(&m.queue_name).to_owned();
     m.options.remove_eta();
