@@ -113,10 +113,11 @@ async fn amqp_worker_sigkilled_mid_run_loses_nothing() {
 /// database. The worker reconnects, the durable queue and its persistent messages survive, and
 /// deliveries whose acks died with the connection come again.
 ///
-/// Delayed messages the worker held when the connection died run twice: RabbitMQ redelivers
-/// them, and the worker still moves the copies it held (their acks then fail). Dramatiq drops
-/// its held delayed messages on a connection error instead. That costs repeats, never a loss, so
-/// the test allows it and prints how many.
+/// Deliveries of the dead channel that the worker still held (prefetched, or delayed until their
+/// eta) are dropped, as Dramatiq drops them: RabbitMQ redelivers them (`Acker::is_stale`). Only
+/// messages that were running when the connection died can run twice (at-least-once), so the
+/// test allows repeats and prints how many (about 800 before stale deliveries were dropped, a
+/// handful since).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amqp_node_restarted_mid_run_loses_nothing() {
     let mut rabbit = PrivateRabbit::start().await;
