@@ -166,3 +166,58 @@ async fn deleting_reported_letters_does_not_make_a_join_report_others_again() {
         other => panic!("expected only the new dead letter, got {other:?}"),
     }
 }
+
+/// A broker that implements only what the `Broker` trait requires: no deleting of dead
+/// letters, so the trait's default `requeue_dead_letters` must refuse before enqueueing.
+struct NoDelete(StubBroker);
+
+#[dq_core::async_trait]
+impl Broker for NoDelete {
+    fn kind(&self) -> &'static str {
+        "no-delete"
+    }
+    async fn declare_queue(&self, queue: &str) -> Result<(), dq_core::BrokerError> {
+        self.0.declare_queue(queue).await
+    }
+    async fn enqueue(&self, message: &mut Message) -> Result<(), dq_core::BrokerError> {
+        self.0.enqueue(message).await
+    }
+    async fn consume(
+        &self,
+        queue: &str,
+        prefetch: usize,
+    ) -> Result<Box<dyn dq_core::Consumer>, dq_core::BrokerError> {
+        self.0.consume(queue, prefetch).await
+    }
+    async fn stats(&self, queue: &str) -> Result<dq_core::QueueStats, dq_core::BrokerError> {
+        self.0.stats(queue).await
+    }
+    async fn flush(&self, queue: &str) -> Result<(), dq_core::BrokerError> {
+        self.0.flush(queue).await
+    }
+    async fn dead_letters(
+        &self,
+        queue: &str,
+        limit: usize,
+    ) -> Result<Vec<dq_core::DeadLetter>, dq_core::BrokerError> {
+        self.0.dead_letters(queue, limit).await
+    }
+    async fn ping(&self) -> Result<(), dq_core::BrokerError> {
+        self.0.ping().await
+    }
+}
+
+#[tokio::test]
+async fn requeueing_without_deleting_refuses_rather_than_duplicates() {
+    let stub = StubBroker::new();
+    dead_letter(&stub, "nd", &[1, 2]).await;
+    let broker = NoDelete(stub.clone());
+    let e = broker.requeue_dead_letters("nd", None).await.unwrap_err();
+    assert_eq!(e.kind(), dq_core::BrokerErrorKind::Unsupported, "{e}");
+    let stats = stub.stats("nd").await.unwrap();
+    assert_eq!(
+        (stats.ready, stats.dead),
+        (0, 2),
+        "nothing enqueued, nothing lost"
+    );
+}

@@ -128,7 +128,8 @@ pub trait Broker: Send + Sync + 'static {
     /// The default reads the letters with [`dead_letters`](Broker::dead_letters), enqueues them
     /// with [`enqueue_many`](Broker::enqueue_many) and deletes them with
     /// [`delete_dead_letters`](Broker::delete_dead_letters), in batches; a broker only needs to
-    /// implement those.
+    /// implement those. A broker whose `delete_dead_letters` is unsupported fails before
+    /// anything is enqueued.
     async fn requeue_dead_letters(
         &self,
         queue: &str,
@@ -137,6 +138,9 @@ pub trait Broker: Send + Sync + 'static {
         /// Bounds the memory and the size of one broker call when requeueing everything.
         const BATCH: usize = 500;
         let q = q_name(queue);
+        // A broker that cannot delete dead letters would be left with each letter *and* its
+        // requeued copy: ask first (deleting none), so it fails before enqueueing anything.
+        self.delete_dead_letters(q, Some(&[])).await?;
         let total = self.stats(q).await?.dead;
         let letters = self
             .dead_letters(q, usize::try_from(total).unwrap_or(usize::MAX))
