@@ -54,7 +54,6 @@
 
 mod backend;
 mod barrier;
-mod conn;
 mod error;
 mod group_callbacks;
 mod limiter;

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use deadpool_redis::Pool;
 
 use crate::backend::{ttl_ms, RateLimiterBackend};
-use crate::conn::{self, Exclusive};
 use crate::error::{Error, Result};
+use dq_broker_redis::pool::{self as conn, Exclusive};
 
 /// Counters and events in Redis, laid out as Python Dramatiq's `RedisBackend` lays them out:
 /// each key is the limiter's key verbatim holding a decimal integer, and events are lists

@@ -64,7 +64,6 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod backend;
-mod conn;
 mod error;
 mod memory;
 mod middleware;

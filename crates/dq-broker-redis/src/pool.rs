@@ -1,11 +1,14 @@
-//! Redis connections from a `deadpool-redis` pool, returned to it only when left in a clean state.
+//! Redis connections from a `deadpool-redis` pool, returned to it only when left in a clean
+//! state: the connection handling that dq's other Redis clients (the result backend of
+//! `dq-results`, the rate-limiter backend of `dq-ratelimit`) share. The broker itself uses its own
+//! lanes of multiplexed connections.
 
 use std::time::Duration;
 
 use deadpool_redis::{Connection, Pool, PoolConfig, Runtime, Timeouts};
 
 /// The Redis URL used when none is given: env `DQ_REDIS_URL`, else `redis://127.0.0.1:6379`.
-pub(crate) fn default_url() -> String {
+pub fn default_url() -> String {
     match std::env::var("DQ_REDIS_URL") {
         Ok(url) if !url.is_empty() => url,
         _ => "redis://127.0.0.1:6379".to_owned(),
@@ -13,15 +16,25 @@ pub(crate) fn default_url() -> String {
 }
 
 /// The host part of a Redis URL, for messages: never the user-info, which may hold a password.
-pub(crate) fn describe(url: &str) -> String {
+pub fn describe(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
     let host = host.split(['/', '?', '#']).next().unwrap_or_default();
     format!("redis at {host}")
 }
 
-/// A pool of multiplexed connections, each used by one caller at a time.
-pub(crate) fn pool(url: &str, size: usize, connect_timeout: Duration) -> Result<Pool, String> {
+/// A pool of multiplexed connections, each used by one caller at a time. The error is a message
+/// that names the server without its credentials.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// // Creating the pool does not connect yet; a bad URL fails at once.
+/// let pool = dq_broker_redis::pool::pool("redis://127.0.0.1:6379", 4, Duration::from_secs(5)).unwrap();
+/// assert_eq!(pool.status().max_size, 4);
+/// assert!(dq_broker_redis::pool::pool("http://x", 4, Duration::from_secs(5)).is_err());
+/// ```
+pub fn pool(url: &str, size: usize, connect_timeout: Duration) -> Result<Pool, String> {
     redis::Client::open(url).map_err(|e| format!("{}: {e}", describe(url)))?;
     let mut config = deadpool_redis::Config::from_url(url);
     let mut pool = PoolConfig::new(size);
@@ -41,13 +54,14 @@ pub(crate) fn pool(url: &str, size: usize, connect_timeout: Duration) -> Result<
 /// A caller dropped while Redis still blocks on its `BRPOPLPUSH`, or between `WATCH` and `EXEC`,
 /// would hand the next user a connection that answers late or not in the state it expects:
 /// such a connection is detached from the pool and closed instead.
-pub(crate) struct Exclusive {
+pub struct Exclusive {
     conn: Option<Connection>,
     settled: bool,
 }
 
 impl Exclusive {
-    pub(crate) async fn get(pool: &Pool) -> Result<Exclusive, deadpool_redis::PoolError> {
+    /// Takes a connection from `pool`, waiting for one to be free.
+    pub async fn get(pool: &Pool) -> Result<Exclusive, deadpool_redis::PoolError> {
         Ok(Exclusive {
             conn: Some(pool.get().await?),
             settled: false,
@@ -55,7 +69,7 @@ impl Exclusive {
     }
 
     /// Runs `cmd` and marks the connection reusable once Redis has answered, whatever it said.
-    pub(crate) async fn query<T: redis::FromRedisValue>(
+    pub async fn query<T: redis::FromRedisValue>(
         &mut self,
         cmd: &redis::Cmd,
     ) -> redis::RedisResult<T> {
@@ -67,7 +81,7 @@ impl Exclusive {
     }
 
     /// Runs `pipe` the same way.
-    pub(crate) async fn query_pipe<T: redis::FromRedisValue>(
+    pub async fn query_pipe<T: redis::FromRedisValue>(
         &mut self,
         pipe: &redis::Pipeline,
     ) -> redis::RedisResult<T> {
