@@ -530,10 +530,16 @@ impl WorkerProcess {
         let _ = self.child.wait();
     }
 
-    /// Stops the worker gracefully (SIGTERM), and kills it if it has not exited within
-    /// `timeout`. Returns whether it exited on its own.
+    /// Stops the worker gracefully (SIGTERM to the main process, which passes it on to its
+    /// worker processes), and kills it if it has not exited within `timeout`. Returns whether
+    /// it exited on its own.
+    ///
+    /// Only the main process is signalled: a Dramatiq worker process that gets the group's TERM
+    /// and then its master's forwarded one takes the second as "kill now", and exits without
+    /// requeueing what it holds.
     pub fn stop(&mut self, timeout: Duration) -> bool {
-        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let leader = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(leader, nix::sys::signal::Signal::SIGTERM);
         let exited =
             dq_test::wait_until(timeout, || self.child.try_wait().ok().flatten().is_some());
         if !exited {

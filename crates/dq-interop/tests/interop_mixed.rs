@@ -67,8 +67,10 @@ fn mixed(kind: BrokerKind) {
             && by_worker.get("dq").copied().unwrap_or(0) > 0,
         "one worker did everything: {by_worker:?}"
     );
-    // Retries across languages: a message failed by one worker is retried (through the delay
-    // queue, with the `retries` option the failing side wrote) by whichever takes it next.
+    // Retries in a mixed pool: a message failed by one worker is retried (through the delay
+    // queue, with the `retries` option the failing side wrote) by whichever takes it next;
+    // each attempt runs once. (Which side runs which attempt is up to the polling; the
+    // handoff test makes one language's retry run in the other for certain.)
     let flaky_file = sc.path_str("flaky");
     let spec: Vec<String> = (0..FLAKY)
         .map(|i| json!({"actor": "flaky", "args": [flaky_file, format!("f{i}"), 2]}).to_string())
@@ -84,15 +86,11 @@ fn mixed(kind: BrokerKind) {
         again
     };
     let mut attempts: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    let mut flaky_by_worker: BTreeMap<String, usize> = BTreeMap::new();
     for r in &flaky {
         attempts
             .entry(r["message_id"].as_str().expect("id").to_owned())
             .or_default()
             .push(r["attempt"].as_i64().expect("attempt"));
-        *flaky_by_worker
-            .entry(r["who"].as_str().expect("who").to_owned())
-            .or_default() += 1;
     }
     assert_eq!(attempts.len(), sent.len());
     for m in &sent {
@@ -100,10 +98,6 @@ fn mixed(kind: BrokerKind) {
         a.sort_unstable();
         assert_eq!(a, [0, 1, 2], "attempts of {}: {flaky:?}", m.message_id);
     }
-    assert!(
-        flaky_by_worker.len() == 2,
-        "only one worker ran the retries: {flaky_by_worker:?}"
-    );
 
     let stats = rt.block_on(async { sc.dq_broker().await.stats(&sc.queue).await.expect("stats") });
     assert_eq!(
