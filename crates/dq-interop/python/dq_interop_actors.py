@@ -126,6 +126,14 @@ def doomed(path, tag):
     raise RuntimeError("always fails")
 
 
+@dramatiq.actor(queue_name=QUEUE, max_retries=0)
+def gate(path, tag, gate_file):
+    """Fails, straight to the dead letters, until the file `gate_file` exists."""
+    record(path, tag, open=os.path.exists(gate_file))
+    if not os.path.exists(gate_file):
+        raise RuntimeError("the gate is closed")
+
+
 @dramatiq.actor(queue_name=QUEUE, time_limit=120_000)
 def hold(path, tag, release):
     record(path, tag, phase="started")

@@ -115,6 +115,17 @@ fn doomed(path: String, tag: String) -> Result<(), String> {
     Err("always fails".to_owned())
 }
 
+/// Fails, straight to the dead letters, until the file `gate_file` exists.
+#[dq::actor(max_retries = 0)]
+fn gate(path: String, tag: String, gate_file: String) -> Result<(), String> {
+    let open = Path::new(&gate_file).exists();
+    record(&path, &tag, json!({ "open": open }))?;
+    if !open {
+        return Err("the gate is closed".to_owned());
+    }
+    Ok(())
+}
+
 /// Records `started`, waits until the file `release` exists, records `done`: a message held in
 /// flight for as long as the test needs.
 #[dq::actor(time_limit = 120_000)]
@@ -199,6 +210,7 @@ fn main() {
                 count::actor(),
                 flaky::actor(),
                 doomed::actor(),
+                gate::actor(),
                 hold::actor(),
                 add::actor(),
                 boom::actor(),
