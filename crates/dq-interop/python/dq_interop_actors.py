@@ -200,6 +200,12 @@ def get_result(body, timeout_ms):
     print(compact(out))
 
 
+def send_pipeline():
+    """Runs the pipeline add(1, 2) | add(10) and prints its last message."""
+    p = dramatiq.pipeline([add.message(1, 2), add.message(10)]).run()
+    print(p.messages[-1].encode().decode("utf-8"))
+
+
 def delete_queues(names):
     """Deletes RabbitMQ queues, for the tests' cleanup."""
     import pika
@@ -217,6 +223,8 @@ if __name__ == "__main__":
         send(sys.argv[2])
     elif command == "send-count":
         send_count(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    elif command == "send-pipeline":
+        send_pipeline()
     elif command == "delete-queues":
         delete_queues(sys.argv[2:])
     elif command == "get-result":

@@ -20,7 +20,8 @@
 //! | `interop_mixed` | a Python and a dq worker on one queue, fed by both producers: every message once, retries crossing languages |
 //! | `interop_kill` | a worker SIGKILLed holding messages, which the other language's worker finishes (Redis: heartbeat recovery; RabbitMQ: redelivery); a busy dq worker keeps its messages |
 //! | `interop_handoff` | a worker stopped gracefully hands its held delayed message to the other language |
-//! | `interop_results` | results and failures stored by one language, read by the other, with MD5 and with prefix keys |
+//! | `interop_results` | results and failures stored by one language, read by the other, with MD5 and with prefix keys; pipelines built by one language and run by the other |
+//! | `interop_deadletters` | dead letters of either worker requeued by dq's admin API and run to success |
 //! | `interop_priority` | RabbitMQ `x-max-priority` and `broker_priority` across languages |
 //!
 //! Shared here: [`Scenario`] (unique queue, namespace and directory; the settings both sides

@@ -154,3 +154,66 @@ fn redis_prefix_keys_dq_worker_result_read_by_python() {
 fn redis_prefix_keys_python_worker_result_read_by_dq() {
     python_worker_dq_reader(BrokerKind::Redis, true);
 }
+
+/// A pipeline built by one language and run by the other's worker: each stage's result is
+/// appended to the next stage's args (`pipe_target`), and the last result is read back by the
+/// side that built it.
+fn pipeline(kind: BrokerKind, builder: Lang) {
+    let sc = scenario(kind, false);
+    let rt = dq_interop::runtime();
+    let worker_lang = builder.other();
+    let mut worker = sc.spawn_worker(worker_lang, DQ_WORKER, worker_lang.label(), 2);
+    worker.wait_ready(Duration::from_secs(30));
+    let timeout = Some(Duration::from_secs(20));
+    match builder {
+        Lang::Dq => {
+            let last = rt.block_on(async {
+                let app = sc.dq_app().await;
+                let first = dq::Message::new(&sc.queue, "add", &json!([1, 2]), &json!({})).unwrap();
+                let second = dq::Message::new(&sc.queue, "add", &json!([10]), &json!({})).unwrap();
+                let p = dq_core::pipeline([first, second])
+                    .run_with(&app, None)
+                    .await
+                    .expect("pipeline runs");
+                p.last().expect("a last message").clone()
+            });
+            let got = sc.python_get_result(&last, 20_000);
+            assert_eq!(got, json!({"ok": 13}), "worker log:\n{}", worker.log());
+        }
+        Lang::Python => {
+            let out = sc.python_run(&["send-pipeline"]);
+            let last = dq::Message::decode(out.trim().as_bytes()).expect("last message");
+            let backend = sc.dq_results_backend();
+            let sum: i64 = rt
+                .block_on(last.get_result(&backend, true, timeout))
+                .unwrap_or_else(|e| panic!("{e}; worker log:\n{}", worker.log()));
+            assert_eq!(sum, 13);
+        }
+    }
+    sc.assert_redis_drained();
+    assert!(
+        worker.stop(Duration::from_secs(20)),
+        "log:\n{}",
+        worker.log()
+    );
+}
+
+#[test]
+fn redis_dq_pipeline_python_worker() {
+    pipeline(BrokerKind::Redis, Lang::Dq);
+}
+
+#[test]
+fn redis_python_pipeline_dq_worker() {
+    pipeline(BrokerKind::Redis, Lang::Python);
+}
+
+#[test]
+fn amqp_dq_pipeline_python_worker() {
+    pipeline(BrokerKind::Amqp, Lang::Dq);
+}
+
+#[test]
+fn amqp_python_pipeline_dq_worker() {
+    pipeline(BrokerKind::Amqp, Lang::Python);
+}
