@@ -13,6 +13,7 @@ environment the Rust test sets, so both sides agree on the broker, the queue and
   DQ_INTEROP_RESULTS_NS   the results namespace
   DQ_INTEROP_RESULTS_PREFIX_KEYS  "1": result keys are the namespaced strings, not their MD5
   DQ_INTEROP_MAX_PRIORITY RabbitMQ max_priority (x-max-priority) of the queues
+  DQ_INTEROP_GROUPS_URL   run group completion callbacks, with barriers in this Redis
   DQ_INTEROP_WHO          the label records carry (default "py")
 
 The actors mirror those of the dq worker binary (src/bin/dq-interop-worker.rs), name for name:
@@ -57,6 +58,13 @@ if os.environ.get("DQ_INTEROP_RESULTS_NS"):
         use_namespace_prefix_keys=os.environ.get("DQ_INTEROP_RESULTS_PREFIX_KEYS") == "1",
     )
     broker.add_middleware(Results(backend=result_backend))
+if os.environ.get("DQ_INTEROP_GROUPS_URL"):
+    from dramatiq.middleware import GroupCallbacks
+    from dramatiq.rate_limits.backends import RedisBackend as RateLimiterRedisBackend
+
+    broker.add_middleware(
+        GroupCallbacks(RateLimiterRedisBackend(url=os.environ["DQ_INTEROP_GROUPS_URL"]), barrier_ttl=600_000)
+    )
 dramatiq.set_broker(broker)
 
 
@@ -206,6 +214,14 @@ def send_pipeline():
     print(p.messages[-1].encode().decode("utf-8"))
 
 
+def send_group(path, n, release):
+    """Runs a group of `n` hold(path, "child<i>", release) messages with one completion
+    callback, record(path, "callback")."""
+    g = dramatiq.group([hold.message(path, f"child{i}", release) for i in range(n)])
+    g.add_completion_callback(record_.message(path, "callback"))
+    g.run()
+
+
 def delete_queues(names):
     """Deletes RabbitMQ queues, for the tests' cleanup."""
     import pika
@@ -225,6 +241,8 @@ if __name__ == "__main__":
         send_count(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     elif command == "send-pipeline":
         send_pipeline()
+    elif command == "send-group":
+        send_group(sys.argv[2], int(sys.argv[3]), sys.argv[4])
     elif command == "delete-queues":
         delete_queues(sys.argv[2:])
     elif command == "get-result":

@@ -21,6 +21,7 @@
 //! | `interop_kill` | a worker SIGKILLed holding messages, which the other language's worker finishes (Redis: heartbeat recovery; RabbitMQ: redelivery); a busy dq worker keeps its messages |
 //! | `interop_handoff` | a worker stopped gracefully hands its held delayed message to the other language |
 //! | `interop_results` | results and failures stored by one language, read by the other, with MD5 and with prefix keys; pipelines built by one language and run by the other |
+//! | `interop_groups` | a group run half by a Python and half by a dq worker: one shared barrier, one callback |
 //! | `interop_deadletters` | dead letters of either worker requeued by dq's admin API and run to success |
 //! | `interop_priority` | RabbitMQ `x-max-priority` and `broker_priority` across languages |
 //!
@@ -120,6 +121,8 @@ pub struct Scenario {
     pub dir: PathBuf,
     /// Results keyed by the namespaced string rather than its MD5 (`use_namespace_prefix_keys`).
     pub results_prefix_keys: bool,
+    /// Whether workers run group completion callbacks (barriers in the scenario's Redis).
+    pub groups: bool,
     /// RabbitMQ `max_priority` of every party (`x-max-priority` on the queues).
     pub max_priority: Option<u8>,
     /// More environment for the processes started after it is set (e.g. Dramatiq's
@@ -156,6 +159,7 @@ impl Scenario {
             dir,
             results_prefix_keys: false,
             max_priority: None,
+            groups: false,
             extra_env: Vec::new(),
         }
     }
@@ -206,6 +210,9 @@ impl Scenario {
             if self.results_prefix_keys {
                 add("DQ_INTEROP_RESULTS_PREFIX_KEYS", "1".to_owned());
             }
+        }
+        if self.groups {
+            add("DQ_INTEROP_GROUPS_URL", self.redis_url.clone());
         }
         if let Some(p) = self.max_priority {
             add("DQ_INTEROP_MAX_PRIORITY", p.to_string());

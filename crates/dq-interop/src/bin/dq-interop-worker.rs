@@ -6,8 +6,8 @@
 //! `amqp://` URL), `DQ_INTEROP_QUEUE` (the queue of every actor), `DQ_INTEROP_NAMESPACE`,
 //! `DQ_INTEROP_HEARTBEAT_MS` and `DQ_INTEROP_MAINTENANCE` (Redis), `DQ_INTEROP_MAX_PRIORITY`
 //! (RabbitMQ), `DQ_INTEROP_RESULTS_URL` with `DQ_INTEROP_RESULTS_NS` and
-//! `DQ_INTEROP_RESULTS_PREFIX_KEYS` (store results in Redis), `DQ_INTEROP_WHO` (the label of its
-//! records).
+//! `DQ_INTEROP_RESULTS_PREFIX_KEYS` (store results in Redis), `DQ_INTEROP_GROUPS_URL` (group
+//! completion callbacks, barriers in that Redis), `DQ_INTEROP_WHO` (the label of its records).
 //! Each actor appends one JSON line per run to the file its first argument names.
 
 use std::fs::OpenOptions;
@@ -175,6 +175,7 @@ fn main() {
     let url = env("DQ_INTEROP_BROKER").expect("DQ_INTEROP_BROKER is not set");
     let queue = env("DQ_INTEROP_QUEUE").expect("DQ_INTEROP_QUEUE is not set");
     let results = env("DQ_INTEROP_RESULTS_URL").zip(env("DQ_INTEROP_RESULTS_NS"));
+    let groups = env("DQ_INTEROP_GROUPS_URL");
     let prefix_keys = env("DQ_INTEROP_RESULTS_PREFIX_KEYS").as_deref() == Some("1");
     let mut cli = dq::cli::Cli::new();
     // The broker is made in code: the heartbeat, maintenance and priority settings the
@@ -217,6 +218,16 @@ fn main() {
             ] {
                 actor.options.queue_name = queue.clone();
                 app = app.actor(actor);
+            }
+            if let Some(url) = &groups {
+                let backend = dq::ratelimit::RedisBackend::builder()
+                    .url(url)
+                    .build()
+                    .expect("a valid group barrier Redis URL");
+                app = app.middleware(
+                    dq::ratelimit::GroupCallbacks::new(backend)
+                        .with_barrier_ttl(Duration::from_secs(600)),
+                );
             }
             if let Some((url, ns)) = &results {
                 let backend = dq::results::RedisBackend::builder()
