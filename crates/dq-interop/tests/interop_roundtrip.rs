@@ -25,6 +25,8 @@ struct Send {
     rest_args: String,
     kwargs: String,
     delay: Option<u64>,
+    /// Extra message options, as a JSON object.
+    options: serde_json::Value,
 }
 
 impl Send {
@@ -52,6 +54,7 @@ fn sends() -> Vec<Send> {
             rest_args: TYPES_ARGS.to_owned(),
             kwargs: TYPES_KWARGS.to_owned(),
             delay: None,
+            options: json!({}),
         },
         Send {
             actor: "record",
@@ -60,6 +63,7 @@ fn sends() -> Vec<Send> {
             rest_args: "[]".to_owned(),
             kwargs: r#"{"value":{"when":"later"}}"#.to_owned(),
             delay: Some(DELAY_MS),
+            options: json!({}),
         },
         Send {
             actor: "flaky",
@@ -68,6 +72,7 @@ fn sends() -> Vec<Send> {
             rest_args: "[2]".to_owned(),
             kwargs: "{}".to_owned(),
             delay: None,
+            options: json!({ "x_custom": {"n": [1, "ü"], "none": null} }),
         },
         Send {
             actor: "doomed",
@@ -76,6 +81,7 @@ fn sends() -> Vec<Send> {
             rest_args: "[]".to_owned(),
             kwargs: "{}".to_owned(),
             delay: None,
+            options: json!({}),
         },
     ]
 }
@@ -93,11 +99,12 @@ fn produce(
                 .iter()
                 .map(|s| {
                     format!(
-                        r#"{{"actor":{},"args":{},"kwargs":{},"delay":{}}}"#,
+                        r#"{{"actor":{},"args":{},"kwargs":{},"delay":{},"options":{}}}"#,
                         json!(s.actor),
                         s.args(sc),
                         s.kwargs,
-                        json!(s.delay)
+                        json!(s.delay),
+                        s.options
                     )
                 })
                 .collect();
@@ -107,12 +114,15 @@ fn produce(
             let app = sc.dq_app().await;
             let mut out = Vec::new();
             for s in sends {
-                let m = dq::Message::from_raw(
+                let mut m = dq::Message::from_raw(
                     &sc.queue,
                     s.actor,
                     RawValue::from_string(s.args(sc)).expect("args JSON"),
                     RawValue::from_string(s.kwargs.clone()).expect("kwargs JSON"),
                 );
+                if let serde_json::Value::Object(o) = &s.options {
+                    m.options.0.extend(o.clone());
+                }
                 let delay = s.delay.map(Duration::from_millis);
                 out.push(app.enqueue(m, delay).await.expect("dq enqueues"));
             }
@@ -207,6 +217,12 @@ fn roundtrip(kind: BrokerKind, producer: Lang, worker_lang: Lang) {
     for r in &rec {
         assert_eq!(r["message_id"], flaky_msg.message_id.as_str());
         assert_eq!(r["queue"], sc.queue.as_str());
+        // An option neither side knows survives every retry, whoever enqueued it.
+        assert_eq!(
+            r["options"]["x_custom"],
+            json!({"n": [1, "ü"], "none": null}),
+            "{r}"
+        );
     }
 
     // Failed, retried once, dead-lettered.
