@@ -520,8 +520,10 @@ fn suite(cfg: &Config, env: &Env, b: &BrokerUnderTest, run: usize) -> Result<Vec
         ("enqueue", Imp::Python, "send"),
         ("enqueue", Imp::Dq, "send"),
         ("enqueue-pipelined", Imp::Dq, "batch"),
+        ("enqueue-unconfirmed", Imp::Dq, "batch-unconfirmed"),
     ] {
-        if !cfg.wants(case) {
+        // Only RabbitMQ has publisher confirms to turn off.
+        if !cfg.wants(case) || (mode == "batch-unconfirmed" && b.kind != Kind::Amqp) {
             continue;
         }
         let queue = queue_name(env, case, imp);
@@ -1230,6 +1232,17 @@ fn summarize(samples: &[Sample]) -> Vec<Row> {
             enq,
             true,
         );
+        if !redis {
+            row(
+                "enqueue, dq pipelined without publisher confirms (Python's default)",
+                "msg/s",
+                "enqueue",
+                "enqueue-unconfirmed",
+                "rate",
+                Target::None,
+                true,
+            );
+        }
         row(
             "noop, 1 process x 8 threads",
             "msg/s",

@@ -3,6 +3,8 @@
 //! ```text
 //! dq-bench-producer send N ACTOR [ARG]     one message at a time, as a plain `send` loop does
 //! dq-bench-producer batch N ACTOR [ARG]    `enqueue_many` in batches of 1,000 (pre-fill, pipelined enqueue)
+//! dq-bench-producer batch-unconfirmed N ACTOR [ARG]
+//!                                          `batch` without RabbitMQ publisher confirms (Python's default)
 //! dq-bench-producer latency N MAX_GAP_MS   N `latency` messages, random gaps of 0..MAX_GAP_MS
 //! dq-bench-producer cleanup                delete the queue, its delay and dead-letter queues
 //! ```
@@ -38,8 +40,18 @@ fn env(name: &str, default: &str) -> String {
 }
 
 async fn app(url: &str) -> Res<App> {
+    app_with(url, true).await
+}
+
+async fn app_with(url: &str, confirm: bool) -> Res<App> {
     let builder = if url.starts_with("amqp") {
-        dq::app(dq::amqp::AmqpBroker::builder().url(url).build().await?)
+        dq::app(
+            dq::amqp::AmqpBroker::builder()
+                .url(url)
+                .confirm_delivery(confirm)
+                .build()
+                .await?,
+        )
     } else {
         let ns = env(dq_bench::NAMESPACE_ENV, "dramatiq");
         dq::app(
@@ -81,9 +93,9 @@ async fn run(args: &[String]) -> Res<()> {
             }
             report(n, start.elapsed());
         }
-        Some("batch") => {
+        Some(mode @ ("batch" | "batch-unconfirmed")) => {
             let (n, actor, arg) = count_arg(args)?;
-            let app = app(&url).await?;
+            let app = app_with(&url, mode == "batch").await?;
             app.broker().declare_queue(&queue).await?;
             let start = Instant::now();
             let mut left = n;
