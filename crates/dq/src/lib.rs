@@ -40,7 +40,6 @@
 //! | `full` | no | all of the above |
 
 pub use dq_core::async_trait;
-pub use dq_core::{group, pipeline, Group, GroupChild, Pipeline, PipelineStep};
 pub use dq_core::{
     check, compute_backoff, current_message, dq_name, now_ms, q_name, xq_name, Acker, Actor,
     ActorContext, ActorError, ActorOptions, App, AppBuilder, ArgsError, Broker, BrokerError,
@@ -48,6 +47,7 @@ pub use dq_core::{
     Hooks, Invocation, Job, Message, Middleware, MiddlewareError, Options, Outcome, QueueStats,
     Registry, Result, Retry, SendOptions, Shutdown, TimeLimitExceeded, Token,
 };
+pub use dq_core::{group, pipeline, Group, GroupChild, Pipeline, PipelineStep};
 
 #[cfg(feature = "macros")]
 pub use dq_macros::actor;
