@@ -28,6 +28,7 @@
 mod error;
 mod options;
 mod queue;
+mod threads;
 mod worker;
 
 pub use error::WorkerError;

@@ -21,6 +21,7 @@ use tracing::{debug, error, info, warn};
 use crate::error::WorkerError;
 use crate::options::WorkerOptions;
 use crate::queue::{Item, WorkQueue};
+use crate::threads::SyncThreads;
 
 /// Middleware lists per hook, computed once so the hot path only calls hooks that exist.
 struct HookLists {
@@ -100,6 +101,8 @@ struct Shared {
     /// Flipped to true when the worker shuts down, for actors with `notify_shutdown`.
     shutdown: watch::Sender<bool>,
     notify_jobs: Mutex<HashMap<u64, Arc<ActorContext>>>,
+    /// Where sync actors run.
+    sync_threads: SyncThreads,
 }
 
 struct Running {
@@ -159,6 +162,7 @@ impl Worker {
             held_tx,
             shutdown: watch::Sender::new(false),
             notify_jobs: Mutex::new(HashMap::new()),
+            sync_threads: SyncThreads::new(threads),
         });
         Worker {
             shared,
@@ -744,14 +748,16 @@ async fn run(
             let thread_ctx = ctx.clone();
             // The slot travels with the thread: a sync actor that ignores its time limit keeps
             // occupying it until it really returns, so `threads` stays a true bound.
-            let mut handle = tokio::task::spawn_blocking(move || {
-                let _slot = permit;
-                thread_ctx.scope(f)
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+            shared.sync_threads.submit(move || {
+                let r = std::panic::catch_unwind(AssertUnwindSafe(|| thread_ctx.scope(f)))
+                    .unwrap_or_else(|payload| Err(ActorError::panic(&*payload)));
+                drop(permit);
+                let _ = done_tx.send(r);
             });
             tokio::select! {
-                joined = &mut handle => match joined {
+                joined = done_rx => match joined {
                     Ok(r) => r,
-                    Err(e) if e.is_panic() => Err(ActorError::panic(&*e.into_panic())),
                     Err(_) => Err(ActorError::shutdown()),
                 },
                 _ = timer => {

@@ -1,0 +1,86 @@
+//! The worker threads sync actors run on: long-lived OS threads fed by one channel, as
+//! Dramatiq's worker threads are, instead of Tokio's blocking pool (whose shared lock and
+//! thread churn cost more per message than a no-op actor does).
+//!
+//! Threads are started on demand and kept: there are never more than jobs in flight ever
+//! needed at once, and never more than the worker's `threads` (the dispatcher's permits bound
+//! the jobs in flight). Each thread enters the worker's Tokio runtime, so an actor may use
+//! `tokio::runtime::Handle::current()` as it could on a blocking-pool thread. The threads end
+//! when the worker is dropped and their current job (if any) returns.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+pub(crate) struct SyncThreads {
+    tx: mpsc::Sender<Job>,
+    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+    /// Jobs submitted and not yet finished.
+    in_flight: Arc<AtomicUsize>,
+    spawned: AtomicUsize,
+    max: usize,
+}
+
+impl SyncThreads {
+    pub(crate) fn new(max: usize) -> SyncThreads {
+        let (tx, rx) = mpsc::channel();
+        SyncThreads {
+            tx,
+            rx: Arc::new(Mutex::new(rx)),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            spawned: AtomicUsize::new(0),
+            max: max.max(1),
+        }
+    }
+
+    /// Runs `job` on a worker thread. Must be called from within the worker's Tokio runtime,
+    /// with at most `max` jobs in flight.
+    pub(crate) fn submit(&self, job: impl FnOnce() + Send + 'static) {
+        let wanted = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        // Every job in flight has a thread of its own: start one if none is free.
+        let mut spawned = self.spawned.load(Ordering::Acquire);
+        while spawned < wanted.min(self.max) {
+            match self.spawned.compare_exchange(
+                spawned,
+                spawned + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    self.spawn(spawned);
+                    spawned += 1;
+                }
+                Err(now) => spawned = now,
+            }
+        }
+        // The receiving side lives as long as the threads, which outlive every sender call.
+        let _ = self.tx.send(Box::new(job));
+    }
+
+    fn spawn(&self, n: usize) {
+        let rx = self.rx.clone();
+        let in_flight = self.in_flight.clone();
+        let runtime = tokio::runtime::Handle::current();
+        let spawned = std::thread::Builder::new()
+            .name(format!("dq-worker-{n}"))
+            .spawn(move || {
+                let _entered = runtime.enter();
+                loop {
+                    let job = {
+                        let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
+                        rx.recv()
+                    };
+                    let Ok(job) = job else { return };
+                    job();
+                    in_flight.fetch_sub(1, Ordering::AcqRel);
+                }
+            });
+        if let Err(e) = spawned {
+            // Out of threads: the job waits for a running one to be free rather than fail.
+            tracing::error!(error = %e, "cannot start a worker thread");
+            self.spawned.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
