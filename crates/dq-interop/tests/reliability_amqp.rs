@@ -6,11 +6,10 @@ use std::time::{Duration, Instant};
 
 use dq::amqp::AmqpBroker;
 use dq::{Broker, QueueStats};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 
 use crate::reliability_util::{
-    send_records, wait_drained, AmqpQueue, PrivateRabbit, Recorder, TempDir, Worker, MESSAGES,
+    kill_twice_and_finish, send_records, wait_drained, AmqpQueue, KillRun, PrivateRabbit, Recorder,
+    TempDir, Worker, MESSAGES,
 };
 
 fn worker_env(queue: &str) -> HashMap<&'static str, String> {
@@ -46,61 +45,11 @@ async fn amqp_worker_sigkilled_mid_run_loses_nothing() {
     let args = ["--broker-url", url.as_str()];
     let log = dir.path().join("worker.log");
 
-    let mut worker = Worker::start(&args, &env, log.clone());
-    rec.wait_for(
-        MESSAGES / 5,
-        Duration::from_secs(60),
-        "before the first kill",
-        &mut worker,
-    )
-    .await;
-    let first = worker.worker_pid(Duration::from_secs(5));
-    kill(Pid::from_raw(first as i32), Signal::SIGKILL).expect("SIGKILL the worker process");
-    let at_first_kill = rec.count();
-
-    rec.wait_for(
-        MESSAGES / 2,
-        Duration::from_secs(60),
-        "after the first kill",
-        &mut worker,
-    )
-    .await;
-    assert_ne!(
-        worker.worker_pid(Duration::from_secs(5)),
-        first,
-        "the worker process was not restarted"
-    );
-    worker.kill();
-    let at_kill = rec.count();
-    assert!(
-        at_kill < MESSAGES,
-        "all messages ran before the second kill: the test killed nothing mid-run"
-    );
-
-    let mut worker = Worker::start(&args, &env, log);
-    rec.wait_for(
-        MESSAGES,
-        Duration::from_secs(90),
-        "after the restart",
-        &mut worker,
-    )
-    .await;
-    let runs = wait_drained(
-        &broker,
-        &queue.name,
-        &mut rec,
-        &mut worker,
-        Duration::from_secs(60),
-    )
-    .await;
-    let status = worker.stop(Duration::from_secs(30));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "the worker did not stop cleanly: {status:?}\n{}",
-        worker.log_tail()
-    );
-    let stats = broker.stats(&queue.name).await.expect("stats");
-    assert_eq!(stats, QueueStats::default(), "messages left behind");
+    let KillRun {
+        at_first_kill,
+        at_second_kill: at_kill,
+        runs,
+    } = kill_twice_and_finish(&broker, &queue.name, &mut rec, MESSAGES, &args, &env, log).await;
     eprintln!(
         "amqp SIGKILL: {MESSAGES} messages (sent in {sent:.1?}) in {:.1?}; killed at \
          {at_first_kill} and {at_kill} done; {runs} runs ({} repeated)",

@@ -8,7 +8,8 @@ use dq::redis::RedisBroker;
 use dq::{Broker, QueueStats};
 
 use crate::reliability_util::{
-    send_records, wait_drained, PrivateRedis, Recorder, RedisNamespace, TempDir, Worker, MESSAGES,
+    kill_twice_and_finish, send_records, wait_drained, KillRun, PrivateRedis, Recorder,
+    RedisNamespace, TempDir, Worker, MESSAGES,
 };
 
 const QUEUE: &str = "reliability";
@@ -58,66 +59,11 @@ async fn redis_worker_sigkilled_mid_run_loses_nothing() {
     let env = worker_env(&url, &ns.name);
     let log = dir.path().join("worker.log");
 
-    let mut worker = Worker::start(&[], &env, log.clone());
-    rec.wait_for(
-        MESSAGES / 5,
-        Duration::from_secs(60),
-        "before the first kill",
-        &mut worker,
-    )
-    .await;
-    let first = worker.worker_pid(Duration::from_secs(5));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(first as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("SIGKILL the worker process");
-    let at_first_kill = rec.count();
-
-    rec.wait_for(
-        MESSAGES / 2,
-        Duration::from_secs(60),
-        "after the first kill",
-        &mut worker,
-    )
-    .await;
-    assert_ne!(
-        worker.worker_pid(Duration::from_secs(5)),
-        first,
-        "the worker process was not restarted"
-    );
-    worker.kill();
-    let at_second_kill = rec.count();
-    assert!(
-        at_second_kill < MESSAGES,
-        "all messages ran before the second kill: the test killed nothing mid-run"
-    );
-
-    let mut worker = Worker::start(&[], &env, log);
-    rec.wait_for(
-        MESSAGES,
-        Duration::from_secs(90),
-        "after the restart",
-        &mut worker,
-    )
-    .await;
-    let runs = wait_drained(
-        &broker,
-        QUEUE,
-        &mut rec,
-        &mut worker,
-        Duration::from_secs(60),
-    )
-    .await;
-    let status = worker.stop(Duration::from_secs(30));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "the worker did not stop cleanly: {status:?}\n{}",
-        worker.log_tail()
-    );
-
-    let stats = broker.stats(QUEUE).await.expect("stats");
-    assert_eq!(stats, QueueStats::default(), "messages left behind");
+    let KillRun {
+        at_first_kill,
+        at_second_kill,
+        runs,
+    } = kill_twice_and_finish(&broker, QUEUE, &mut rec, MESSAGES, &[], &env, log).await;
     eprintln!(
         "redis SIGKILL: {MESSAGES} messages in {:.1?}; killed at {at_first_kill} and \
          {at_second_kill} done; {runs} runs ({} repeated)",

@@ -686,3 +686,79 @@ impl Drop for AmqpQueue {
         let _ = cleanup.join();
     }
 }
+
+/// What [`kill_twice_and_finish`] saw: the records done at each kill, and the runs in all.
+pub(crate) struct KillRun {
+    pub(crate) at_first_kill: u64,
+    pub(crate) at_second_kill: u64,
+    pub(crate) runs: u64,
+}
+
+/// The SIGKILL scenario both brokers run over `total` recorded messages on `queue`: a worker
+/// command started with `args` / `env`; its worker process SIGKILLed alone at a fifth (its main
+/// process must start another), then the whole command SIGKILLed at a half and started again;
+/// then every message must be recorded, the queue drained (repeats included), the worker
+/// stopped cleanly and nothing left on the queue.
+pub(crate) async fn kill_twice_and_finish(
+    broker: &dyn Broker,
+    queue: &str,
+    rec: &mut Recorder,
+    total: u64,
+    args: &[&str],
+    env: &HashMap<&str, String>,
+    log: PathBuf,
+) -> KillRun {
+    let mut worker = Worker::start(args, env, log.clone());
+    rec.wait_for(
+        total / 5,
+        Duration::from_secs(60),
+        "before the first kill",
+        &mut worker,
+    )
+    .await;
+    let first = worker.worker_pid(Duration::from_secs(5));
+    kill(Pid::from_raw(first as i32), Signal::SIGKILL).expect("SIGKILL the worker process");
+    let at_first_kill = rec.count();
+
+    rec.wait_for(
+        total / 2,
+        Duration::from_secs(60),
+        "after the first kill",
+        &mut worker,
+    )
+    .await;
+    assert_ne!(
+        worker.worker_pid(Duration::from_secs(5)),
+        first,
+        "the worker process was not restarted"
+    );
+    worker.kill();
+    let at_second_kill = rec.count();
+    assert!(
+        at_second_kill < total,
+        "all messages ran before the second kill: the test killed nothing mid-run"
+    );
+
+    let mut worker = Worker::start(args, env, log);
+    rec.wait_for(
+        total,
+        Duration::from_secs(90),
+        "after the restart",
+        &mut worker,
+    )
+    .await;
+    let runs = wait_drained(broker, queue, rec, &mut worker, Duration::from_secs(60)).await;
+    let status = worker.stop(Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the worker did not stop cleanly: {status:?}\n{}",
+        worker.log_tail()
+    );
+    let stats = broker.stats(queue).await.expect("stats");
+    assert_eq!(stats, QueueStats::default(), "messages left behind");
+    KillRun {
+        at_first_kill,
+        at_second_kill,
+        runs,
+    }
+}
