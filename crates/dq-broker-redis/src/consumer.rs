@@ -113,6 +113,13 @@ impl RedisConsumer {
         }
     }
 
+    /// The least room worth a fetch. A busy consumer that fetched whenever one slot came free
+    /// would pay a script call per message or two; waiting for half the prefetch (at most 64)
+    /// makes each call carry several, while the half still held keeps the worker's threads fed.
+    fn low_water(&self) -> usize {
+        (self.prefetch / 2).clamp(1, 64)
+    }
+
     fn room(&self) -> usize {
         let held = self.shared.held.lock().expect("held lock");
         self.prefetch.saturating_sub(held.delivered.len())
@@ -242,11 +249,11 @@ impl Consumer for RedisConsumer {
         }
         loop {
             let room = self.room();
-            if room == 0 {
+            if room < self.low_water() {
                 let settled = self.shared.settled.notified();
                 tokio::pin!(settled);
                 settled.as_mut().enable();
-                if self.room() > 0 {
+                if self.room() >= self.low_water() {
                     continue;
                 }
                 tokio::select! {

@@ -127,13 +127,20 @@ elseif command == 'fetch' then
     -- ARGV[FIRST]: how many. Returns id1, body1, id2, body2, ... where a body may be nil: the
     -- id is then held in the ack set all the same, as Dramatiq does.
     local n = math.min(tonumber(ARGV[FIRST]), max_unpack)
-    local ids = {}
-    for i = 1, n do
-        local id = redis.call('lpop', list)
-        if not id then
-            break
+    -- One LPOP with a count (Redis 6.2+) instead of one per id; older servers reject the count
+    -- and get the loop.
+    local ids = redis.pcall('lpop', list, n)
+    if type(ids) == 'table' and ids.err then
+        ids = {}
+        for i = 1, n do
+            local id = redis.call('lpop', list)
+            if not id then
+                break
+            end
+            ids[i] = id
         end
-        ids[i] = id
+    elseif not ids then
+        ids = {}
     end
     if #ids == 0 then
         return {}
@@ -155,13 +162,33 @@ elseif command == 'settle' then
     local n_nack = tonumber(ARGV[FIRST + 1])
     local i = FIRST + 2
     local acked, nacked, requeued = 0, 0, 0
-    for _ = 1, n_ack do
-        local id = ARGV[i]
-        i = i + 1
-        if redis.call('srem', my_acks, id) == 1 then
-            redis.call('hdel', msgs, id)
-            acked = acked + 1
+    -- Acks: which of the ids this broker holds, by one SMISMEMBER (Redis 6.2+) per slice, then
+    -- one SREM and one HDEL for those; older servers get the per-id SREM / HDEL.
+    local last_ack = i + n_ack - 1
+    while i <= last_ack do
+        local j = math.min(i + max_unpack - 1, last_ack)
+        local held = redis.pcall('smismember', my_acks, unpack(ARGV, i, j))
+        if type(held) == 'table' and held.err == nil then
+            local mine = {}
+            for k = i, j do
+                if held[k - i + 1] == 1 then
+                    mine[#mine + 1] = ARGV[k]
+                end
+            end
+            if #mine > 0 then
+                redis.call('srem', my_acks, unpack(mine))
+                redis.call('hdel', msgs, unpack(mine))
+            end
+            acked = acked + #mine
+        else
+            for k = i, j do
+                if redis.call('srem', my_acks, ARGV[k]) == 1 then
+                    redis.call('hdel', msgs, ARGV[k])
+                    acked = acked + 1
+                end
+            end
         end
+        i = j + 1
     end
     for _ = 1, n_nack do
         local id = ARGV[i]

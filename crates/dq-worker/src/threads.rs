@@ -8,15 +8,44 @@
 //! `tokio::runtime::Handle::current()` as it could on a blocking-pool thread. The threads end
 //! when the worker is dropped and their current job (if any) returns.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
+/// The jobs waiting for a thread. The lock is held only to push or pop, never while a thread
+/// waits (the condvar releases it), so a job wakes exactly one idle thread and nothing else.
+#[derive(Default)]
+struct Jobs {
+    queue: Mutex<JobQueue>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct JobQueue {
+    jobs: VecDeque<Job>,
+    closed: bool,
+}
+
+impl Jobs {
+    /// The next job, or `None` once closed and drained.
+    fn next(&self) -> Option<Job> {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(job) = q.jobs.pop_front() {
+                return Some(job);
+            }
+            if q.closed {
+                return None;
+            }
+            q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
 pub(crate) struct SyncThreads {
-    tx: mpsc::Sender<Job>,
-    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+    jobs: Arc<Jobs>,
     /// Jobs submitted and not yet finished.
     in_flight: Arc<AtomicUsize>,
     spawned: AtomicUsize,
@@ -25,10 +54,8 @@ pub(crate) struct SyncThreads {
 
 impl SyncThreads {
     pub(crate) fn new(max: usize) -> SyncThreads {
-        let (tx, rx) = mpsc::channel();
         SyncThreads {
-            tx,
-            rx: Arc::new(Mutex::new(rx)),
+            jobs: Arc::default(),
             in_flight: Arc::new(AtomicUsize::new(0)),
             spawned: AtomicUsize::new(0),
             max: max.max(1),
@@ -55,24 +82,24 @@ impl SyncThreads {
                 Err(now) => spawned = now,
             }
         }
-        // The receiving side lives as long as the threads, which outlive every sender call.
-        let _ = self.tx.send(Box::new(job));
+        self.jobs
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .jobs
+            .push_back(Box::new(job));
+        self.jobs.ready.notify_one();
     }
 
     fn spawn(&self, n: usize) {
-        let rx = self.rx.clone();
+        let jobs = self.jobs.clone();
         let in_flight = self.in_flight.clone();
         let runtime = tokio::runtime::Handle::current();
         let spawned = std::thread::Builder::new()
             .name(format!("dq-worker-{n}"))
             .spawn(move || {
                 let _entered = runtime.enter();
-                loop {
-                    let job = {
-                        let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
-                        rx.recv()
-                    };
-                    let Ok(job) = job else { return };
+                while let Some(job) = jobs.next() {
                     job();
                     in_flight.fetch_sub(1, Ordering::AcqRel);
                 }
@@ -82,5 +109,17 @@ impl SyncThreads {
             tracing::error!(error = %e, "cannot start a worker thread");
             self.spawned.fetch_sub(1, Ordering::AcqRel);
         }
+    }
+}
+
+impl Drop for SyncThreads {
+    /// Idle threads end now; busy ones after their current job (and any still queued).
+    fn drop(&mut self) {
+        self.jobs
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .closed = true;
+        self.jobs.ready.notify_all();
     }
 }
