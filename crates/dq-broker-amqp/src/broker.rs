@@ -94,7 +94,8 @@ impl fmt::Debug for AmqpBrokerBuilder {
 impl AmqpBrokerBuilder {
     /// The broker URL: `amqp://user:password@host:port/vhost` or `amqps://...`, with the vhost
     /// percent-encoded (`%2f` is the default vhost `/`) and optional `?heartbeat=S`,
-    /// `connection_timeout=MS`, `frame_max`, `channel_max`, `auth_mechanism` parameters.
+    /// `connection_timeout=MS`, `frame_max` (default 16 KiB, which keeps the client's buffers
+    /// small), `channel_max`, `auth_mechanism` parameters.
     /// Default: env `DQ_AMQP_URL`, else `amqp://guest:guest@127.0.0.1:5672/%2f`.
     pub fn url(mut self, url: impl Into<String>) -> AmqpBrokerBuilder {
         self.url = Some(url.into());

@@ -204,3 +204,21 @@ async fn flush_empties_the_queue_its_delay_queue_and_its_dead_letters() {
     broker.flush(&q.name).await.unwrap();
     assert_eq!(broker.stats(&q.name).await.unwrap(), Default::default());
 }
+
+#[tokio::test]
+async fn bodies_larger_than_a_frame_arrive_whole() {
+    // The default frame_max is 16 KiB: a 1 MiB body travels as many frames both ways.
+    let url = util::init();
+    let q = Queue::new("consume-large", &url);
+    let broker = util::broker(&url).await;
+    let blob = "x".repeat(1024 * 1024 + 17);
+    let mut m = dq_core::Message::new(&q.name, "work", &(9, blob), &()).expect("message");
+    broker.enqueue(&mut m).await.unwrap();
+
+    let mut consumer = broker.consume(&q.name, 1).await.unwrap();
+    let got = fetch_n(&mut consumer, 1, WITHIN).await;
+    assert_eq!(got[0].body, m.encode());
+    let tokens: Vec<Token> = got.into_iter().map(|d| d.token).collect();
+    consumer.acker().ack(&tokens).await.unwrap();
+    consumer.close().await.unwrap();
+}
