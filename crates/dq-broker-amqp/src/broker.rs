@@ -645,6 +645,13 @@ impl Broker for AmqpBroker {
         "amqp"
     }
 
+    /// [`AmqpBroker::close`]: publishes still on their way reach RabbitMQ before the channel's
+    /// close does.
+    async fn close(&self) -> Result<(), BrokerError> {
+        AmqpBroker::close(self).await;
+        Ok(())
+    }
+
     async fn declare_queue(&self, queue: &str) -> Result<(), BrokerError> {
         check_queue(queue, "declare queue")?;
         let link = self.inner.link(Role::Publisher).await?;

@@ -138,6 +138,13 @@ async fn serve(cli: Cli, args: WorkerArgs, index: usize) -> i32 {
             return exit::KILLED;
         }
     }
+    // Retries and pipeline stages the last messages enqueued must reach the broker before
+    // the process exits; a broker that does not answer does not hold the exit for long.
+    match tokio::time::timeout(Duration::from_secs(5), worker.app().close()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(target: PROCESS, "Closing the broker: {e}"),
+        Err(_) => warn!(target: PROCESS, "Closing the broker took over 5 s; giving up."),
+    }
     info!(target: PROCESS, "Worker process stopped.");
     exit::OK
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::actor::{Actor, Registry};
 use crate::broker::Broker;
+use crate::error::BrokerError;
 use crate::error::{Error, Result};
 use crate::message::{dq_name, now_ms, Message};
 use crate::middleware::{Hooks, Middleware};
@@ -198,6 +199,19 @@ impl App {
     /// The broker.
     pub fn broker(&self) -> &Arc<dyn Broker> {
         &self.inner.broker
+    }
+
+    /// Closes the broker ([`Broker::close`]): what it still buffers is delivered first. Call it
+    /// before a producer exits.
+    ///
+    /// ```no_run
+    /// # async fn demo(app: dq_core::App) -> Result<(), dq_core::BrokerError> {
+    /// // ... send messages ...
+    /// app.close().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn close(&self) -> Result<(), BrokerError> {
+        self.inner.broker.close().await
     }
 
     /// The middleware stack, in the order before-hooks run.

@@ -90,6 +90,15 @@ pub trait Broker: Send + Sync + 'static {
     /// Checks the broker can be reached (used at startup for a clear error and exit code 3).
     async fn ping(&self) -> Result<(), BrokerError>;
 
+    /// Delivers what this broker still buffers and closes its connections; call it before a
+    /// program that is done with the broker exits. It matters where a send returns before the
+    /// broker has the message (RabbitMQ without publisher confirms); the default does nothing,
+    /// for brokers whose sends are complete when they return. A broker used after `close`
+    /// connects again.
+    async fn close(&self) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
     /// The canonical queues this broker holds messages or dead letters for, sorted: what the
     /// admin tool's `dq queues` lists when no queue is named. The default says the broker cannot
     /// ([`BrokerErrorKind::Unsupported`](crate::BrokerErrorKind::Unsupported)), which is the

@@ -171,6 +171,11 @@ impl Worker {
         }
     }
 
+    /// The app whose actors this worker runs.
+    pub fn app(&self) -> &App {
+        &self.shared.app
+    }
+
     /// The canonical queues this worker consumes.
     pub fn queues(&self) -> Vec<String> {
         let known = self.shared.app.registry().queues();

@@ -92,6 +92,7 @@ async fn run(args: &[String]) -> Res<()> {
                 app.enqueue(message(&queue, &actor, arg)?, None).await?;
             }
             report(n, start.elapsed());
+            app.close().await?;
         }
         Some(mode @ ("batch" | "batch-unconfirmed")) => {
             let (n, actor, arg) = count_arg(args)?;
@@ -108,6 +109,9 @@ async fn run(args: &[String]) -> Res<()> {
                 left -= k;
             }
             report(n, start.elapsed());
+            // Unconfirmed publishes may still be on their way: the rate above is what a
+            // producer sees, and the close makes sure every message arrives.
+            app.close().await?;
         }
         Some("latency") => {
             let n: usize = args.get(1).ok_or("missing N")?.parse()?;
@@ -121,6 +125,7 @@ async fn run(args: &[String]) -> Res<()> {
                 let m = message(&queue, "latency", Some(dq_bench::now_ns()))?;
                 app.enqueue(m, None).await?;
             }
+            app.close().await?;
         }
         Some("cleanup") => cleanup(&url, &queue).await?,
         _ => return Err("usage: dq-bench-producer send|batch|latency|cleanup ...".into()),
