@@ -590,6 +590,21 @@ impl Inner {
     }
 }
 
+/// Puts every message fetched unacked on `channel` up to `tag` back on `xq`, in one
+/// `basic.nack(multiple, requeue)`.
+async fn give_back(channel: &lapin::Channel, tag: u64, xq: &str) -> Result<(), BrokerError> {
+    channel
+        .basic_nack(
+            tag,
+            BasicNackOptions {
+                multiple: true,
+                requeue: true,
+            },
+        )
+        .await
+        .map_err(|e| broker_error(e, format!("giving back messages to {xq}")))
+}
+
 /// Pause before enqueue attempt `attempt + 1`: 100 ms doubling to 1.6 s, about 3 s in all, which
 /// covers a connection reset or a quick node restart.
 fn enqueue_backoff(attempt: u32) -> Duration {
@@ -805,16 +820,7 @@ impl Broker for AmqpBroker {
             });
         }
         if let Some(tag) = last_tag {
-            channel
-                .basic_nack(
-                    tag,
-                    BasicNackOptions {
-                        multiple: true,
-                        requeue: true,
-                    },
-                )
-                .await
-                .map_err(|e| broker_error(e, format!("giving back messages to {xq}")))?;
+            give_back(&channel, tag, &xq).await?;
         }
         close_quietly(channel).await;
         Ok(out)
@@ -865,16 +871,7 @@ impl Broker for AmqpBroker {
             }
         }
         if let Some(tag) = kept_tag {
-            channel
-                .basic_nack(
-                    tag,
-                    BasicNackOptions {
-                        multiple: true,
-                        requeue: true,
-                    },
-                )
-                .await
-                .map_err(|e| broker_error(e, format!("giving back messages to {xq}")))?;
+            give_back(&channel, tag, &xq).await?;
         }
         close_quietly(channel).await;
         Ok(deleted)

@@ -1,31 +1,9 @@
 //! Actors, apps and Redis helpers shared by the tests.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use dq_broker_stub::StubBroker;
-use dq_core::{Actor, ActorOptions, App, Handler, Middleware};
+use dq_core::{Actor, ActorOptions, Handler, Middleware};
 use dq_results::{RedisBackend, ResultBackend, Results};
-use dq_worker::{Worker, WorkerOptions};
-
-/// Defines a sync actor handler: typed parameters read like `#[dq::actor]` reads them, and a
-/// body returning an `ActorResult`.
-macro_rules! sync_handler {
-    ($name:ident, || $body:expr) => {
-        sync_handler!($name, | | $body);
-    };
-    ($name:ident, |$($arg:ident : $ty:ty),*| $body:expr) => {
-        fn $name(
-            m: &dq_core::Message,
-        ) -> Result<dq_core::Invocation, dq_core::ArgsError> {
-            #[allow(unused_mut)]
-            let mut r = dq_core::__private::ArgReader::new(m)?;
-            $(let $arg: $ty = r.take(stringify!($arg))?;)*
-            r.finish(&[$(stringify!($arg)),*])?;
-            Ok(dq_core::Invocation::Sync(Box::new(move || $body)))
-        }
-    };
-}
 
 /// An actor on `queue` that stores its results unless `f` says otherwise.
 pub(crate) fn actor(
@@ -48,31 +26,7 @@ pub(crate) fn actor(
     }
 }
 
-/// An app on `broker` with the default stack, `extra` middleware (Results, say) and `actors`.
-pub(crate) fn app(broker: &StubBroker, extra: Vec<Arc<dyn Middleware>>, actors: Vec<Actor>) -> App {
-    let mut b = App::builder(broker.clone())
-        .linked_actors(false)
-        .middleware_arcs(dq_middleware::default_middleware())
-        .middleware_arcs(extra);
-    for a in actors {
-        b = b.actor(a);
-    }
-    b.build().unwrap()
-}
-
-/// A started worker with `threads` slots that polls often.
-pub(crate) async fn worker(app: &App, threads: usize) -> Worker {
-    let w = Worker::new(
-        app.clone(),
-        WorkerOptions {
-            threads,
-            worker_timeout: Duration::from_millis(50),
-            ..Default::default()
-        },
-    );
-    w.start().await.unwrap();
-    w
-}
+pub(crate) use dq_test::stack::{app, worker};
 
 pub(crate) fn results(backend: &Arc<dyn ResultBackend>) -> Arc<dyn Middleware> {
     Arc::new(Results::from_arc(backend.clone()))

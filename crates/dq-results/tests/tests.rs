@@ -2,6 +2,8 @@
 //! (default 127.0.0.1:6379), each in a namespace of its own that it deletes afterwards.
 
 #[macro_use]
+extern crate dq_test;
+
 mod support;
 
 mod composition_groups;

@@ -26,6 +26,10 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 mod probe;
+pub mod stack;
+
+#[doc(hidden)]
+pub use dq_core as __dq_core;
 
 /// The Redis URL tests connect to: env `DQ_REDIS_URL`, else `redis://127.0.0.1:6379`.
 pub fn redis_url() -> String {
