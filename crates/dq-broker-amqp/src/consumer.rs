@@ -8,7 +8,8 @@
 //! `Closed` error and changes nothing: RabbitMQ has already put that message back and delivers it
 //! again (at-least-once).
 
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use dq_core::{
@@ -21,6 +22,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use rand::Rng;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info};
 
 use crate::broker::{Inner, Link, Role};
@@ -46,13 +48,39 @@ pub(crate) fn unpack(token: u64) -> (u16, u64) {
 struct AckChannel {
     channel: lapin::Channel,
     generation: u16,
+    /// Tags delivered on this channel and not settled yet: the flusher acks with `multiple`
+    /// only below the lowest of them.
+    open: Mutex<BTreeSet<u64>>,
 }
 
+/// A settle the flusher sends.
+enum Op {
+    Ack(Vec<u64>),
+    Nack(u64),
+    Requeue(Vec<u64>),
+}
+
+struct Request {
+    op: Op,
+    done: oneshot::Sender<Result<(), BrokerError>>,
+}
+
+/// Requests taken per flush at most.
+const MAX_PENDING: usize = 4_096;
+
 /// Settles deliveries of one [`AmqpConsumer`] (see the module docs for generations).
+///
+/// Settles go to one flusher task per consumer, which sends everything pending at once: the
+/// nacks and requeues first, then the acks. Acks below the lowest delivery still unsettled on
+/// the channel go as one `basic.ack` with `multiple`, the rest one by one, so a busy consumer
+/// sends about one ack frame per flush instead of one per message, and RabbitMQ does that much
+/// less work. A multiple ack never covers a message still running or not yet fetched: the
+/// running ones are in the open set, and later deliveries have higher tags.
 pub(crate) struct AmqpAcker {
     queue: String,
     xq: String,
     current: Mutex<Option<Arc<AckChannel>>>,
+    requests: mpsc::UnboundedSender<Request>,
 }
 
 impl AmqpAcker {
@@ -67,26 +95,17 @@ impl AmqpAcker {
             .clone()
     }
 
-    /// The channel to settle `token` on, or the reason there is none.
-    fn channel_for(
-        &self,
-        current: &Option<Arc<AckChannel>>,
-        token: &Token,
-        what: &str,
-    ) -> Result<u64, BrokerError> {
-        let Token::Tag(packed) = token else {
-            return Err(BrokerError::new(
+    /// The packed token of a RabbitMQ delivery.
+    fn packed(&self, token: &Token, what: &str) -> Result<u64, BrokerError> {
+        match token {
+            Token::Tag(packed) => Ok(*packed),
+            Token::Id(_) => Err(BrokerError::new(
                 BrokerErrorKind::Rejected,
                 format!(
                     "{what} on {}: {token:?} is not a rabbitmq delivery",
                     self.queue
                 ),
-            ));
-        };
-        let (generation, tag) = unpack(*packed);
-        match current {
-            Some(c) if c.generation == generation && c.channel.status().connected() => Ok(tag),
-            _ => Err(self.stale(what, tag)),
+            )),
         }
     }
 
@@ -103,12 +122,29 @@ impl AmqpAcker {
 
     /// Maps a failure to settle: a channel that died meanwhile is the stale case, not something
     /// to retry.
-    fn settle_error(&self, c: &AckChannel, e: lapin::Error, what: &str, tag: u64) -> BrokerError {
+    fn settle_error(&self, c: &AckChannel, e: &lapin::Error, what: &str, tag: u64) -> BrokerError {
         if c.channel.status().connected() {
-            broker_error(e, format!("{what} delivery {tag} of {}", self.queue))
+            broker_error(
+                e.clone(),
+                format!("{what} delivery {tag} of {}", self.queue),
+            )
         } else {
             self.stale(what, tag)
         }
+    }
+
+    async fn submit(&self, op: Op) -> Result<(), BrokerError> {
+        let (done, reply) = oneshot::channel();
+        let closed = || {
+            BrokerError::new(
+                BrokerErrorKind::Closed,
+                format!("the acker of {} is gone", self.queue),
+            )
+        };
+        self.requests
+            .send(Request { op, done })
+            .map_err(|_| closed())?;
+        reply.await.map_err(|_| closed())?
     }
 }
 
@@ -122,38 +158,24 @@ impl Acker for AmqpAcker {
         !matches!(self.get(), Some(c) if c.generation == generation && c.channel.status().connected())
     }
 
-    /// One `basic.ack` per token, never `multiple`: the worker finishes messages out of order,
-    /// and a multiple ack would settle messages still running.
+    /// Acked once the frame that covers it is written (see the type docs for `multiple`).
     async fn ack(&self, tokens: &[Token]) -> Result<(), BrokerError> {
-        let current = self.get();
-        for token in tokens {
-            let tag = self.channel_for(&current, token, "ack")?;
-            let c = current.as_deref().expect("checked by channel_for");
-            c.channel
-                .basic_ack(tag, BasicAckOptions { multiple: false })
-                .await
-                .map_err(|e| self.settle_error(c, e, "ack", tag))?;
+        if tokens.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let packed = tokens
+            .iter()
+            .map(|t| self.packed(t, "ack"))
+            .collect::<Result<_, _>>()?;
+        self.submit(Op::Ack(packed)).await
     }
 
     /// `basic.nack` without requeue: RabbitMQ dead-letters it through the default exchange to
     /// `q.XQ`, adding an `x-death` header. The reason has nowhere to go in RabbitMQ (the body must
     /// stay as Python wrote it), so it is only logged.
     async fn nack(&self, token: &Token, reason: &str) -> Result<(), BrokerError> {
-        let current = self.get();
-        let tag = self.channel_for(&current, token, "nack")?;
-        let c = current.as_deref().expect("checked by channel_for");
-        c.channel
-            .basic_nack(
-                tag,
-                BasicNackOptions {
-                    multiple: false,
-                    requeue: false,
-                },
-            )
-            .await
-            .map_err(|e| self.settle_error(c, e, "nack", tag))?;
+        let packed = self.packed(token, "nack")?;
+        self.submit(Op::Nack(packed)).await?;
         info!(queue = %self.queue, dead_letter_queue = %self.xq, reason, "dead-lettered a message; rabbitmq keeps no reason");
         Ok(())
     }
@@ -162,18 +184,165 @@ impl Acker for AmqpAcker {
     /// (near the head, not at the tail) and marks it redelivered. Python Dramatiq requeues by
     /// closing the channel, to the same effect; an explicit reject works while consuming goes on.
     async fn requeue(&self, tokens: &[Token]) -> Result<(), BrokerError> {
-        let current = self.get();
-        for token in tokens {
-            let tag = self.channel_for(&current, token, "requeue")?;
-            let c = current.as_deref().expect("checked by channel_for");
-            c.channel
-                .basic_reject(tag, BasicRejectOptions { requeue: true })
-                .await
-                .map_err(|e| self.settle_error(c, e, "requeue", tag))?;
+        if tokens.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let packed = tokens
+            .iter()
+            .map(|t| self.packed(t, "requeue"))
+            .collect::<Result<_, _>>()?;
+        self.submit(Op::Requeue(packed)).await
     }
 }
+
+/// One frame the flusher sends, and the requests it answers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Nack,
+    Requeue,
+    Ack,
+    AckMultiple,
+}
+
+impl Kind {
+    fn what(self) -> &'static str {
+        match self {
+            Kind::Nack => "nack",
+            Kind::Requeue => "requeue",
+            Kind::Ack | Kind::AckMultiple => "ack",
+        }
+    }
+}
+
+async fn send(channel: &lapin::Channel, kind: Kind, tag: u64) -> Result<(), lapin::Error> {
+    match kind {
+        Kind::Nack => {
+            channel
+                .basic_nack(
+                    tag,
+                    BasicNackOptions {
+                        multiple: false,
+                        requeue: false,
+                    },
+                )
+                .await
+        }
+        Kind::Requeue => {
+            channel
+                .basic_reject(tag, BasicRejectOptions { requeue: true })
+                .await
+        }
+        Kind::Ack => {
+            channel
+                .basic_ack(tag, BasicAckOptions { multiple: false })
+                .await
+        }
+        Kind::AckMultiple => {
+            channel
+                .basic_ack(tag, BasicAckOptions { multiple: true })
+                .await
+        }
+    }
+}
+
+/// Sends the settles of one consumer, everything pending at once (see [`AmqpAcker`]). Ends when
+/// the acker is dropped.
+async fn flush(acker: Weak<AmqpAcker>, mut requests: mpsc::UnboundedReceiver<Request>) {
+    let mut batch: Vec<Request> = Vec::new();
+    while let Some(first) = requests.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_PENDING {
+            match requests.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let Some(acker) = acker.upgrade() else {
+            return;
+        };
+        let mut failed: Vec<Option<BrokerError>> = Vec::with_capacity(batch.len());
+        failed.resize_with(batch.len(), || None);
+        // (kind, tag, request) of every frame to send, in order.
+        let mut frames: Vec<(Kind, u64, usize)> = Vec::new();
+        let mut acks: Vec<(u64, usize)> = Vec::new();
+        let current = acker.get();
+        for (i, r) in batch.iter().enumerate() {
+            let (kind, packed): (Kind, &[u64]) = match &r.op {
+                Op::Ack(p) => (Kind::Ack, p),
+                Op::Nack(p) => (Kind::Nack, std::slice::from_ref(p)),
+                Op::Requeue(p) => (Kind::Requeue, p),
+            };
+            for &p in packed {
+                let (generation, tag) = unpack(p);
+                match &current {
+                    Some(c) if c.generation == generation && c.channel.status().connected() => {
+                        if kind == Kind::Ack {
+                            acks.push((tag, i));
+                        } else {
+                            frames.push((kind, tag, i));
+                        }
+                    }
+                    _ => failed[i] = Some(acker.stale(kind.what(), tag)),
+                }
+            }
+        }
+        if let Some(c) = &current {
+            let lowest_open = {
+                let mut open = c.open.lock().unwrap_or_else(|e| e.into_inner());
+                for (_, tag, _) in &frames {
+                    open.remove(tag);
+                }
+                for (tag, _) in &acks {
+                    open.remove(tag);
+                }
+                open.first().copied().unwrap_or(u64::MAX)
+            };
+            acks.sort_unstable();
+            let below = acks.partition_point(|(tag, _)| *tag < lowest_open);
+            // The nacks and requeues go first, one at a time: a multiple ack after them must
+            // not find them unsettled and settle them as acked.
+            for &(kind, tag, i) in &frames {
+                if let Err(e) = send(&c.channel, kind, tag).await {
+                    failed[i] = Some(acker.settle_error(c, &e, kind.what(), tag));
+                }
+            }
+            // Then the acks, all at once. `MULTIPLE` stands for every request under the multiple ack.
+            frames.clear();
+            if below > 0 {
+                let kind = if below > 1 {
+                    Kind::AckMultiple
+                } else {
+                    Kind::Ack
+                };
+                frames.push((kind, acks[below - 1].0, MULTIPLE));
+            }
+            frames.extend(acks[below..].iter().map(|&(tag, i)| (Kind::Ack, tag, i)));
+            let sent = futures_util::future::join_all(
+                frames
+                    .iter()
+                    .map(|&(kind, tag, _)| send(&c.channel, kind, tag)),
+            )
+            .await;
+            for (&(kind, tag, i), r) in frames.iter().zip(sent) {
+                let Err(e) = r else { continue };
+                let e = acker.settle_error(c, &e, kind.what(), tag);
+                if i == MULTIPLE {
+                    for &(_, i) in &acks[..below] {
+                        failed[i] = Some(BrokerError::new(e.kind(), e.to_string()));
+                    }
+                } else {
+                    failed[i] = Some(e);
+                }
+            }
+        }
+        for (r, f) in batch.drain(..).zip(failed) {
+            let _ = r.done.send(f.map_or(Ok(()), Err));
+        }
+    }
+}
+
+/// The request index of the frame that acks with `multiple`.
+const MULTIPLE: usize = usize::MAX;
 
 /// The open channel of a consumer.
 struct Live {
@@ -181,6 +350,8 @@ struct Live {
     channel: lapin::Channel,
     stream: lapin::Consumer,
     generation: u16,
+    /// What the acker settles deliveries of this channel with.
+    ack: Arc<AckChannel>,
 }
 
 /// Consumes one physical queue on a channel of its own, with `basic.qos(prefetch)` for this
@@ -216,6 +387,14 @@ impl AmqpConsumer {
         queue: &str,
         prefetch: usize,
     ) -> Result<AmqpConsumer, BrokerError> {
+        let (requests, rx) = mpsc::unbounded_channel();
+        let acker = Arc::new(AmqpAcker {
+            queue: queue.to_owned(),
+            xq: dq_core::xq_name(queue),
+            current: Mutex::new(None),
+            requests,
+        });
+        tokio::spawn(flush(Arc::downgrade(&acker), rx));
         let mut consumer = AmqpConsumer {
             inner,
             queue: queue.to_owned(),
@@ -223,11 +402,7 @@ impl AmqpConsumer {
             // Dramatiq caps prefetch at 65535 too: basic.qos takes 16 bits.
             prefetch: u16::try_from(prefetch).unwrap_or(u16::MAX),
             live: None,
-            acker: Arc::new(AmqpAcker {
-                queue: queue.to_owned(),
-                xq: dq_core::xq_name(queue),
-                current: Mutex::new(None),
-            }),
+            acker,
             generation: 0,
             failures: 0,
             retry_at: None,
@@ -274,15 +449,18 @@ impl AmqpConsumer {
             }
         };
         self.generation = self.generation.wrapping_add(1);
-        self.acker.set(Some(Arc::new(AckChannel {
+        let ack = Arc::new(AckChannel {
             channel: channel.clone(),
             generation: self.generation,
-        })));
+            open: Mutex::new(BTreeSet::new()),
+        });
+        self.acker.set(Some(ack.clone()));
         self.live = Some(Live {
             link,
             channel,
             stream,
             generation: self.generation,
+            ack,
         });
         Ok(())
     }
@@ -406,7 +584,16 @@ impl Consumer for AmqpConsumer {
                         redelivered,
                     });
                 }
-                Next::Nothing => return Ok(out),
+                Next::Nothing => {
+                    if let Some(live) = &self.live {
+                        let mut open = live.ack.open.lock().unwrap_or_else(|e| e.into_inner());
+                        open.extend(out.iter().filter_map(|d| match d.token {
+                            Token::Tag(packed) => Some(unpack(packed).1),
+                            Token::Id(_) => None,
+                        }));
+                    }
+                    return Ok(out);
+                }
                 Next::Failed(e) => {
                     // Deliveries already taken from this channel are dropped with it: RabbitMQ
                     // delivers them again, and their acks could not be sent anyway.

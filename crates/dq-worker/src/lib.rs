@@ -14,6 +14,8 @@
 //! | consumers | one per queue and per delay queue, each holding at most its prefetch unacked |
 //! | work queue | ordered by actor priority (lower first), then arrival |
 //! | dispatcher | starts the best queued message whenever one of `threads` slots is free |
+//! | worker threads | run a sync actor's message with its hooks, then the next queued one while any are left |
+//! | deadline watcher | settles a sync actor's message as `TimeLimitExceeded` when its thread overruns |
 //! | delay holder | keeps messages with an `eta` in memory, moves them to their queue when due |
 //!
 //! ```no_run
@@ -25,6 +27,7 @@
 //! # Ok(()) }
 //! ```
 
+mod deadline;
 mod error;
 mod options;
 mod queue;

@@ -42,7 +42,8 @@ impl Ord for Item {
     }
 }
 
-/// A priority queue with one async taker (the dispatcher).
+/// A priority queue with one async taker (the dispatcher), and worker threads taking the next
+/// message without waiting when they finish one.
 #[derive(Default)]
 pub(crate) struct WorkQueue {
     heap: Mutex<BinaryHeap<Item>>,
@@ -67,6 +68,11 @@ impl WorkQueue {
             }
             notified.await;
         }
+    }
+
+    /// The best queued item, if any, without waiting.
+    pub(crate) fn try_pop(&self) -> Option<Item> {
+        self.heap.lock().unwrap_or_else(|p| p.into_inner()).pop()
     }
 
     pub(crate) fn drain(&self) -> Vec<Item> {

@@ -12,10 +12,13 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-type Job = Box<dyn FnOnce() + Send + 'static>;
+/// A job gets the number of the thread running it (below the pool's `max`), so per-thread
+/// state such as a deadline slot needs no lock against other threads.
+type Job = Box<dyn FnOnce(usize) + Send + 'static>;
 
 /// The jobs waiting for a thread. The lock is held only to push or pop, never while a thread
-/// waits (the condvar releases it), so a job wakes exactly one idle thread and nothing else.
+/// waits (the condvar releases it), so a job wakes exactly one idle thread and nothing else,
+/// and none at all (no futex call) when no thread is waiting.
 #[derive(Default)]
 struct Jobs {
     queue: Mutex<JobQueue>,
@@ -26,6 +29,8 @@ struct Jobs {
 struct JobQueue {
     jobs: VecDeque<Job>,
     closed: bool,
+    /// Threads waiting on the condvar.
+    idle: usize,
 }
 
 impl Jobs {
@@ -39,7 +44,9 @@ impl Jobs {
             if q.closed {
                 return None;
             }
+            q.idle += 1;
             q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+            q.idle -= 1;
         }
     }
 }
@@ -64,7 +71,7 @@ impl SyncThreads {
 
     /// Runs `job` on a worker thread. Must be called from within the worker's Tokio runtime,
     /// with at most `max` jobs in flight.
-    pub(crate) fn submit(&self, job: impl FnOnce() + Send + 'static) {
+    pub(crate) fn submit(&self, job: impl FnOnce(usize) + Send + 'static) {
         let wanted = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
         // Every job in flight has a thread of its own: start one if none is free.
         let mut spawned = self.spawned.load(Ordering::Acquire);
@@ -82,13 +89,13 @@ impl SyncThreads {
                 Err(now) => spawned = now,
             }
         }
-        self.jobs
-            .queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .jobs
-            .push_back(Box::new(job));
-        self.jobs.ready.notify_one();
+        let mut q = self.jobs.queue.lock().unwrap_or_else(|p| p.into_inner());
+        q.jobs.push_back(Box::new(job));
+        let wake = q.idle > 0;
+        drop(q);
+        if wake {
+            self.jobs.ready.notify_one();
+        }
     }
 
     fn spawn(&self, n: usize) {
@@ -100,7 +107,7 @@ impl SyncThreads {
             .spawn(move || {
                 let _entered = runtime.enter();
                 while let Some(job) = jobs.next() {
-                    job();
+                    job(n);
                     in_flight.fetch_sub(1, Ordering::AcqRel);
                 }
             });

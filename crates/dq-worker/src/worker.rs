@@ -5,7 +5,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
+use crate::deadline::Deadlines;
 use crate::error::WorkerError;
 use crate::options::WorkerOptions;
 use crate::queue::{Item, WorkQueue};
@@ -103,6 +104,10 @@ struct Shared {
     notify_jobs: Mutex<HashMap<u64, Arc<ActorContext>>>,
     /// Where sync actors run.
     sync_threads: SyncThreads,
+    /// Time limits of sync actors running on `sync_threads`, one slot per thread.
+    deadlines: Deadlines,
+    /// False once the worker stops: threads take no more queued messages.
+    dispatching: AtomicBool,
 }
 
 struct Running {
@@ -112,6 +117,7 @@ struct Running {
     consumers: Vec<JoinHandle<Box<dyn Consumer>>>,
     dispatcher: JoinHandle<()>,
     delay: JoinHandle<Vec<Held>>,
+    deadlines: JoinHandle<()>,
 }
 
 enum State {
@@ -163,6 +169,8 @@ impl Worker {
             shutdown: watch::Sender::new(false),
             notify_jobs: Mutex::new(HashMap::new()),
             sync_threads: SyncThreads::new(threads),
+            deadlines: Deadlines::new(threads),
+            dispatching: AtomicBool::new(true),
         });
         Worker {
             shared,
@@ -249,6 +257,7 @@ impl Worker {
         let dispatcher = tokio::spawn(dispatch_loop(self.shared.clone(), dispatch_rx));
         let (stop_delay, delay_rx) = watch::channel(false);
         let delay = tokio::spawn(delay_loop(self.shared.clone(), held_rx, delay_rx));
+        let deadlines = tokio::spawn(deadline_loop(self.shared.clone(), stop_delay.subscribe()));
         *state = State::Running(Running {
             stop_fetch,
             stop_dispatch,
@@ -256,6 +265,7 @@ impl Worker {
             consumers,
             dispatcher,
             delay,
+            deadlines,
         });
         drop(state);
         for m in app.middleware_with(Hooks::WORKER).iter().rev() {
@@ -303,6 +313,7 @@ impl Worker {
         // The dispatcher stops first, as Dramatiq's worker threads do: a message not started
         // when the stop began is requeued, never started while the consumers finish their last
         // fetch (up to one `worker_timeout`).
+        self.shared.dispatching.store(false, Ordering::Release);
         let _ = running.stop_dispatch.send(true);
         let _ = running.stop_fetch.send(true);
         let _ = running.dispatcher.await;
@@ -364,6 +375,7 @@ impl Worker {
 
         let _ = running.stop_delay.send(true);
         let held = running.delay.await.unwrap_or_default();
+        let _ = running.deadlines.await;
         let held_n = held.len();
         for h in held {
             push_group(&mut groups, h.acker, h.token);
@@ -589,7 +601,9 @@ impl Shared {
     }
 }
 
-/// Takes the best queued message whenever a slot is free.
+/// Takes the best queued message whenever a slot is free. An async actor's message becomes a
+/// task; a sync actor's goes to a worker thread, which runs its hooks as well and then keeps the
+/// slot for the next queued message as long as there is one (see [`run_chain`]).
 async fn dispatch_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     loop {
         // The slot is taken before the message is chosen, so the choice is made as late as possible
@@ -603,12 +617,29 @@ async fn dispatch_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         };
         shared.running.fetch_add(1, Ordering::AcqRel);
-        tokio::spawn(process(shared.clone(), item, permit));
+        if item.actor.is_async {
+            tokio::spawn(process(shared.clone(), item, permit));
+        } else {
+            let s = shared.clone();
+            shared
+                .sync_threads
+                .submit(move |slot| run_chain(s, item, permit, slot));
+        }
     }
 }
 
-/// Runs one message through hooks and actor, then settles it.
-async fn process(shared: Arc<Shared>, item: Item, permit: OwnedSemaphorePermit) {
+/// What [`prepare`] leaves to do.
+enum Prepared {
+    /// Settled, given back or dropped already.
+    Done,
+    /// A before_process hook skipped it.
+    Skipped(Job, Token, Arc<dyn Acker>),
+    /// Ready to run.
+    Run(Job, Invocation, Token, Arc<dyn Acker>),
+}
+
+/// Decodes the arguments and runs the before_process and around_process hooks.
+async fn prepare(shared: &Arc<Shared>, item: Item) -> Prepared {
     let Item {
         message,
         actor,
@@ -620,75 +651,77 @@ async fn process(shared: Arc<Shared>, item: Item, permit: OwnedSemaphorePermit) 
         // Prefetched on a channel that died since: the broker redelivers it, so running it here
         // too would only run it twice.
         debug!(message_id = %message.message_id, "dropping a prefetched message the broker redelivers");
-        drop(permit);
         shared.finish();
-        return;
+        return Prepared::Done;
     }
-    let app = &shared.app;
     let invocation = match (actor.handler)(&message) {
         Ok(i) => i,
         Err(e) => {
-            drop(permit);
-            shared
-                .nack(
-                    Some(&message),
-                    &token,
-                    &acker,
-                    &format!("invalid arguments: {e}"),
-                )
-                .await;
+            let reason = format!("invalid arguments: {e}");
+            shared.nack(Some(&message), &token, &acker, &reason).await;
             shared.finish();
-            return;
+            return Prepared::Done;
         }
     };
     let mut job = Job::new(message, actor);
-    let mut skipped = false;
     for m in &shared.hooks.before_process {
-        match m.before_process(app, &mut job).await {
+        match m.before_process(&shared.app, &mut job).await {
             Ok(Control::Continue) => {}
-            Ok(Control::Skip) => {
-                skipped = true;
-                break;
-            }
+            Ok(Control::Skip) => return Prepared::Skipped(job, token, acker),
             Err(e) => {
                 error!(middleware = m.name(), error = %e, message_id = %job.message.message_id, "before_process hook failed; requeueing");
-                drop(permit);
                 shared.requeue(&job.message, token, &acker).await;
                 shared.finish();
-                return;
+                return Prepared::Done;
             }
         }
     }
-    if skipped {
-        drop(permit);
-        for m in &shared.hooks.after_skip {
-            if let Err(e) = m.after_skip(app, &mut job).await {
-                error!(middleware = m.name(), error = %e, message_id = %job.message.message_id, "after_skip hook failed; requeueing");
-                shared.requeue(&job.message, token, &acker).await;
-                shared.finish();
-                return;
-            }
-        }
-    } else {
-        let mut call = invocation;
-        for m in &shared.hooks.around_process {
-            call = m.around_process(&job, call);
-        }
-        debug!(message_id = %job.message.message_id, "running {}", job.message);
-        let outcome = run(&shared, &job, call, permit).await;
-        if let Outcome::Failure(e) = &outcome {
-            log_failure(&job, e);
-        }
-        for m in &shared.hooks.after_process {
-            if let Err(e) = m.after_process(app, &mut job, &outcome).await {
-                // Not acking is what keeps the message safe: it goes back to the queue.
-                error!(middleware = m.name(), error = %e, message_id = %job.message.message_id, "after_process hook failed; requeueing instead of acking");
-                shared.requeue(&job.message, token, &acker).await;
-                shared.finish();
-                return;
-            }
+    let mut call = invocation;
+    for m in &shared.hooks.around_process {
+        call = m.around_process(&job, call);
+    }
+    debug!(message_id = %job.message.message_id, "running {}", job.message);
+    Prepared::Run(job, call, token, acker)
+}
+
+/// Runs the after_skip hooks of a skipped message and settles it.
+async fn conclude_skipped(shared: Arc<Shared>, mut job: Job, token: Token, acker: Arc<dyn Acker>) {
+    for m in &shared.hooks.after_skip {
+        if let Err(e) = m.after_skip(&shared.app, &mut job).await {
+            error!(middleware = m.name(), error = %e, message_id = %job.message.message_id, "after_skip hook failed; requeueing");
+            shared.requeue(&job.message, token, &acker).await;
+            shared.finish();
+            return;
         }
     }
+    settle(shared, job, token, acker).await
+}
+
+/// Logs a failure and runs the after_process hooks. False when one failed: the message has been
+/// requeued instead (not acking is what keeps it safe) and counted done.
+async fn after_process(
+    shared: &Arc<Shared>,
+    job: &mut Job,
+    token: &Token,
+    acker: &Arc<dyn Acker>,
+    outcome: &Outcome,
+) -> bool {
+    if let Outcome::Failure(e) = outcome {
+        log_failure(job, e);
+    }
+    for m in &shared.hooks.after_process {
+        if let Err(e) = m.after_process(&shared.app, job, outcome).await {
+            error!(middleware = m.name(), error = %e, message_id = %job.message.message_id, "after_process hook failed; requeueing instead of acking");
+            shared.requeue(&job.message, token.clone(), acker).await;
+            shared.finish();
+            return false;
+        }
+    }
+    true
+}
+
+/// Acks the message, or dead-letters it when marked failed, and counts it done.
+async fn settle(shared: Arc<Shared>, job: Job, token: Token, acker: Arc<dyn Acker>) {
     match job.failure_reason() {
         Some(reason) => {
             let reason = reason.to_owned();
@@ -699,6 +732,166 @@ async fn process(shared: Arc<Shared>, item: Item, permit: OwnedSemaphorePermit) 
         None => shared.ack(&job.message, token, &acker).await,
     }
     shared.finish();
+}
+
+/// The after_process hooks, then the settle.
+async fn conclude(
+    shared: Arc<Shared>,
+    mut job: Job,
+    token: Token,
+    acker: Arc<dyn Acker>,
+    outcome: Outcome,
+) {
+    if after_process(&shared, &mut job, &token, &acker, &outcome).await {
+        settle(shared, job, token, acker).await
+    }
+}
+
+/// Runs one message through hooks and actor on a task, then settles it.
+async fn process(shared: Arc<Shared>, item: Item, permit: OwnedSemaphorePermit) {
+    match prepare(&shared, item).await {
+        Prepared::Done => {}
+        Prepared::Skipped(job, token, acker) => {
+            drop(permit);
+            conclude_skipped(shared, job, token, acker).await
+        }
+        Prepared::Run(job, call, token, acker) => {
+            let outcome = run(&shared, &job, call, Some(permit)).await;
+            conclude(shared, job, token, acker, outcome).await
+        }
+    }
+}
+
+/// Runs sync actors' messages on this worker thread: `item`, then the best queued message
+/// after it as long as there is one and the worker is not stopping, all with the one slot
+/// `permit`. A busy worker so hands each message from thread to thread no more than its ack
+/// does: no task per message, no wake-up of the dispatcher, no channel back from the thread.
+/// The hooks run here too (`block_on`, as they rarely wait); the actor itself runs outside
+/// them, so it may start a runtime of its own. The ack goes to a task, and the thread moves on.
+fn run_chain(shared: Arc<Shared>, mut item: Item, permit: OwnedSemaphorePermit, slot: usize) {
+    let rt = tokio::runtime::Handle::current();
+    loop {
+        process_here(&shared, &rt, item, slot);
+        if !shared.dispatching.load(Ordering::Acquire) {
+            break;
+        }
+        let Some(next) = shared.work.try_pop() else {
+            break;
+        };
+        shared.running.fetch_add(1, Ordering::AcqRel);
+        if next.actor.is_async {
+            rt.spawn(process(shared, next, permit));
+            return;
+        }
+        item = next;
+    }
+    drop(permit);
+}
+
+/// [`process`] on a worker thread (see [`run_chain`]).
+fn process_here(shared: &Arc<Shared>, rt: &tokio::runtime::Handle, item: Item, slot: usize) {
+    match rt.block_on(prepare(shared, item)) {
+        Prepared::Done => {}
+        Prepared::Skipped(job, token, acker) => {
+            rt.block_on(conclude_skipped(shared.clone(), job, token, acker))
+        }
+        Prepared::Run(job, Invocation::Sync(f), token, acker) => {
+            let Some((mut job, token, acker, outcome)) =
+                run_here(shared, job, f, token, acker, slot)
+            else {
+                // Its time limit passed: the deadline watcher settled it already.
+                return;
+            };
+            if rt.block_on(after_process(shared, &mut job, &token, &acker, &outcome)) {
+                rt.spawn(settle(shared.clone(), job, token, acker));
+            }
+        }
+        Prepared::Run(job, call, token, acker) => {
+            // A middleware made the call async: run it as an async actor's.
+            rt.block_on(async {
+                let outcome = run(shared, &job, call, None).await;
+                conclude(shared.clone(), job, token, acker, outcome).await
+            })
+        }
+    }
+}
+
+/// Calls a sync actor on this thread, under its time limit (see [`crate::deadline`]). `None`
+/// when the limit passed first and the watcher took the message to settle it.
+#[allow(clippy::type_complexity)]
+fn run_here(
+    shared: &Arc<Shared>,
+    job: Job,
+    f: Box<dyn FnOnce() -> ActorResult + Send + 'static>,
+    token: Token,
+    acker: Arc<dyn Acker>,
+    slot: usize,
+) -> Option<(Job, Token, Arc<dyn Acker>, Outcome)> {
+    let exposed = job.expose_message.then(|| Arc::new(job.message.clone()));
+    let ctx = Arc::new(ActorContext::new(exposed, job.deadline));
+    let notify_key = job.notify_shutdown.then(|| {
+        let key = shared.seq.fetch_add(1, Ordering::Relaxed);
+        shared
+            .notify_jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, ctx.clone());
+        key
+    });
+    let call = |ctx: &Arc<ActorContext>| {
+        std::panic::catch_unwind(AssertUnwindSafe(|| ctx.scope(f)))
+            .unwrap_or_else(|payload| Err(ActorError::panic(&*payload)))
+    };
+    let (result, back) = match job.deadline {
+        Some(deadline) => {
+            shared
+                .deadlines
+                .enter(slot, job, token, acker, ctx.clone(), deadline);
+            let result = call(&ctx);
+            let back = shared
+                .deadlines
+                .leave(slot)
+                .map(|r| (r.job, r.token, r.acker));
+            (result, back)
+        }
+        None => (call(&ctx), Some((job, token, acker))),
+    };
+    if let Some(key) = notify_key {
+        shared
+            .notify_jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+    }
+    let (job, token, acker) = back?;
+    let outcome = match result {
+        Ok(v) => Outcome::Success(v),
+        Err(e) => Outcome::Failure(e),
+    };
+    Some((job, token, acker, outcome))
+}
+
+/// Settles sync actors' messages whose time limit passed while their threads run on.
+async fn deadline_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let (due, next) = shared.deadlines.expired();
+        for r in due {
+            r.ctx.interrupt_time_limit();
+            let outcome = Outcome::Failure(ActorError::time_limit_exceeded());
+            tokio::spawn(conclude(shared.clone(), r.job, r.token, r.acker, outcome));
+        }
+        let sleep = async move {
+            match next {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = sleep => {}
+            _ = shared.deadlines.changed() => {}
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 fn log_failure(job: &Job, e: &ActorError) {
@@ -716,12 +909,14 @@ fn log_failure(job: &Job, e: &ActorError) {
     }
 }
 
-/// Runs the actor call under the job's deadline and shutdown notification.
+/// Runs the actor call under the job's deadline and shutdown notification, on a task (an async
+/// call) or a worker thread (a sync call that came this way). The slot, when given, is freed
+/// once the call really returns.
 async fn run(
     shared: &Arc<Shared>,
     job: &Job,
     call: Invocation,
-    permit: OwnedSemaphorePermit,
+    permit: Option<OwnedSemaphorePermit>,
 ) -> Outcome {
     let exposed = job.expose_message.then(|| Arc::new(job.message.clone()));
     let ctx = Arc::new(ActorContext::new(exposed, job.deadline));
@@ -754,7 +949,7 @@ async fn run(
             // The slot travels with the thread: a sync actor that ignores its time limit keeps
             // occupying it until it really returns, so `threads` stays a true bound.
             let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-            shared.sync_threads.submit(move || {
+            shared.sync_threads.submit(move |_| {
                 let r = std::panic::catch_unwind(AssertUnwindSafe(|| thread_ctx.scope(f)))
                     .unwrap_or_else(|payload| Err(ActorError::panic(&*payload)));
                 drop(permit);
