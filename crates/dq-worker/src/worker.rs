@@ -108,6 +108,9 @@ struct Shared {
     deadlines: Deadlines,
     /// False once the worker stops: threads take no more queued messages.
     dispatching: AtomicBool,
+    /// Messages worker threads finished, for the settle task to ack or dead-letter.
+    settles: Mutex<Vec<(Job, Token, Arc<dyn Acker>)>>,
+    settle_ready: Notify,
 }
 
 struct Running {
@@ -118,6 +121,7 @@ struct Running {
     dispatcher: JoinHandle<()>,
     delay: JoinHandle<Vec<Held>>,
     deadlines: JoinHandle<()>,
+    settler: JoinHandle<()>,
 }
 
 enum State {
@@ -171,6 +175,8 @@ impl Worker {
             sync_threads: SyncThreads::new(threads),
             deadlines: Deadlines::new(threads),
             dispatching: AtomicBool::new(true),
+            settles: Mutex::new(Vec::new()),
+            settle_ready: Notify::new(),
         });
         Worker {
             shared,
@@ -258,6 +264,7 @@ impl Worker {
         let (stop_delay, delay_rx) = watch::channel(false);
         let delay = tokio::spawn(delay_loop(self.shared.clone(), held_rx, delay_rx));
         let deadlines = tokio::spawn(deadline_loop(self.shared.clone(), stop_delay.subscribe()));
+        let settler = tokio::spawn(settle_loop(self.shared.clone(), stop_delay.subscribe()));
         *state = State::Running(Running {
             stop_fetch,
             stop_dispatch,
@@ -266,6 +273,7 @@ impl Worker {
             dispatcher,
             delay,
             deadlines,
+            settler,
         });
         drop(state);
         for m in app.middleware_with(Hooks::WORKER).iter().rev() {
@@ -376,6 +384,7 @@ impl Worker {
         let _ = running.stop_delay.send(true);
         let held = running.delay.await.unwrap_or_default();
         let _ = running.deadlines.await;
+        let _ = running.settler.await;
         let held_n = held.len();
         for h in held {
             push_group(&mut groups, h.acker, h.token);
@@ -559,31 +568,39 @@ impl Shared {
         }
     }
 
-    async fn ack(&self, message: &Message, token: Token, acker: &Arc<dyn Acker>) {
+    /// Acks `tokens` (of `messages`, in the same order) in one call to the acker.
+    async fn ack(&self, messages: &[&Message], tokens: &[Token], acker: &Arc<dyn Acker>) {
         for mw in &self.hooks.ack {
-            if let Err(e) = mw.before_ack(&self.app, message).await {
-                warn!(middleware = mw.name(), error = %e, "before_ack hook failed");
+            for message in messages {
+                if let Err(e) = mw.before_ack(&self.app, message).await {
+                    warn!(middleware = mw.name(), error = %e, "before_ack hook failed");
+                }
             }
         }
-        let tokens = [token];
+        let first = messages
+            .first()
+            .map(|m| m.message_id.as_str())
+            .unwrap_or_default();
         let mut attempt = 0;
         loop {
-            match acker.ack(&tokens).await {
+            match acker.ack(tokens).await {
                 Ok(()) => break,
                 Err(e) if e.is_transient() && attempt < 20 => {
                     attempt += 1;
-                    warn!(error = %e, message_id = %message.message_id, "ack failed; retrying");
+                    warn!(error = %e, message_id = %first, count = tokens.len(), "ack failed; retrying");
                     tokio::time::sleep(backoff(attempt)).await;
                 }
                 Err(e) => {
-                    error!(error = %e, message_id = %message.message_id, "ack failed; the message will be redelivered");
+                    error!(error = %e, message_id = %first, count = tokens.len(), "ack failed; the message will be redelivered");
                     return;
                 }
             }
         }
         for mw in &self.hooks.ack_rev {
-            if let Err(e) = mw.after_ack(&self.app, message).await {
-                warn!(middleware = mw.name(), error = %e, "after_ack hook failed");
+            for message in messages {
+                if let Err(e) = mw.after_ack(&self.app, message).await {
+                    warn!(middleware = mw.name(), error = %e, "after_ack hook failed");
+                }
             }
         }
     }
@@ -594,9 +611,22 @@ impl Shared {
         }
     }
 
-    fn finish(&self) {
-        self.running.fetch_sub(1, Ordering::AcqRel);
-        self.pending.fetch_sub(1, Ordering::AcqRel);
+    /// Queues a message a worker thread finished for the settle task, waking it when the
+    /// queue was empty (otherwise it is awake or woken already).
+    fn settle_later(&self, job: Job, token: Token, acker: Arc<dyn Acker>) {
+        let mut settles = self.settles.lock().unwrap_or_else(|p| p.into_inner());
+        settles.push((job, token, acker));
+        let first = settles.len() == 1;
+        drop(settles);
+        if first {
+            self.settle_ready.notify_one();
+        }
+    }
+
+    /// Counts `n` running messages done.
+    fn finish(&self, n: usize) {
+        self.running.fetch_sub(n, Ordering::AcqRel);
+        self.pending.fetch_sub(n, Ordering::AcqRel);
         self.changed.notify_waiters();
     }
 }
@@ -651,7 +681,7 @@ async fn prepare(shared: &Arc<Shared>, item: Item) -> Prepared {
         // Prefetched on a channel that died since: the broker redelivers it, so running it here
         // too would only run it twice.
         debug!(message_id = %message.message_id, "dropping a prefetched message the broker redelivers");
-        shared.finish();
+        shared.finish(1);
         return Prepared::Done;
     }
     let invocation = match (actor.handler)(&message) {
@@ -659,7 +689,7 @@ async fn prepare(shared: &Arc<Shared>, item: Item) -> Prepared {
         Err(e) => {
             let reason = format!("invalid arguments: {e}");
             shared.nack(Some(&message), &token, &acker, &reason).await;
-            shared.finish();
+            shared.finish(1);
             return Prepared::Done;
         }
     };
@@ -671,7 +701,7 @@ async fn prepare(shared: &Arc<Shared>, item: Item) -> Prepared {
             Err(e) => {
                 error!(middleware = m.name(), error = %e, message_id = %job.message.message_id, "before_process hook failed; requeueing");
                 shared.requeue(&job.message, token, &acker).await;
-                shared.finish();
+                shared.finish(1);
                 return Prepared::Done;
             }
         }
@@ -690,7 +720,7 @@ async fn conclude_skipped(shared: Arc<Shared>, mut job: Job, token: Token, acker
         if let Err(e) = m.after_skip(&shared.app, &mut job).await {
             error!(middleware = m.name(), error = %e, message_id = %job.message.message_id, "after_skip hook failed; requeueing");
             shared.requeue(&job.message, token, &acker).await;
-            shared.finish();
+            shared.finish(1);
             return;
         }
     }
@@ -713,7 +743,7 @@ async fn after_process(
         if let Err(e) = m.after_process(&shared.app, job, outcome).await {
             error!(middleware = m.name(), error = %e, message_id = %job.message.message_id, "after_process hook failed; requeueing instead of acking");
             shared.requeue(&job.message, token.clone(), acker).await;
-            shared.finish();
+            shared.finish(1);
             return false;
         }
     }
@@ -729,9 +759,9 @@ async fn settle(shared: Arc<Shared>, job: Job, token: Token, acker: Arc<dyn Acke
                 .nack(Some(&job.message), &token, &acker, &reason)
                 .await
         }
-        None => shared.ack(&job.message, token, &acker).await,
+        None => shared.ack(&[&job.message], &[token], &acker).await,
     }
-    shared.finish();
+    shared.finish(1);
 }
 
 /// The after_process hooks, then the settle.
@@ -803,7 +833,7 @@ fn process_here(shared: &Arc<Shared>, rt: &tokio::runtime::Handle, item: Item, s
                 return;
             };
             if rt.block_on(after_process(shared, &mut job, &token, &acker, &outcome)) {
-                rt.spawn(settle(shared.clone(), job, token, acker));
+                shared.settle_later(job, token, acker);
             }
         }
         Prepared::Run(job, call, token, acker) => {
@@ -869,6 +899,47 @@ fn run_here(
         Err(e) => Outcome::Failure(e),
     };
     Some((job, token, acker, outcome))
+}
+
+/// Settles what worker threads finished, a batch at a time: one ack call per acker and batch.
+async fn settle_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let batch = std::mem::take(&mut *shared.settles.lock().unwrap_or_else(|p| p.into_inner()));
+        if batch.is_empty() {
+            tokio::select! {
+                _ = shared.settle_ready.notified() => continue,
+                _ = stop.changed() => return,
+            }
+        }
+        tokio::spawn(settle_batch(shared.clone(), batch));
+    }
+}
+
+/// Dead-letters the failed messages of a batch one by one, and acks the rest together.
+async fn settle_batch(shared: Arc<Shared>, batch: Vec<(Job, Token, Arc<dyn Acker>)>) {
+    let n = batch.len();
+    let mut groups: Vec<(Arc<dyn Acker>, Vec<Token>, Vec<Job>)> = Vec::new();
+    for (job, token, acker) in batch {
+        if let Some(reason) = job.failure_reason() {
+            let reason = reason.to_owned();
+            shared
+                .nack(Some(&job.message), &token, &acker, &reason)
+                .await;
+            continue;
+        }
+        match groups.iter_mut().find(|(a, ..)| Arc::ptr_eq(a, &acker)) {
+            Some((_, tokens, jobs)) => {
+                tokens.push(token);
+                jobs.push(job);
+            }
+            None => groups.push((acker, vec![token], vec![job])),
+        }
+    }
+    for (acker, tokens, jobs) in groups {
+        let messages: Vec<&Message> = jobs.iter().map(|j| &j.message).collect();
+        shared.ack(&messages, &tokens, &acker).await;
+    }
+    shared.finish(n);
 }
 
 /// Settles sync actors' messages whose time limit passed while their threads run on.
@@ -1063,8 +1134,9 @@ async fn move_to_queue(shared: &Arc<Shared>, mut h: Held) -> Result<(), Held> {
     m.options.remove_eta();
     match shared.app.enqueue(m, None).await {
         Ok(_) => {
-            let token = h.token.clone();
-            shared.ack(&h.message, token, &h.acker).await;
+            shared
+                .ack(&[&h.message], std::slice::from_ref(&h.token), &h.acker)
+                .await;
             Ok(())
         }
         Err(e) => {
