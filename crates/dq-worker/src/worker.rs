@@ -109,9 +109,12 @@ struct Shared {
     /// False once the worker stops: threads take no more queued messages.
     dispatching: AtomicBool,
     /// Messages worker threads finished, for the settle task to ack or dead-letter.
-    settles: Mutex<Vec<(Job, Token, Arc<dyn Acker>)>>,
+    settles: Mutex<Vec<Finished>>,
     settle_ready: Notify,
 }
+
+/// A message a worker thread finished, for the settle task.
+type Finished = (Job, Token, Arc<dyn Acker>);
 
 struct Running {
     stop_fetch: watch::Sender<bool>,
@@ -916,9 +919,11 @@ async fn settle_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 }
 
 /// Dead-letters the failed messages of a batch one by one, and acks the rest together.
-async fn settle_batch(shared: Arc<Shared>, batch: Vec<(Job, Token, Arc<dyn Acker>)>) {
+async fn settle_batch(shared: Arc<Shared>, batch: Vec<Finished>) {
     let n = batch.len();
-    let mut groups: Vec<(Arc<dyn Acker>, Vec<Token>, Vec<Job>)> = Vec::new();
+    // Per acker: its tokens and their jobs.
+    type Group = (Arc<dyn Acker>, Vec<Token>, Vec<Job>);
+    let mut groups: Vec<Group> = Vec::new();
     for (job, token, acker) in batch {
         if let Some(reason) = job.failure_reason() {
             let reason = reason.to_owned();
