@@ -70,7 +70,7 @@ static ORDER: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
 fn sleepy(_: &Message) -> Result<Invocation, ArgsError> {
     Ok(Invocation::Sync(Box::new(|| {
         ORDER.lock().unwrap().push("sleep");
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(20));
         Ok(Value::Null)
     })))
 }
