@@ -109,6 +109,10 @@ impl AmqpAcker {
         }
     }
 
+    fn packed_all(&self, tokens: &[Token], what: &str) -> Result<Vec<u64>, BrokerError> {
+        tokens.iter().map(|t| self.packed(t, what)).collect()
+    }
+
     fn stale(&self, what: &str, tag: u64) -> BrokerError {
         BrokerError::new(
             BrokerErrorKind::Closed,
@@ -163,11 +167,7 @@ impl Acker for AmqpAcker {
         if tokens.is_empty() {
             return Ok(());
         }
-        let packed = tokens
-            .iter()
-            .map(|t| self.packed(t, "ack"))
-            .collect::<Result<_, _>>()?;
-        self.submit(Op::Ack(packed)).await
+        self.submit(Op::Ack(self.packed_all(tokens, "ack")?)).await
     }
 
     /// `basic.nack` without requeue: RabbitMQ dead-letters it through the default exchange to
@@ -187,15 +187,12 @@ impl Acker for AmqpAcker {
         if tokens.is_empty() {
             return Ok(());
         }
-        let packed = tokens
-            .iter()
-            .map(|t| self.packed(t, "requeue"))
-            .collect::<Result<_, _>>()?;
-        self.submit(Op::Requeue(packed)).await
+        self.submit(Op::Requeue(self.packed_all(tokens, "requeue")?))
+            .await
     }
 }
 
-/// One frame the flusher sends, and the requests it answers.
+/// What a frame the flusher sends does.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Nack,

@@ -626,6 +626,32 @@ impl Shared {
         }
     }
 
+    /// The context a job's actor runs with, registered for shutdown notifications when the
+    /// actor asked for them (then with the key to [`forget`](Shared::forget) it by).
+    fn context(&self, job: &Job) -> (Arc<ActorContext>, Option<u64>) {
+        let exposed = job.expose_message.then(|| Arc::new(job.message.clone()));
+        let ctx = Arc::new(ActorContext::new(exposed, job.deadline));
+        let key = job.notify_shutdown.then(|| {
+            let key = self.seq.fetch_add(1, Ordering::Relaxed);
+            self.notify_jobs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key, ctx.clone());
+            key
+        });
+        (ctx, key)
+    }
+
+    /// Unregisters a context [`context`](Shared::context) registered.
+    fn forget(&self, key: Option<u64>) {
+        if let Some(key) = key {
+            self.notify_jobs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+        }
+    }
+
     /// Counts `n` running messages done.
     fn finish(&self, n: usize) {
         self.running.fetch_sub(n, Ordering::AcqRel);
@@ -860,17 +886,7 @@ fn run_here(
     acker: Arc<dyn Acker>,
     slot: usize,
 ) -> Option<(Job, Token, Arc<dyn Acker>, Outcome)> {
-    let exposed = job.expose_message.then(|| Arc::new(job.message.clone()));
-    let ctx = Arc::new(ActorContext::new(exposed, job.deadline));
-    let notify_key = job.notify_shutdown.then(|| {
-        let key = shared.seq.fetch_add(1, Ordering::Relaxed);
-        shared
-            .notify_jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, ctx.clone());
-        key
-    });
+    let (ctx, notify_key) = shared.context(&job);
     let call = |ctx: &Arc<ActorContext>| {
         std::panic::catch_unwind(AssertUnwindSafe(|| ctx.scope(f)))
             .unwrap_or_else(|payload| Err(ActorError::panic(&*payload)))
@@ -889,13 +905,7 @@ fn run_here(
         }
         None => (call(&ctx), Some((job, token, acker))),
     };
-    if let Some(key) = notify_key {
-        shared
-            .notify_jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&key);
-    }
+    shared.forget(notify_key);
     let (job, token, acker) = back?;
     let outcome = match result {
         Ok(v) => Outcome::Success(v),
@@ -994,16 +1004,7 @@ async fn run(
     call: Invocation,
     permit: Option<OwnedSemaphorePermit>,
 ) -> Outcome {
-    let exposed = job.expose_message.then(|| Arc::new(job.message.clone()));
-    let ctx = Arc::new(ActorContext::new(exposed, job.deadline));
-    let key = shared.seq.fetch_add(1, Ordering::Relaxed);
-    if job.notify_shutdown {
-        shared
-            .notify_jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, ctx.clone());
-    }
+    let (ctx, notify_key) = shared.context(job);
     let deadline = job.deadline.map(tokio::time::Instant::from_std);
     let mut shutdown = shared.shutdown.subscribe();
     let notify_shutdown = job.notify_shutdown;
@@ -1056,13 +1057,7 @@ async fn run(
             r
         }
     };
-    if notify_shutdown {
-        shared
-            .notify_jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&key);
-    }
+    shared.forget(notify_key);
     match result {
         Ok(v) => Outcome::Success(v),
         Err(e) => Outcome::Failure(e),
