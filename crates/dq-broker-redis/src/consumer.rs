@@ -49,6 +49,11 @@ struct Held {
     /// Ids fetched whose body was missing. Dramatiq keeps such ids in its ack set too; we give
     /// them back (if a body has appeared) when the consumer closes.
     orphans: HashSet<String>,
+    /// Of `delivered`, how many are being settled right now (the settle call is on its way).
+    /// They no longer count against the prefetch: the settle goes to Redis on the connection
+    /// the next fetch uses, ahead of it, so room freed this way is free by the time that
+    /// fetch runs, and the worker need not sit out the settle's round trip.
+    settling: usize,
 }
 
 enum Op {
@@ -122,7 +127,8 @@ impl RedisConsumer {
 
     fn room(&self) -> usize {
         let held = self.shared.held.lock().expect("held lock");
-        self.prefetch.saturating_sub(held.delivered.len())
+        self.prefetch
+            .saturating_sub(held.delivered.len().saturating_sub(held.settling))
     }
 
     /// Gives back ids in our ack set that no consumer of this broker holds: left by a fetch
@@ -435,14 +441,33 @@ async fn flush(
             drop(held);
             requeues.extend(give_back);
         }
-        let result = apply(&inner, &shared, lane, &acks, &nacks, &requeues, closing).await;
-        if result.is_ok() {
+        let settling = {
             let mut held = shared.held.lock().expect("held lock");
+            let n = acks
+                .iter()
+                .chain(&nacks)
+                .chain(&requeues)
+                .filter(|id| held.delivered.contains(*id))
+                .count();
+            held.settling += n;
+            n
+        };
+        if settling > 0 {
+            shared.settled.notify_waiters();
+        }
+        let result = apply(&inner, &shared, lane, &acks, &nacks, &requeues, closing).await;
+        let mut held = shared.held.lock().expect("held lock");
+        held.settling -= settling;
+        if result.is_ok() {
             for id in acks.iter().chain(&nacks).chain(&requeues) {
                 held.delivered.remove(id);
                 held.orphans.remove(id);
             }
-            drop(held);
+        }
+        drop(held);
+        if result.is_err() && settling > 0 {
+            // Still held after all: the room freed early is taken back, and a waiting fetch
+            // looks again.
             shared.settled.notify_waiters();
         }
         for r in batch.drain(..) {
