@@ -8,7 +8,8 @@
 //! `INFO commandstats` and CPU count only the bench's traffic and `redis-benchmark` measures the
 //! same server. RabbitMQ is the shared one (a private node takes seconds to boot and needs its
 //! own Erlang distribution setup): its CPU figures include whatever else the machine asks of it,
-//! and each case's queues are deleted afterwards.
+//! and each case's queues are deleted afterwards. Its ceiling is a bare lapin client on the same
+//! server (`dq-bench-producer ceiling`): no dq code in the loop.
 //!
 //! The workers measure themselves (see the `dq-bench` crate): throughput is the messages over
 //! the span from the first actor start to the last actor finish, across processes.
@@ -405,6 +406,10 @@ fn run_with(ctx: &Ctx, cfg: Config) -> Result<()> {
         None => None,
     };
     drop(redis);
+    let amqp_ceiling = match brokers.iter().find(|b| b.kind == Kind::Amqp) {
+        Some(b) => Some(amqp_ceiling(&env, b, cfg.smoke)?),
+        None => None,
+    };
 
     let raw = out.join("raw.csv");
     let new_file = !raw.exists();
@@ -425,10 +430,32 @@ fn run_with(ctx: &Ctx, cfg: Config) -> Result<()> {
             s.value
         );
     }
+    if let Some(c) = &amqp_ceiling {
+        // Measured once per bench run, by a bare client: "lapin" in the impl column.
+        for (case, value) in [
+            ("ceiling-publish", c.publish),
+            ("ceiling-publish-written", c.publish_written),
+            ("ceiling-publish-confirmed", c.publish_confirmed),
+            ("ceiling-drain", c.drain),
+        ] {
+            let _ = writeln!(
+                csv,
+                "{},{},{case},lapin,rate,0,{value}",
+                env.stamp,
+                Kind::Amqp.name()
+            );
+        }
+    }
     append(&raw, &csv)?;
 
     let rows = summarize(&samples);
-    let table = markdown(&rows, &cfg, ceiling.as_ref(), started.elapsed());
+    let table = markdown(
+        &rows,
+        &cfg,
+        ceiling.as_ref(),
+        amqp_ceiling.as_ref(),
+        started.elapsed(),
+    );
     fs::write(out.join("results.md"), &table)?;
     fs::write(scratch.join("results.md"), &table)?;
     fs::write(out.join("chart.svg"), svg(&rows))?;
@@ -1126,6 +1153,63 @@ fn redis_ceiling(port: u16, smoke: bool) -> Result<Ceiling> {
     Ok(Ceiling { ops, script_ops })
 }
 
+/// What a bare lapin client (no dq code in the loop) gets out of the same RabbitMQ server, from
+/// `dq-bench-producer ceiling N`, in messages per second: the persistent messages and queue
+/// arguments are dq's.
+#[derive(Debug)]
+struct AmqpCeiling {
+    /// Messages published each way (the drain takes both lots, 2N).
+    count: usize,
+    /// Without publisher confirms, until the queue holds all N.
+    publish: f64,
+    /// Without publisher confirms, until the last publish is written to the socket: where dq's
+    /// own unconfirmed enqueue stops its clock.
+    publish_written: f64,
+    /// With publisher confirms, 1,000 outstanding, until the last confirm.
+    publish_confirmed: f64,
+    /// Prefetch 1,000 and a multiple ack every 100 deliveries, first delivery to last ack.
+    drain: f64,
+}
+
+fn amqp_ceiling(env: &Env, b: &BrokerUnderTest, smoke: bool) -> Result<AmqpCeiling> {
+    let n: usize = if smoke { 500 } else { 50_000 };
+    println!(
+        "\n==> RabbitMQ ceiling: a bare lapin client, {n} messages published each way, then drained"
+    );
+    let mut c = Command::new(&env.producer);
+    c.args(["ceiling", &n.to_string()]);
+    // The producer declares (and deletes) `<queue>.ceiling`.
+    bench_env(&mut c, env, b, &format!("dqbench-{}", env.stamp));
+    let out = cmd::output(&mut c)?;
+    if !out.status.success() {
+        bail!(
+            "`{}` failed ({}): {}",
+            cmd::display(&c),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |key: &str| -> Result<f64> {
+        text.split(&format!("\"{key}\":"))
+            .nth(1)
+            .and_then(|s| s.split([',', '}']).next()?.trim().parse::<f64>().ok())
+            .with_context(|| format!("no {key} in the ceiling's output {text:?}"))
+    };
+    let ceiling = AmqpCeiling {
+        count: n,
+        publish: field("publish")?,
+        publish_written: field("publish_written")?,
+        publish_confirmed: field("publish_confirmed")?,
+        drain: field("drain")?,
+    };
+    println!(
+        "  publish {:.0} msg/s (written {:.0})  confirmed {:.0} msg/s  drain {:.0} msg/s",
+        ceiling.publish, ceiling.publish_written, ceiling.publish_confirmed, ceiling.drain
+    );
+    Ok(ceiling)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.retain(|x| x.is_finite());
     if v.is_empty() {
@@ -1432,7 +1516,23 @@ fn fmt_ratio(r: f64) -> String {
     }
 }
 
-fn markdown(rows: &[Row], cfg: &Config, ceiling: Option<&Ceiling>, took: Duration) -> String {
+/// `part` as a percentage of `whole`, or n/a.
+fn fmt_pct(part: f64, whole: f64) -> String {
+    let p = part / whole * 100.0;
+    if p.is_finite() {
+        format!("{p:.0}%")
+    } else {
+        "n/a".to_owned()
+    }
+}
+
+fn markdown(
+    rows: &[Row],
+    cfg: &Config,
+    ceiling: Option<&Ceiling>,
+    amqp_ceiling: Option<&AmqpCeiling>,
+    took: Duration,
+) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -1513,6 +1613,62 @@ fn markdown(rows: &[Row], cfg: &Config, ceiling: Option<&Ceiling>, took: Duratio
             dq_rate / ceiling_rate * 100.0,
             fmt_num(c.script_ops),
             dq_rate / c.script_ops * 100.0
+        );
+    }
+    if let Some(c) = amqp_ceiling {
+        let dq_rate = |label: &str| {
+            rows.iter()
+                .find(|r| r.broker == Kind::Amqp && r.label.starts_with(label))
+                .map_or(f64::NAN, |r| r.dq)
+        };
+        let unconfirmed = dq_rate("enqueue, dq pipelined without publisher confirms");
+        let pipelined = dq_rate("enqueue, one producer, dq pipelined");
+        let noop = dq_rate("noop, 2 processes");
+        let sleep = dq_rate("sleep 10 ms: Python 32 threads, dq async");
+        let _ = writeln!(
+            s,
+            "\n### RabbitMQ ceiling (bare lapin client, same server)\n"
+        );
+        let _ = writeln!(
+            s,
+            "{} persistent noop messages published each way to a queue declared as dq declares its own, then the {} drained.\n",
+            fmt_num(c.count as f64),
+            fmt_num(2.0 * c.count as f64)
+        );
+        let _ = writeln!(s, "| measure | msg/s |");
+        let _ = writeln!(s, "|---|---:|");
+        for (name, v) in [
+            (
+                "publish without confirms, until the queue holds them all",
+                c.publish,
+            ),
+            (
+                "publish without confirms, until the last is written to the socket",
+                c.publish_written,
+            ),
+            (
+                "publish with confirms, pipelined 1,000 deep, until the last confirm",
+                c.publish_confirmed,
+            ),
+            (
+                "drain: prefetch 1,000, one multiple ack per 100 deliveries",
+                c.drain,
+            ),
+        ] {
+            let _ = writeln!(s, "| {name} | {} |", fmt_num(v));
+        }
+        let _ = writeln!(
+            s,
+            "\ndq on RabbitMQ against it: enqueue without confirms {} msg/s ({} of the bare publish until queued, {} of it until written to the socket, where dq's own clock stops: RabbitMQ takes bytes in far faster than its queue stores them, so this row can pass 100%), pipelined enqueue {} msg/s ({} of the confirmed pipelined publish), noop 2x8 {} msg/s ({} of the drain), async sleep 1,000 {} msg/s ({} of the drain).",
+            fmt_num(unconfirmed),
+            fmt_pct(unconfirmed, c.publish),
+            fmt_pct(unconfirmed, c.publish_written),
+            fmt_num(pipelined),
+            fmt_pct(pipelined, c.publish_confirmed),
+            fmt_num(noop),
+            fmt_pct(noop, c.drain),
+            fmt_num(sleep),
+            fmt_pct(sleep, c.drain)
         );
     }
     let _ = writeln!(

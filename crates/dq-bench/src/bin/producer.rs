@@ -7,12 +7,17 @@
 //!                                          `batch` without RabbitMQ publisher confirms (Python's default)
 //! dq-bench-producer latency N MAX_GAP_MS   N `latency` messages, random gaps of 0..MAX_GAP_MS
 //! dq-bench-producer cleanup                delete the queue, its delay and dead-letter queues
+//! dq-bench-producer ceiling N              RabbitMQ only: what a bare lapin client gets out of
+//!                                          the server (see `ceiling`)
 //! ```
 //!
 //! The broker, queue and namespace come from `DQ_BENCH_BROKER_URL`, `DQ_BENCH_QUEUE` and
-//! `DQ_BENCH_NAMESPACE`. `send` and `batch` print `{"count": N, "secs": S}` on stdout.
+//! `DQ_BENCH_NAMESPACE`. `send` and `batch` print `{"count": N, "secs": S}` on stdout, `ceiling`
+//! prints `{"count": N, "publish": R1, "publish_written": R2, "publish_confirmed": R3,
+//! "drain": R4}` (messages per second).
 
 use std::error::Error;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dq::{App, Message};
@@ -128,7 +133,23 @@ async fn run(args: &[String]) -> Res<()> {
             app.close().await?;
         }
         Some("cleanup") => cleanup(&url, &queue).await?,
-        _ => return Err("usage: dq-bench-producer send|batch|latency|cleanup ...".into()),
+        Some("ceiling") => {
+            let n: usize = args.get(1).ok_or("missing N")?.parse()?;
+            if !url.starts_with("amqp") {
+                return Err(format!(
+                    "ceiling measures RabbitMQ only: {} must be an amqp:// URL, not {url:?}",
+                    dq_bench::URL_ENV
+                )
+                .into());
+            }
+            ceiling(&url, &format!("{queue}.ceiling"), n).await?;
+        }
+        _ => {
+            return Err(
+                "usage: dq-bench-producer send|batch|batch-unconfirmed|latency|cleanup|ceiling ..."
+                    .into(),
+            )
+        }
     }
     Ok(())
 }
@@ -149,10 +170,7 @@ async fn cleanup(url: &str, queue: &str) -> Res<()> {
         app.broker().flush(queue).await?;
         return Ok(());
     }
-    let props = lapin::ConnectionProperties::default()
-        .with_executor(tokio_executor_trait::Tokio::current())
-        .with_reactor(tokio_reactor_trait::Tokio::current());
-    let conn = lapin::Connection::connect(url, props).await?;
+    let conn = connect(url).await?;
     let channel = conn.create_channel().await?;
     for q in [queue.to_owned(), dq::dq_name(queue), dq::xq_name(queue)] {
         channel
@@ -161,4 +179,250 @@ async fn cleanup(url: &str, queue: &str) -> Res<()> {
     }
     conn.close(200, "bench done").await?;
     Ok(())
+}
+
+async fn connect(url: &str) -> Res<lapin::Connection> {
+    let props = lapin::ConnectionProperties::default()
+        .with_executor(tokio_executor_trait::Tokio::current())
+        .with_reactor(tokio_reactor_trait::Tokio::current());
+    Ok(lapin::Connection::connect(url, props).await?)
+}
+
+/// Publishes in flight at once, at most, in the ceiling's publish phases.
+const CEILING_WINDOW: usize = 1000;
+/// The ceiling's drain acks every this many deliveries, with `multiple`.
+const CEILING_ACK_EVERY: usize = 100;
+
+/// What the RabbitMQ server gives a bare lapin client, no dq code in the loop, so that dq's
+/// RabbitMQ figures can be read as a fraction of it: N persistent publishes without confirms
+/// (timed until the queue holds them all), N more with confirms, pipelined, and a drain of the
+/// 2N with a prefetch of 1,000 and multiple acks. The queue, `queue` (fresh, deleted at the
+/// end), is declared as dq declares its own, and the messages are a real dq noop message.
+async fn ceiling(url: &str, queue: &str, n: usize) -> Res<()> {
+    use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+    use lapin::types::{AMQPValue, FieldTable, LongString};
+
+    let conn = connect(url).await?;
+    let admin = conn.create_channel().await?;
+    // Fresh: whatever an earlier, interrupted run left goes first.
+    admin
+        .queue_delete(queue, QueueDeleteOptions::default())
+        .await?;
+    // The arguments dq declares every queue with (dq-broker-amqp's `declare`; no priority, as
+    // in the bench), so RabbitMQ does the same work per message.
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(LongString::from("")),
+    );
+    args.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(LongString::from(dq::xq_name(queue))),
+    );
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    admin.queue_declare(queue, durable, args).await?;
+    let rates = ceiling_rates(&conn, &admin, queue, n).await;
+    let deleted = admin
+        .queue_delete(queue, QueueDeleteOptions::default())
+        .await;
+    let _ = conn.close(200, "ceiling done").await;
+    let r = rates?;
+    deleted?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "count": n,
+            "publish": r.publish,
+            "publish_written": r.publish_written,
+            "publish_confirmed": r.publish_confirmed,
+            "drain": r.drain,
+        })
+    );
+    Ok(())
+}
+
+/// The ceiling's figures, in messages per second.
+struct Rates {
+    /// Unconfirmed, until the queue holds all N.
+    publish: f64,
+    /// Unconfirmed, until the last publish is written to the socket.
+    publish_written: f64,
+    /// Confirmed and pipelined, until the last confirm.
+    publish_confirmed: f64,
+    /// From the first delivery to the last ack.
+    drain: f64,
+}
+
+async fn ceiling_rates(
+    conn: &lapin::Connection,
+    admin: &lapin::Channel,
+    queue: &str,
+    n: usize,
+) -> Res<Rates> {
+    // Generous: RabbitMQ on a busy two-core machine still moves thousands a second.
+    let within = Duration::from_secs(60) + Duration::from_millis(n as u64);
+    let body: Arc<[u8]> = message(queue, "noop", None)?.encode().into();
+
+    let channel = conn.create_channel().await?;
+    let start = Instant::now();
+    publish(&channel, queue, &body, n, false).await?;
+    // The clock dq's own unconfirmed enqueue stops: the last publish written to the socket.
+    let written_rate = n as f64 / start.elapsed().as_secs_f64();
+    // Nothing says when unconfirmed messages have arrived but the queue's count.
+    wait_queued(admin, queue, n, within).await?;
+    let publish_rate = n as f64 / start.elapsed().as_secs_f64();
+
+    let channel = conn.create_channel().await?;
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await?;
+    let start = Instant::now();
+    publish(&channel, queue, &body, n, true).await?;
+    let confirmed_rate = n as f64 / start.elapsed().as_secs_f64();
+    wait_queued(admin, queue, 2 * n, within).await?;
+
+    let drain_rate = drain(conn, queue, 2 * n, within).await?;
+    Ok(Rates {
+        publish: publish_rate,
+        publish_written: written_rate,
+        publish_confirmed: confirmed_rate,
+        drain: drain_rate,
+    })
+}
+
+/// Publishes `n` persistent copies of `body` back to back, at most [`CEILING_WINDOW`] in flight
+/// (written to the socket and, on a channel in confirm mode, confirmed; mandatory then, as dq).
+async fn publish(
+    channel: &lapin::Channel,
+    queue: &str,
+    body: &Arc<[u8]>,
+    n: usize,
+    confirmed: bool,
+) -> Res<()> {
+    let options = lapin::options::BasicPublishOptions {
+        mandatory: confirmed,
+        immediate: false,
+    };
+    let props = lapin::BasicProperties::default().with_delivery_mode(2);
+    // A task per publish, so the frames of many reach lapin's I/O thread together: awaiting
+    // each `basic_publish` in turn (as dq does) costs this client a thread wake-up per message,
+    // and a bare client should take as little of the machine from the server as it can.
+    let queue: Arc<str> = queue.into();
+    let mut in_flight = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        if in_flight.len() >= CEILING_WINDOW {
+            in_flight
+                .join_next()
+                .await
+                .ok_or("no publish in flight")???;
+        }
+        let (channel, queue, body, props) =
+            (channel.clone(), queue.clone(), body.clone(), props.clone());
+        in_flight.spawn(async move {
+            let confirm = channel
+                .basic_publish("", &queue, options, &body, props)
+                .await?;
+            confirmed_ok(confirm.await?)
+        });
+    }
+    while let Some(done) = in_flight.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
+fn confirmed_ok(c: lapin::publisher_confirm::Confirmation) -> Res<()> {
+    use lapin::publisher_confirm::Confirmation;
+    match c {
+        Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+        Confirmation::Ack(Some(_)) => Err("rabbitmq returned a message as unroutable".into()),
+        Confirmation::Nack(_) => Err("rabbitmq nacked a message".into()),
+    }
+}
+
+/// Waits until `queue` holds at least `n` messages.
+async fn wait_queued(channel: &lapin::Channel, queue: &str, n: usize, within: Duration) -> Res<()> {
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        durable: true,
+        ..lapin::options::QueueDeclareOptions::default()
+    };
+    let deadline = Instant::now() + within;
+    loop {
+        let q = channel
+            .queue_declare(queue, passive, lapin::types::FieldTable::default())
+            .await?;
+        let count = q.message_count() as usize;
+        if count >= n {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{queue} held {count} of {n} messages after {within:?}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Consumes `total` messages with a prefetch of 1,000, acking with `multiple` every
+/// [`CEILING_ACK_EVERY`] deliveries; returns messages per second from the first delivery to
+/// the last ack.
+async fn drain(conn: &lapin::Connection, queue: &str, total: usize, within: Duration) -> Res<f64> {
+    use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+
+    let channel = conn.create_channel().await?;
+    channel
+        .basic_qos(1000, BasicQosOptions { global: false })
+        .await?;
+    let consumer = channel
+        .basic_consume(
+            queue,
+            "dq-bench-ceiling",
+            BasicConsumeOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await?;
+    // lapin hands each delivery to a task of its own; the tags come back here, so that one
+    // loop acks, in order.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    consumer.set_delegate(move |d: lapin::message::DeliveryResult| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(d.map(|d| d.map(|d| d.delivery_tag)));
+        }
+    });
+    let deadline = tokio::time::Instant::now() + within;
+    let (mut got, mut max_tag, mut acked, mut since_ack) = (0, 0, 0, 0);
+    let mut first = None;
+    while got < total {
+        let next = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .map_err(|_| format!("drained {got} of {total} messages within {within:?}"))?;
+        let tag = next
+            .ok_or("the consumer went away")??
+            .ok_or("rabbitmq cancelled the consumer")?;
+        first.get_or_insert_with(Instant::now);
+        got += 1;
+        since_ack += 1;
+        max_tag = max_tag.max(tag);
+        // Tasks may hand tags back out of order: a multiple ack covers those below it, and
+        // acking a tag twice is a channel error.
+        if (since_ack >= CEILING_ACK_EVERY || got == total) && max_tag > acked {
+            channel
+                .basic_ack(max_tag, BasicAckOptions { multiple: true })
+                .await?;
+            acked = max_tag;
+            since_ack = 0;
+        }
+    }
+    let secs = first.map_or(f64::NAN, |t| t.elapsed().as_secs_f64());
+    channel
+        .basic_cancel(
+            "dq-bench-ceiling",
+            lapin::options::BasicCancelOptions::default(),
+        )
+        .await?;
+    Ok(total as f64 / secs)
 }
