@@ -187,6 +187,55 @@ async fn fetch_never_exceeds_the_prefetch() {
     consumer.close().await.unwrap();
 }
 
+/// A fetch waiting for room goes once acks free enough of it (half the prefetch), and takes
+/// exactly the room they freed; each ack returns only once Redis applied it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_fetch_takes_the_room_acks_free() {
+    let ns = Ns::new();
+    let broker = ns.broker().await;
+    let mut messages: Vec<_> = (0..10)
+        .map(|i| crate::util::message("default", i))
+        .collect();
+    broker.enqueue_many(&mut messages).await.unwrap();
+    // Prefetch 4: a fetch waits for 2 free slots.
+    let mut consumer = broker.consume("default", 4).await.unwrap();
+    let first = fetch_n(&mut consumer, 4).await;
+    let acker = consumer.acker();
+    let tokens: Vec<Token> = first.iter().map(|d| d.token.clone()).collect();
+    let (one, two) = (tokens[..1].to_vec(), tokens[1..3].to_vec());
+    let acks = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // One slot is not enough for a fetch.
+        acker.ack(&one).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Two more make three.
+        acker.ack(&two).await.unwrap();
+    });
+    let next = consumer.fetch(Duration::from_secs(10)).await.unwrap();
+    acks.await.unwrap();
+    assert_eq!(next.len(), 3, "the fetch takes the room the acks freed");
+    // Held now: the fourth of the first fetch and the three new ones.
+    let mut held: Vec<String> = std::iter::once(&first[3])
+        .chain(&next)
+        .map(|d| match &d.token {
+            Token::Id(id) => id.clone(),
+            t => panic!("unexpected token {t:?}"),
+        })
+        .collect();
+    held.sort();
+    assert_eq!(ns.acks(&broker, "default").await, held);
+    assert_eq!(ns.hlen("default.msgs").await, 7);
+    assert_eq!(ns.list("default").await.len(), 3);
+    for t in &tokens[..3] {
+        let Token::Id(id) = t else { unreachable!() };
+        assert!(
+            ns.hget("default.msgs", id).await.is_none(),
+            "acked {id} is gone"
+        );
+    }
+    consumer.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settling_an_id_this_broker_does_not_hold_is_a_no_op() {
     let ns = Ns::new();
