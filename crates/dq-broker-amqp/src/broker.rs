@@ -512,28 +512,50 @@ impl Inner {
                 *guard = Some(self.open_publisher().await?);
             }
             let publisher = guard.as_ref().expect("set above");
+            // Declarations first (each once per connection), so that what follows never waits.
+            let mut ready = todo.len();
             for (n, &i) in todo.iter().enumerate() {
                 let m = &messages[i];
-                let sent = match self
+                if let Err(e) = self
                     .ensure_declared(&publisher.link, m.canonical_queue())
                     .await
                 {
-                    Ok(()) => publisher
-                        .channel
-                        .basic_publish("", &m.queue_name, options, &bodies[i], self.properties(m))
-                        .await
-                        .map_err(|e| broker_error(e, format!("publishing to {}", m.queue_name))),
-                    Err(e) => Err(e),
-                };
+                    failure = Some(e);
+                    ready = n;
+                    break;
+                }
+            }
+            // Every publish queues its frames (and takes its confirm number) when first polled,
+            // with no wait in between, and the futures of one task are polled one at a time:
+            // so numbers and frames stay in step, in `todo`'s order. Awaiting them together
+            // lets the connection write the whole batch at once, where awaiting each in turn
+            // would wait for one socket write per message.
+            let publishes = todo[..ready].iter().map(|&i| {
+                let m = &messages[i];
+                publisher.channel.basic_publish(
+                    "",
+                    &m.queue_name,
+                    options,
+                    &bodies[i],
+                    self.properties(m),
+                )
+            });
+            let sent = futures_util::future::join_all(publishes).await;
+            for (&i, sent) in todo[..ready].iter().zip(sent) {
                 match sent {
                     Ok(confirm) => confirms.push((i, confirm)),
                     Err(e) => {
-                        unsent.extend_from_slice(&todo[n..]);
-                        failure = Some(e);
-                        break;
+                        unsent.push(i);
+                        if failure.is_none() {
+                            failure = Some(broker_error(
+                                e,
+                                format!("publishing to {}", messages[i].queue_name),
+                            ));
+                        }
                     }
                 }
             }
+            unsent.extend_from_slice(&todo[ready..]);
             publisher.link.clone()
         };
         // Wait for every confirm, even after a failure: those RabbitMQ acked must not be sent
