@@ -526,6 +526,8 @@ struct WorkerCase {
     actor: &'static str,
     arg: Option<u64>,
     count: usize,
+    /// `dramatiq_queue_prefetch` for both workers, when not Dramatiq's default (2 x threads).
+    prefetch: Option<usize>,
 }
 
 /// Every case once on one broker, Python and dq alternating.
@@ -571,9 +573,29 @@ fn suite(cfg: &Config, env: &Env, b: &BrokerUnderTest, run: usize) -> Result<Vec
         ((threads as f64 * 100.0 * cfg.sleep_secs) as usize).clamp(1, cfg.sleep_max)
     };
     let cases = [
-        ("noop-1x8", 1, 8, "noop", None, cfg.noop, false),
-        ("noop-2x8", 2, 8, "noop", None, cfg.noop, false),
-        ("sleep-8", 1, 8, "sleep_sync", Some(10), sleep_n(8), false),
+        ("noop-1x8", 1, 8, "noop", None, cfg.noop, false, None),
+        ("noop-2x8", 2, 8, "noop", None, cfg.noop, false, None),
+        // The same with a deeper prefetch for both (Dramatiq's default is 2 x threads).
+        (
+            "noop-2x8-prefetch-64",
+            2,
+            8,
+            "noop",
+            None,
+            cfg.noop,
+            false,
+            Some(64),
+        ),
+        (
+            "sleep-8",
+            1,
+            8,
+            "sleep_sync",
+            Some(10),
+            sleep_n(8),
+            false,
+            None,
+        ),
         (
             "sleep-32",
             1,
@@ -582,6 +604,7 @@ fn suite(cfg: &Config, env: &Env, b: &BrokerUnderTest, run: usize) -> Result<Vec
             Some(10),
             sleep_n(32),
             false,
+            None,
         ),
         (
             "sleep-async-1000",
@@ -591,11 +614,12 @@ fn suite(cfg: &Config, env: &Env, b: &BrokerUnderTest, run: usize) -> Result<Vec
             Some(10),
             sleep_n(1000),
             true,
+            None,
         ),
     ];
     // The smoke runs one case of each kind: the others take the same code paths.
     let smoke_cases = ["noop-2x8", "sleep-async-1000"];
-    for (case, processes, threads, actor, arg, count, dq_only) in cases {
+    for (case, processes, threads, actor, arg, count, dq_only, prefetch) in cases {
         if (cfg.smoke && !smoke_cases.contains(&case)) || !cfg.wants(case) {
             continue;
         }
@@ -611,6 +635,7 @@ fn suite(cfg: &Config, env: &Env, b: &BrokerUnderTest, run: usize) -> Result<Vec
                 actor,
                 arg,
                 count,
+                prefetch,
             };
             let m = worker_case(env, b, &wc)?;
             println!(
@@ -737,6 +762,7 @@ struct Worker {
 }
 
 impl Worker {
+    #[allow(clippy::too_many_arguments)]
     fn start(
         env: &Env,
         b: &BrokerUnderTest,
@@ -744,6 +770,7 @@ impl Worker {
         imp: Imp,
         processes: usize,
         threads: usize,
+        prefetch: Option<usize>,
         tag: &str,
     ) -> Result<Worker> {
         let progress = env.scratch.join(format!("progress-{tag}"));
@@ -767,6 +794,9 @@ impl Worker {
             .args(["--threads", &threads.to_string()])
             .args(["--queues", queue])
             .env("DQ_BENCH_OUT", &progress);
+        if let Some(p) = prefetch {
+            c.env("dramatiq_queue_prefetch", p.to_string());
+        }
         bench_env(&mut c, env, b, queue);
         let file = fs::File::create(&log)?;
         let child = c
@@ -976,7 +1006,16 @@ fn worker_case(env: &Env, b: &BrokerUnderTest, wc: &WorkerCase) -> Result<Worker
     produce(env, b, &queue, Imp::Dq, "batch", wc.count, wc.actor, wc.arg)?;
     let before = b.snapshot()?;
     let tag = format!("{}-{}-{}", b.kind.name(), wc.case, wc.imp.name());
-    let mut w = Worker::start(env, b, &queue, wc.imp, wc.processes, wc.threads, &tag)?;
+    let mut w = Worker::start(
+        env,
+        b,
+        &queue,
+        wc.imp,
+        wc.processes,
+        wc.threads,
+        wc.prefetch,
+        &tag,
+    )?;
     // Generous: the slowest case (Python, 10 ms sleeps on 8 threads) runs at ~800 msg/s.
     let within = Duration::from_secs(60) + Duration::from_millis(wc.count as u64 * 5);
     let result = w.wait_done(wc.count, within);
@@ -1014,7 +1053,7 @@ struct LatencyFigures {
 fn latency_case(cfg: &Config, env: &Env, b: &BrokerUnderTest, imp: Imp) -> Result<LatencyFigures> {
     let queue = queue_name(env, "latency", imp);
     let tag = format!("{}-latency-{}", b.kind.name(), imp.name());
-    let mut w = Worker::start(env, b, &queue, imp, 1, 8, &tag)?;
+    let mut w = Worker::start(env, b, &queue, imp, 1, 8, None, &tag)?;
     let result = (|| -> Result<LatencyFigures> {
         w.wait_ready(Duration::from_secs(60))?;
         // Let start-up traffic (declarations, first heartbeats) pass.
@@ -1346,6 +1385,15 @@ fn summarize(samples: &[Sample]) -> Vec<Row> {
             "noop-2x8",
             "rate",
             noop,
+            true,
+        );
+        row(
+            "noop, 2 x 8, prefetch 64 for both (default 16)",
+            "msg/s",
+            "noop-2x8-prefetch-64",
+            "noop-2x8-prefetch-64",
+            "rate",
+            Target::None,
             true,
         );
         row(
