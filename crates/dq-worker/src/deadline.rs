@@ -67,7 +67,6 @@ impl Deadlines {
     }
 
     /// Puts a message that is about to run with a deadline in thread `slot`'s slot.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn enter(
         &self,
         slot: usize,
