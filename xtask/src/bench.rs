@@ -721,16 +721,7 @@ fn produce(
         c.arg(a.to_string());
     }
     bench_env(&mut c, env, b, queue);
-    let out = cmd::output(&mut c)?;
-    if !out.status.success() {
-        bail!(
-            "`{}` failed ({}): {}",
-            cmd::display(&c),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = stdout_of(&mut c)?;
     let secs = text
         .split("\"secs\":")
         .nth(1)
@@ -743,14 +734,23 @@ fn cleanup(env: &Env, b: &BrokerUnderTest, queue: &str) -> Result<()> {
     let mut c = Command::new(&env.producer);
     c.arg("cleanup");
     bench_env(&mut c, env, b, queue);
-    let out = cmd::output(&mut c)?;
+    stdout_of(&mut c).with_context(|| format!("cleanup of {queue}"))?;
+    Ok(())
+}
+
+/// Runs a bench program to its end and returns what it printed; its stderr is the error if it
+/// fails.
+fn stdout_of(c: &mut Command) -> Result<String> {
+    let out = cmd::output(c)?;
     if !out.status.success() {
         bail!(
-            "cleanup of {queue} failed: {}",
+            "`{}` failed ({}): {}",
+            cmd::display(c),
+            out.status,
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// A running worker command (Python's `dramatiq` or `dq-bench-worker`) and its files.
@@ -1075,14 +1075,7 @@ fn latency_case(cfg: &Config, env: &Env, b: &BrokerUnderTest, imp: Imp) -> Resul
             &cfg.latency_gap_ms.to_string(),
         ]);
         bench_env(&mut c, env, b, &queue);
-        let out = cmd::output(&mut c)?;
-        if !out.status.success() {
-            bail!(
-                "`{}` failed: {}",
-                cmd::display(&c),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        stdout_of(&mut c)?;
         let p = w.wait_done(cfg.latency, Duration::from_secs(60))?;
         let mut l = p.latencies_ns;
         l.sort_unstable();
@@ -1219,16 +1212,7 @@ fn amqp_ceiling(env: &Env, b: &BrokerUnderTest, smoke: bool) -> Result<AmqpCeili
     c.args(["ceiling", &n.to_string()]);
     // The producer declares (and deletes) `<queue>.ceiling`.
     bench_env(&mut c, env, b, &format!("dqbench-{}", env.stamp));
-    let out = cmd::output(&mut c)?;
-    if !out.status.success() {
-        bail!(
-            "`{}` failed ({}): {}",
-            cmd::display(&c),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = stdout_of(&mut c)?;
     let field = |key: &str| -> Result<f64> {
         text.split(&format!("\"{key}\":"))
             .nth(1)

@@ -33,8 +33,18 @@ fn int(v: u64) -> AMQPValue {
     }
 }
 
-/// Arguments of `q` and `q.DQ`: dead letters go through the default exchange to `q.XQ`.
-pub(crate) fn queue_arguments(canonical: &str, max_priority: Option<u8>) -> FieldTable {
+/// The arguments dq (and Python Dramatiq) declare `q` and `q.DQ` with: dead letters go through
+/// the default exchange to `q.XQ`, and `x-max-priority` when the broker has a max priority.
+/// For tools that declare a queue themselves and must match dq's declaration byte for byte
+/// (RabbitMQ refuses a second declaration with other arguments).
+///
+/// ```
+/// let args = dq_broker_amqp::queue_arguments("default", None);
+/// assert_eq!(args.inner().len(), 2);
+/// let args = dq_broker_amqp::queue_arguments("default", Some(10));
+/// assert_eq!(args.inner().len(), 3);
+/// ```
+pub fn queue_arguments(canonical: &str, max_priority: Option<u8>) -> FieldTable {
     let mut args = FieldTable::default();
     args.insert(
         "x-dead-letter-exchange".into(),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use dq_core::{now_ms, Broker, Token};
 
-use crate::util::{decode, enqueue, fetch_n, Ns};
+use crate::util::{decode, enqueue, enqueue_batch, fetch_n, Ns};
 
 fn rid(m: &dq_core::Message) -> String {
     m.options.redis_message_id().unwrap().to_owned()
@@ -159,10 +159,7 @@ async fn close_requeues_what_was_not_settled() {
 async fn fetch_never_exceeds_the_prefetch() {
     let ns = Ns::new();
     let broker = ns.broker().await;
-    let mut messages: Vec<_> = (0..10)
-        .map(|i| crate::util::message("default", i))
-        .collect();
-    broker.enqueue_many(&mut messages).await.unwrap();
+    enqueue_batch(&broker, "default", 10).await;
     let mut consumer = broker.consume("default", 3).await.unwrap();
     let first = consumer.fetch(Duration::from_secs(1)).await.unwrap();
     assert_eq!(first.len(), 3);
@@ -193,10 +190,7 @@ async fn fetch_never_exceeds_the_prefetch() {
 async fn a_waiting_fetch_takes_the_room_acks_free() {
     let ns = Ns::new();
     let broker = ns.broker().await;
-    let mut messages: Vec<_> = (0..10)
-        .map(|i| crate::util::message("default", i))
-        .collect();
-    broker.enqueue_many(&mut messages).await.unwrap();
+    enqueue_batch(&broker, "default", 10).await;
     // Prefetch 4: a fetch waits for 2 free slots.
     let mut consumer = broker.consume("default", 4).await.unwrap();
     let first = fetch_n(&mut consumer, 4).await;
@@ -268,10 +262,7 @@ async fn settling_an_id_this_broker_does_not_hold_is_a_no_op() {
 async fn many_concurrent_acks_are_all_applied() {
     let ns = Ns::new();
     let broker = ns.broker().await;
-    let mut messages: Vec<_> = (0..500)
-        .map(|i| crate::util::message("default", i))
-        .collect();
-    broker.enqueue_many(&mut messages).await.unwrap();
+    enqueue_batch(&broker, "default", 500).await;
     let mut consumer = broker.consume("default", 500).await.unwrap();
     let got = fetch_n(&mut consumer, 500).await;
     let acker = consumer.acker();

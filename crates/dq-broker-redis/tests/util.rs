@@ -108,6 +108,16 @@ pub(crate) async fn enqueue(broker: &RedisBroker, queue: &str, n: i64) -> Messag
     m
 }
 
+/// Enqueues messages `0..count` to `queue` in one batch.
+pub(crate) async fn enqueue_batch(broker: &RedisBroker, queue: &str, count: i64) -> Vec<Message> {
+    let mut messages: Vec<Message> = (0..count).map(|i| message(queue, i)).collect();
+    broker
+        .enqueue_many(&mut messages)
+        .await
+        .expect("enqueue_many");
+    messages
+}
+
 /// Fetches until `count` deliveries arrived (or panics after a while).
 pub(crate) async fn fetch_n(consumer: &mut Box<dyn Consumer>, count: usize) -> Vec<Delivery> {
     let mut out = Vec::new();

@@ -200,7 +200,6 @@ const CEILING_ACK_EVERY: usize = 100;
 /// end), is declared as dq declares its own, and the messages are a real dq noop message.
 async fn ceiling(url: &str, queue: &str, n: usize) -> Res<()> {
     use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
-    use lapin::types::{AMQPValue, FieldTable, LongString};
 
     let conn = connect(url).await?;
     let admin = conn.create_channel().await?;
@@ -208,17 +207,9 @@ async fn ceiling(url: &str, queue: &str, n: usize) -> Res<()> {
     admin
         .queue_delete(queue, QueueDeleteOptions::default())
         .await?;
-    // The arguments dq declares every queue with (dq-broker-amqp's `declare`; no priority, as
-    // in the bench), so RabbitMQ does the same work per message.
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-dead-letter-exchange".into(),
-        AMQPValue::LongString(LongString::from("")),
-    );
-    args.insert(
-        "x-dead-letter-routing-key".into(),
-        AMQPValue::LongString(LongString::from(dq::xq_name(queue))),
-    );
+    // The arguments dq declares every queue with (no priority, as in the bench), so RabbitMQ
+    // does the same work per message.
+    let args = dq::amqp::queue_arguments(queue, None);
     let durable = QueueDeclareOptions {
         durable: true,
         ..QueueDeclareOptions::default()
