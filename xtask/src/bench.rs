@@ -639,16 +639,20 @@ fn suite(cfg: &Config, env: &Env, b: &BrokerUnderTest, run: usize) -> Result<Vec
             };
             let m = worker_case(env, b, &wc)?;
             println!(
-                "  {case:<20} {:<7} {:>10.0} msg/s  rss {:.1} MB  worker {:.1} cpu ms/1k msg  broker {:.2} cmd/msg {:.1} cpu ms/1k msg",
+                "  {case:<20} {:<7} {:>10.0} msg/s  rss {:.1} MB (anon {:.1}, pss {:.1})  worker {:.1} cpu ms/1k msg  broker {:.2} cmd/msg {:.1} cpu ms/1k msg",
                 imp.name(),
                 m.rate,
                 m.rss_mb,
+                m.anon_mb,
+                m.pss_mb,
                 m.worker_cpu_ms_per_kmsg,
                 m.cmds_per_msg,
                 m.cpu_ms_per_kmsg
             );
             push(case, imp, "rate", m.rate);
             push(case, imp, "rss_mb", m.rss_mb);
+            push(case, imp, "anon_mb", m.anon_mb);
+            push(case, imp, "pss_mb", m.pss_mb);
             push(
                 case,
                 imp,
@@ -876,6 +880,28 @@ impl Worker {
         kb as f64 / 1024.0
     }
 
+    /// What the worker command's processes hold right now, in MB: anonymous memory (heap and
+    /// stacks: what the worker itself allocated) and proportional set size (every page shared
+    /// by several processes, such as the binary's code mapped by each worker process, counted
+    /// once in shares). Peak RSS counts a shared page in full in every process that maps it.
+    fn memory_now_mb(&self) -> (f64, f64) {
+        let (mut anon_kb, mut pss_kb) = (0u64, 0u64);
+        for pid in tree(self.child.id()) {
+            let Ok(s) = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
+                continue;
+            };
+            for l in s.lines() {
+                let kb = |v: &str| v.split_whitespace().next()?.parse::<u64>().ok();
+                if let Some(v) = l.strip_prefix("Anonymous:").and_then(kb) {
+                    anon_kb += v;
+                } else if let Some(v) = l.strip_prefix("Pss:").and_then(kb) {
+                    pss_kb += v;
+                }
+            }
+        }
+        (anon_kb as f64 / 1024.0, pss_kb as f64 / 1024.0)
+    }
+
     /// CPU seconds (user + system) used so far by the worker command and every process under
     /// it, from /proc (clock ticks of 1/100 s, as on every Linux we run on).
     fn cpu_secs(&self) -> f64 {
@@ -993,6 +1019,10 @@ impl Progress {
 struct WorkerFigures {
     rate: f64,
     rss_mb: f64,
+    /// Anonymous memory and proportional set size once the queue is drained (see
+    /// [`Worker::memory_now_mb`]).
+    anon_mb: f64,
+    pss_mb: f64,
     /// The worker's own CPU per 1,000 messages, start-up included.
     worker_cpu_ms_per_kmsg: f64,
     cmds_per_msg: f64,
@@ -1021,6 +1051,7 @@ fn worker_case(env: &Env, b: &BrokerUnderTest, wc: &WorkerCase) -> Result<Worker
     let result = w.wait_done(wc.count, within);
     let after = b.snapshot()?;
     let rss_mb = w.peak_rss_mb();
+    let (anon_mb, pss_mb) = w.memory_now_mb();
     let worker_cpu = w.cpu_secs();
     let stopped = w.stop();
     let p = result?;
@@ -1031,6 +1062,8 @@ fn worker_case(env: &Env, b: &BrokerUnderTest, wc: &WorkerCase) -> Result<Worker
     Ok(WorkerFigures {
         rate: if span > 0.0 { n / span } else { f64::NAN },
         rss_mb,
+        anon_mb,
+        pss_mb,
         worker_cpu_ms_per_kmsg: worker_cpu * 1e6 / n,
         // One INFO per snapshot is the bench's own.
         cmds_per_msg: after
@@ -1486,6 +1519,24 @@ fn summarize(samples: &[Sample]) -> Vec<Row> {
             "noop-2x8",
             "rss_mb",
             Target::RatioAtMost(0.1),
+            false,
+        );
+        row(
+            "worker anonymous memory after the drain, noop 2x8 (heap and stacks)",
+            "MB",
+            "noop-2x8",
+            "noop-2x8",
+            "anon_mb",
+            Target::None,
+            false,
+        );
+        row(
+            "worker PSS after the drain, noop 2x8 (shared pages split)",
+            "MB",
+            "noop-2x8",
+            "noop-2x8",
+            "pss_mb",
+            Target::None,
             false,
         );
         row(
