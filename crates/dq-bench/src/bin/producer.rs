@@ -190,13 +190,30 @@ async fn connect(url: &str) -> Res<lapin::Connection> {
 
 /// Publishes in flight at once, at most, in the ceiling's publish phases.
 const CEILING_WINDOW: usize = 1000;
-/// The ceiling's drain acks every this many deliveries, with `multiple`.
-const CEILING_ACK_EVERY: usize = 100;
+/// The ceiling's wide drain: its prefetch, and how many deliveries each `multiple` ack covers.
+const WIDE_DRAIN: Drain = Drain {
+    prefetch: 1000,
+    ack_every: 100,
+};
+/// The ceiling's narrow drain: Dramatiq's default prefetch for a worker of 8 threads (2 x
+/// threads), acking with `multiple` once half of it has arrived.
+const NARROW_DRAIN: Drain = Drain {
+    prefetch: 16,
+    ack_every: 8,
+};
+
+/// How a ceiling drain consumes.
+#[derive(Clone, Copy)]
+struct Drain {
+    prefetch: u16,
+    ack_every: usize,
+}
 
 /// What the RabbitMQ server gives a bare lapin client, no dq code in the loop, so that dq's
 /// RabbitMQ figures can be read as a fraction of it: N persistent publishes without confirms
-/// (timed until the queue holds them all), N more with confirms, pipelined, and a drain of the
-/// 2N with a prefetch of 1,000 and multiple acks. The queue, `queue` (fresh, deleted at the
+/// (timed until the queue holds them all), N more with confirms, pipelined, then two drains of N
+/// each: one at Dramatiq's default prefetch for 8 threads (16) and one with a prefetch of 1,000,
+/// both acking with `multiple`. The queue, `queue` (fresh, deleted at the
 /// end), is declared as dq declares its own, and the messages are a real dq noop message.
 async fn ceiling(url: &str, queue: &str, n: usize) -> Res<()> {
     use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
@@ -230,6 +247,7 @@ async fn ceiling(url: &str, queue: &str, n: usize) -> Res<()> {
             "publish_written": r.publish_written,
             "publish_confirmed": r.publish_confirmed,
             "drain": r.drain,
+            "drain_narrow": r.drain_narrow,
         })
     );
     Ok(())
@@ -243,8 +261,10 @@ struct Rates {
     publish_written: f64,
     /// Confirmed and pipelined, until the last confirm.
     publish_confirmed: f64,
-    /// From the first delivery to the last ack.
+    /// [`WIDE_DRAIN`], from the first delivery to the last ack.
     drain: f64,
+    /// [`NARROW_DRAIN`], likewise.
+    drain_narrow: f64,
 }
 
 async fn ceiling_rates(
@@ -275,12 +295,15 @@ async fn ceiling_rates(
     let confirmed_rate = n as f64 / start.elapsed().as_secs_f64();
     wait_queued(admin, queue, 2 * n, within).await?;
 
-    let drain_rate = drain(conn, queue, 2 * n, within).await?;
+    let narrow_rate = drain(conn, queue, n, within, NARROW_DRAIN).await?;
+    // What the narrow drain's channel held beyond its N is back in the queue now.
+    let wide_rate = drain(conn, queue, n, within, WIDE_DRAIN).await?;
     Ok(Rates {
         publish: publish_rate,
         publish_written: written_rate,
         publish_confirmed: confirmed_rate,
-        drain: drain_rate,
+        drain: wide_rate,
+        drain_narrow: narrow_rate,
     })
 }
 
@@ -357,15 +380,21 @@ async fn wait_queued(channel: &lapin::Channel, queue: &str, n: usize, within: Du
     }
 }
 
-/// Consumes `total` messages with a prefetch of 1,000, acking with `multiple` every
-/// [`CEILING_ACK_EVERY`] deliveries; returns messages per second from the first delivery to
-/// the last ack.
-async fn drain(conn: &lapin::Connection, queue: &str, total: usize, within: Duration) -> Res<f64> {
+/// Consumes `total` messages as `how` says on a channel of its own, closed at the end (which
+/// gives back what it holds beyond `total`); returns messages per second from the first
+/// delivery to the last ack.
+async fn drain(
+    conn: &lapin::Connection,
+    queue: &str,
+    total: usize,
+    within: Duration,
+    how: Drain,
+) -> Res<f64> {
     use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 
     let channel = conn.create_channel().await?;
     channel
-        .basic_qos(1000, BasicQosOptions { global: false })
+        .basic_qos(how.prefetch, BasicQosOptions { global: false })
         .await?;
     let consumer = channel
         .basic_consume(
@@ -400,7 +429,7 @@ async fn drain(conn: &lapin::Connection, queue: &str, total: usize, within: Dura
         max_tag = max_tag.max(tag);
         // Tasks may hand tags back out of order: a multiple ack covers those below it, and
         // acking a tag twice is a channel error.
-        if (since_ack >= CEILING_ACK_EVERY || got == total) && max_tag > acked {
+        if (since_ack >= how.ack_every || got == total) && max_tag > acked {
             channel
                 .basic_ack(max_tag, BasicAckOptions { multiple: true })
                 .await?;
@@ -415,5 +444,6 @@ async fn drain(conn: &lapin::Connection, queue: &str, total: usize, within: Dura
             lapin::options::BasicCancelOptions::default(),
         )
         .await?;
+    channel.close(200, "drained").await?;
     Ok(total as f64 / secs)
 }
