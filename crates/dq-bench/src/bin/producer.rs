@@ -14,7 +14,7 @@
 //! The broker, queue and namespace come from `DQ_BENCH_BROKER_URL`, `DQ_BENCH_QUEUE` and
 //! `DQ_BENCH_NAMESPACE`. `send` and `batch` print `{"count": N, "secs": S}` on stdout, `ceiling`
 //! prints `{"count": N, "publish": R1, "publish_written": R2, "publish_confirmed": R3,
-//! "drain": R4}` (messages per second).
+//! "drain": R4, "drain_narrow": R5}` (messages per second).
 
 use std::error::Error;
 use std::sync::Arc;
