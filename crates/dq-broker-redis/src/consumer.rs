@@ -6,7 +6,7 @@
 //! applied it; until then the id stays in the ack set, so if this process dies the message is
 //! recovered by another worker's maintenance rather than lost.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -36,6 +36,9 @@ pub(crate) struct QueueState {
 /// The part of a consumer its acker shares.
 struct Shared {
     queue: String,
+    /// The consumer's prefetch: also how many finished deliveries at most may wait for their
+    /// settle call with their room freed.
+    prefetch: usize,
     held: Mutex<Held>,
     /// Signalled when settled deliveries free prefetch room.
     settled: Notify,
@@ -44,16 +47,16 @@ struct Shared {
 
 #[derive(Default)]
 struct Held {
-    /// Handed out and not settled: what counts against the prefetch.
-    delivered: HashSet<String>,
+    /// Handed out and not settled, each with whether its room is free already (see `free`).
+    delivered: HashMap<String, bool>,
     /// Ids fetched whose body was missing. Dramatiq keeps such ids in its ack set too; we give
     /// them back (if a body has appeared) when the consumer closes.
     orphans: HashSet<String>,
-    /// Of `delivered`, how many are being settled right now (the settle call is on its way).
-    /// They no longer count against the prefetch: the settle goes to Redis on the connection
-    /// the next fetch uses, ahead of it, so room freed this way is free by the time that
-    /// fetch runs, and the worker need not sit out the settle's round trip.
-    settling: usize,
+    /// Of `delivered`, how many no longer count against the prefetch: the worker has finished
+    /// with them ([`Acker::finished`]) or their settle call is on its way. Their messages are
+    /// done; only the ack is still to reach Redis, so a busy worker fetches its next batch
+    /// without sitting out the settle path and the settle's round trip.
+    free: usize,
 }
 
 enum Op {
@@ -90,6 +93,7 @@ impl RedisConsumer {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             queue: queue.to_owned(),
+            prefetch,
             held: Mutex::new(Held::default()),
             settled: Notify::new(),
             requests: tx,
@@ -128,7 +132,7 @@ impl RedisConsumer {
     fn room(&self) -> usize {
         let held = self.shared.held.lock().expect("held lock");
         self.prefetch
-            .saturating_sub(held.delivered.len().saturating_sub(held.settling))
+            .saturating_sub(held.delivered.len().saturating_sub(held.free))
     }
 
     /// Gives back ids in our ack set that no consumer of this broker holds: left by a fetch
@@ -158,7 +162,7 @@ impl RedisConsumer {
             .collect();
         for c in consumers {
             let held = c.held.lock().expect("held lock");
-            for id in held.delivered.iter().chain(&held.orphans) {
+            for id in held.delivered.keys().chain(&held.orphans) {
                 stray.remove(id);
             }
         }
@@ -208,7 +212,7 @@ impl RedisConsumer {
             };
             match body {
                 Value::BulkString(body) => {
-                    held.delivered.insert(id.clone());
+                    held.delivered.insert(id.clone(), false);
                     out.push(Delivery {
                         token: Token::Id(id),
                         body,
@@ -390,6 +394,30 @@ impl Acker for RedisAcker {
         }
         submit(&self.shared, Op::Requeue(ids(tokens)?)).await
     }
+
+    /// Frees the deliveries' prefetch room at once, up to the prefetch's worth of finished
+    /// deliveries waiting for their settle call, so a fetch need not wait for the settle path.
+    fn finished(&self, tokens: &[Token]) {
+        let mut held = self.shared.held.lock().expect("held lock");
+        let mut freed = 0;
+        for token in tokens {
+            if held.free >= self.shared.prefetch {
+                break;
+            }
+            let Token::Id(id) = token else { continue };
+            if let Some(free) = held.delivered.get_mut(id) {
+                if !*free {
+                    *free = true;
+                    held.free += 1;
+                    freed += 1;
+                }
+            }
+        }
+        drop(held);
+        if freed > 0 {
+            self.shared.settled.notify_waiters();
+        }
+    }
 }
 
 /// Requests taken per settle call at most.
@@ -433,7 +461,7 @@ async fn flush(
             let settling: HashSet<&String> = acks.iter().chain(&nacks).chain(&requeues).collect();
             let give_back: Vec<String> = held
                 .delivered
-                .iter()
+                .keys()
                 .chain(&held.orphans)
                 .filter(|id| !settling.contains(id))
                 .cloned()
@@ -441,35 +469,39 @@ async fn flush(
             drop(held);
             requeues.extend(give_back);
         }
-        let settling = {
+        let freed = {
             let mut held = shared.held.lock().expect("held lock");
-            let n = acks
-                .iter()
-                .chain(&nacks)
-                .chain(&requeues)
-                .filter(|id| held.delivered.contains(*id))
-                .count();
-            held.settling += n;
+            let mut n = 0;
+            for id in acks.iter().chain(&nacks).chain(&requeues) {
+                if let Some(free) = held.delivered.get_mut(id) {
+                    if !*free {
+                        *free = true;
+                        n += 1;
+                    }
+                }
+            }
+            held.free += n;
             n
         };
-        if settling > 0 {
+        if freed > 0 {
             shared.settled.notify_waiters();
         }
         let result = apply(&inner, &shared, lane, &acks, &nacks, &requeues, closing).await;
         let mut held = shared.held.lock().expect("held lock");
-        held.settling -= settling;
-        if result.is_ok() {
-            for id in acks.iter().chain(&nacks).chain(&requeues) {
-                held.delivered.remove(id);
+        let ok = result.is_ok();
+        for id in acks.iter().chain(&nacks).chain(&requeues) {
+            let was_free = if ok {
                 held.orphans.remove(id);
+                held.delivered.remove(id)
+            } else {
+                // Still held after all: the room freed early is taken back.
+                held.delivered.get_mut(id).map(std::mem::take)
+            };
+            if was_free == Some(true) {
+                held.free -= 1;
             }
         }
         drop(held);
-        if result.is_err() && settling > 0 {
-            // Still held after all: the room freed early is taken back, and a waiting fetch
-            // looks again.
-            shared.settled.notify_waiters();
-        }
         for r in batch.drain(..) {
             let _ = r.done.send(match &result {
                 Ok(()) => Ok(()),

@@ -230,6 +230,53 @@ async fn a_waiting_fetch_takes_the_room_acks_free() {
     consumer.close().await.unwrap();
 }
 
+/// Deliveries the worker has finished free their room before their acks are sent, at most a
+/// prefetch's worth; they stay in the ack set, recoverable, until acked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_deliveries_free_their_room_before_the_ack() {
+    let ns = Ns::new();
+    let broker = ns.broker().await;
+    enqueue_batch(&broker, "default", 12).await;
+    let mut consumer = broker.consume("default", 4).await.unwrap();
+    let acker = consumer.acker();
+    let first = fetch_n(&mut consumer, 4).await;
+    let tokens =
+        |ds: &[dq_core::Delivery]| -> Vec<Token> { ds.iter().map(|d| d.token.clone()).collect() };
+    // A fetch with no room waits, even for long.
+    assert!(consumer
+        .fetch(Duration::from_millis(100))
+        .await
+        .unwrap()
+        .is_empty());
+    acker.finished(&tokens(&first));
+    let second = fetch_n(&mut consumer, 4).await;
+    // Eight in the ack set: the first four are not acked yet.
+    assert_eq!(ns.acks(&broker, "default").await.len(), 8);
+    // Four more finished would be more than a prefetch's worth waiting for their acks: they
+    // keep their room until the first four are acked.
+    acker.finished(&tokens(&second));
+    assert!(consumer
+        .fetch(Duration::from_millis(100))
+        .await
+        .unwrap()
+        .is_empty());
+    acker.ack(&tokens(&first)).await.unwrap();
+    // The ack took the first four out; the second four are still held and unfinished.
+    assert!(consumer
+        .fetch(Duration::from_millis(100))
+        .await
+        .unwrap()
+        .is_empty());
+    acker.finished(&tokens(&second));
+    let third = fetch_n(&mut consumer, 4).await;
+    assert_eq!(ns.acks(&broker, "default").await.len(), 8);
+    acker.ack(&tokens(&second)).await.unwrap();
+    acker.ack(&tokens(&third)).await.unwrap();
+    assert!(ns.acks(&broker, "default").await.is_empty());
+    assert_eq!(ns.hlen("default.msgs").await, 0);
+    consumer.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settling_an_id_this_broker_does_not_hold_is_a_no_op() {
     let ns = Ns::new();

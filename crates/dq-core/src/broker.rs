@@ -224,6 +224,14 @@ pub trait Acker: Send + Sync {
     /// Gives messages back to the queue (at its tail) unprocessed.
     async fn requeue(&self, tokens: &[Token]) -> Result<(), BrokerError>;
 
+    /// Tells the broker the worker is done with these deliveries and is about to settle them
+    /// (ack, dead-letter or requeue), so it may stop counting them against the consumer's
+    /// prefetch before the settle call is made. Their messages stay unsettled, and recoverable,
+    /// until then. The default does nothing.
+    fn finished(&self, tokens: &[Token]) {
+        let _ = tokens;
+    }
+
     /// Whether `token` can no longer be settled because the channel or connection it came on
     /// is gone, so the broker delivers the message again by itself (RabbitMQ after a lost
     /// connection). A worker drops such a delivery instead of running or moving it a second

@@ -617,6 +617,7 @@ impl Shared {
     /// Queues a message a worker thread finished for the settle task, waking it when the
     /// queue was empty (otherwise it is awake or woken already).
     fn settle_later(&self, job: Job, token: Token, acker: Arc<dyn Acker>) {
+        acker.finished(std::slice::from_ref(&token));
         let mut settles = self.settles.lock().unwrap_or_else(|p| p.into_inner());
         settles.push((job, token, acker));
         let first = settles.len() == 1;
