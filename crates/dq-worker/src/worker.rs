@@ -782,6 +782,7 @@ async fn after_process(
 
 /// Acks the message, or dead-letters it when marked failed, and counts it done.
 async fn settle(shared: Arc<Shared>, job: Job, token: Token, acker: Arc<dyn Acker>) {
+    acker.finished(std::slice::from_ref(&token));
     match job.failure_reason() {
         Some(reason) => {
             let reason = reason.to_owned();
