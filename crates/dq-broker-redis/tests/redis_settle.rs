@@ -163,11 +163,7 @@ async fn fetch_never_exceeds_the_prefetch() {
     let mut consumer = broker.consume("default", 3).await.unwrap();
     let first = consumer.fetch(Duration::from_secs(1)).await.unwrap();
     assert_eq!(first.len(), 3);
-    assert!(consumer
-        .fetch(Duration::from_millis(100))
-        .await
-        .unwrap()
-        .is_empty());
+    assert_no_room(&mut consumer).await;
     assert_eq!(ns.list("default").await.len(), 7);
 
     // Settling one frees one slot, and a fetch that is waiting for room sees it.
@@ -230,6 +226,12 @@ async fn a_waiting_fetch_takes_the_room_acks_free() {
     consumer.close().await.unwrap();
 }
 
+/// A fetch finds no room: it waits out its timeout and brings nothing.
+async fn assert_no_room(consumer: &mut Box<dyn dq_core::Consumer>) {
+    let got = consumer.fetch(Duration::from_millis(100)).await.unwrap();
+    assert!(got.is_empty(), "fetched {} with no room", got.len());
+}
+
 /// Deliveries the worker has finished free their room before their acks are sent, at most a
 /// prefetch's worth; they stay in the ack set, recoverable, until acked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,11 +245,7 @@ async fn finished_deliveries_free_their_room_before_the_ack() {
     let tokens =
         |ds: &[dq_core::Delivery]| -> Vec<Token> { ds.iter().map(|d| d.token.clone()).collect() };
     // A fetch with no room waits, even for long.
-    assert!(consumer
-        .fetch(Duration::from_millis(100))
-        .await
-        .unwrap()
-        .is_empty());
+    assert_no_room(&mut consumer).await;
     acker.finished(&tokens(&first));
     let second = fetch_n(&mut consumer, 4).await;
     // Eight in the ack set: the first four are not acked yet.
@@ -255,18 +253,10 @@ async fn finished_deliveries_free_their_room_before_the_ack() {
     // Four more finished would be more than a prefetch's worth waiting for their acks: they
     // keep their room until the first four are acked.
     acker.finished(&tokens(&second));
-    assert!(consumer
-        .fetch(Duration::from_millis(100))
-        .await
-        .unwrap()
-        .is_empty());
+    assert_no_room(&mut consumer).await;
     acker.ack(&tokens(&first)).await.unwrap();
     // The ack took the first four out; the second four are still held and unfinished.
-    assert!(consumer
-        .fetch(Duration::from_millis(100))
-        .await
-        .unwrap()
-        .is_empty());
+    assert_no_room(&mut consumer).await;
     acker.finished(&tokens(&second));
     let third = fetch_n(&mut consumer, 4).await;
     assert_eq!(ns.acks(&broker, "default").await.len(), 8);
