@@ -59,6 +59,27 @@ struct Held {
     free: usize,
 }
 
+impl Held {
+    /// Stops counting the delivered ones of `ids` against the prefetch, while fewer than
+    /// `most` are free; returns how many it freed.
+    fn free_up<'a>(&mut self, ids: impl IntoIterator<Item = &'a String>, most: usize) -> usize {
+        let mut freed = 0;
+        for id in ids {
+            if self.free >= most {
+                break;
+            }
+            if let Some(free) = self.delivered.get_mut(id) {
+                if !*free {
+                    *free = true;
+                    self.free += 1;
+                    freed += 1;
+                }
+            }
+        }
+        freed
+    }
+}
+
 enum Op {
     Ack(Vec<String>),
     Nack(String),
@@ -398,22 +419,16 @@ impl Acker for RedisAcker {
     /// Frees the deliveries' prefetch room at once, up to the prefetch's worth of finished
     /// deliveries waiting for their settle call, so a fetch need not wait for the settle path.
     fn finished(&self, tokens: &[Token]) {
-        let mut held = self.shared.held.lock().expect("held lock");
-        let mut freed = 0;
-        for token in tokens {
-            if held.free >= self.shared.prefetch {
-                break;
-            }
-            let Token::Id(id) = token else { continue };
-            if let Some(free) = held.delivered.get_mut(id) {
-                if !*free {
-                    *free = true;
-                    held.free += 1;
-                    freed += 1;
-                }
-            }
-        }
-        drop(held);
+        let ids = tokens.iter().filter_map(|t| match t {
+            Token::Id(id) => Some(id),
+            Token::Tag(_) => None,
+        });
+        let freed = self
+            .shared
+            .held
+            .lock()
+            .expect("held lock")
+            .free_up(ids, self.shared.prefetch);
         if freed > 0 {
             self.shared.settled.notify_waiters();
         }
@@ -469,20 +484,12 @@ async fn flush(
             drop(held);
             requeues.extend(give_back);
         }
-        let freed = {
-            let mut held = shared.held.lock().expect("held lock");
-            let mut n = 0;
-            for id in acks.iter().chain(&nacks).chain(&requeues) {
-                if let Some(free) = held.delivered.get_mut(id) {
-                    if !*free {
-                        *free = true;
-                        n += 1;
-                    }
-                }
-            }
-            held.free += n;
-            n
-        };
+        // Room whose settle call is on its way is free, however many that is.
+        let freed = shared
+            .held
+            .lock()
+            .expect("held lock")
+            .free_up(acks.iter().chain(&nacks).chain(&requeues), usize::MAX);
         if freed > 0 {
             shared.settled.notify_waiters();
         }
