@@ -31,6 +31,20 @@ pub enum Invocation {
     Async(BoxActorFuture),
 }
 
+impl Invocation {
+    /// Whether the call is a future for the worker's Tokio runtime rather than a blocking fn for
+    /// a worker thread. The worker chooses where a message runs from this, once, as it takes the
+    /// message in: an actor's kind is its handler's, not a flag beside it.
+    ///
+    /// ```
+    /// let call = dq_core::Invocation::Sync(Box::new(|| Ok(serde_json::Value::Null)));
+    /// assert!(!call.is_async());
+    /// ```
+    pub fn is_async(&self) -> bool {
+        matches!(self, Invocation::Async(_))
+    }
+}
+
 impl fmt::Debug for Invocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -206,10 +220,9 @@ pub struct Actor {
     pub name: String,
     /// Options, with the queue name and priority.
     pub options: ActorOptions,
-    /// Decodes arguments and prepares the call.
+    /// Decodes arguments and prepares the call; whether the actor is sync or async is the
+    /// variant of [`Invocation`] it returns.
     pub handler: Handler,
-    /// Whether the fn is `async`.
-    pub is_async: bool,
 }
 
 impl fmt::Debug for Actor {
@@ -218,7 +231,6 @@ impl fmt::Debug for Actor {
             .field("name", &self.name)
             .field("queue_name", &self.options.queue_name)
             .field("priority", &self.options.priority)
-            .field("is_async", &self.is_async)
             .finish()
     }
 }

@@ -86,7 +86,6 @@ fn companion(args: &ActorArgs, f: &ItemFn, sig: &ActorSig) -> TokenStream {
 
     let options = options_fn(args, &p);
     let handler = handler_fn(f, sig, &p);
-    let is_async = sig.is_async;
 
     let result = quote!(::core::result::Result);
     let ok = quote!(::core::result::Result::Ok);
@@ -129,7 +128,6 @@ fn companion(args: &ActorArgs, f: &ItemFn, sig: &ActorSig) -> TokenStream {
                     name: ::std::string::String::from(self::NAME),
                     options: self::options(),
                     handler: self::__dq_handler,
-                    is_async: #is_async,
                 }
             }
 

@@ -1,6 +1,7 @@
 //! Actors register themselves at link time.
 
-use dq::Registry;
+use dq::{Actor, Message, Registry};
+use serde_json::json;
 
 use crate::actors::{add, sum_later};
 
@@ -26,11 +27,11 @@ fn linked_actors_are_in_the_registry() {
     assert!(registry.get("compiled_out").is_none());
 
     let slow = registry.get(sum_later::NAME).unwrap();
-    assert!(slow.is_async);
+    assert!(is_async(slow, json!([[1, 2]])));
     assert_eq!(slow.queue_name(), "emails");
     assert_eq!(slow.options.max_retries, Some(None));
     let add_actor = registry.get(add::NAME).unwrap();
-    assert!(!add_actor.is_async);
+    assert!(!is_async(add_actor, json!([1, 2])));
     assert_eq!(add_actor.priority(), 0);
 
     let queues = registry.queues();
@@ -44,6 +45,13 @@ fn actor_matches_its_parts() {
     let a = add::actor();
     assert_eq!(a.name, add::NAME);
     assert_eq!(a.queue_name(), add::QUEUE);
-    assert!(!a.is_async);
-    assert!(sum_later::actor().is_async);
+    assert!(!is_async(&a, json!([1, 2])));
+    assert!(is_async(&sum_later::actor(), json!([[1, 2]])));
+}
+
+/// Whether the actor's handler prepares an async call for these arguments (the worker's one
+/// source for where a message runs).
+fn is_async(actor: &Actor, args: serde_json::Value) -> bool {
+    let m = Message::new(actor.queue_name(), &actor.name, &args, &json!({})).unwrap();
+    (actor.handler)(&m).unwrap().is_async()
 }

@@ -119,7 +119,6 @@ mod tests {
             name: "a".into(),
             options,
             handler,
-            is_async: false,
         }
     }
 

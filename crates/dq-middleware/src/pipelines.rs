@@ -166,7 +166,6 @@ mod tests {
             name: name.into(),
             options,
             handler,
-            is_async: false,
         }
     }
 

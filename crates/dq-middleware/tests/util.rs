@@ -23,7 +23,6 @@ pub(crate) fn actor(name: &str, queue: &str, options: ActorOptions) -> Actor {
             ..options
         },
         handler,
-        is_async: false,
     }
 }
 

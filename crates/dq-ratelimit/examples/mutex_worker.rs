@@ -110,7 +110,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ..Default::default()
             },
             handler: one_at_a_time,
-            is_async: false,
         })
         .build()?;
     let threads = env("DQ_RL_THREADS", "3").parse()?;

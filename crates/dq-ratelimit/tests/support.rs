@@ -25,7 +25,6 @@ pub(crate) fn actor(
         name: name.to_owned(),
         options,
         handler,
-        is_async: false,
     }
 }
 

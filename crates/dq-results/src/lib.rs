@@ -36,7 +36,6 @@
 //!         name: "add".into(),
 //!         options: ActorOptions { store_results: Some(true), ..Default::default() },
 //!         handler: add,
-//!         is_async: false,
 //!     })
 //!     .build()?;
 //! let worker = Worker::new(app.clone(), WorkerOptions::default());

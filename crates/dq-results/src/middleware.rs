@@ -290,7 +290,6 @@ mod tests {
                 ..Default::default()
             },
             handler,
-            is_async: false,
         };
         results.lookup(&m, &actor)
     }

@@ -12,7 +12,6 @@
 //!     name: "add".into(),
 //!     options: dq_core::ActorOptions::default(),
 //!     handler: add,
-//!     is_async: false,
 //! };
 //! let app = stack::app(&broker, vec![], vec![actor]);
 //! let worker = stack::worker(&app, 4).await;

@@ -9,14 +9,19 @@
 //! what makes delivery at-least-once even when the broker fails half-way through a retry, where
 //! Python Dramatiq would ack and lose the message.
 //!
-//! | piece | what it does |
-//! |---|---|
-//! | consumers | one per queue and per delay queue, each holding at most its prefetch unacked |
-//! | work queue | ordered by actor priority (lower first), then arrival |
-//! | dispatcher | starts the best queued message whenever one of `threads` slots is free |
-//! | worker threads | run a sync actor's message with its hooks, then the next queued one while any are left |
-//! | deadline watcher | settles a sync actor's message as `TimeLimitExceeded` when its thread overruns |
-//! | delay holder | keeps messages with an `eta` in memory, moves them to their queue when due |
+//! The modules follow a message's life:
+//!
+//! | module | piece | what it does |
+//! |---|---|---|
+//! | `intake` | consumers | one per queue and per delay queue, each holding at most its prefetch unacked; each delivery is decoded into its actor's call, dead-lettered when it cannot run, or held when delayed |
+//! | `queue` | work queue | ordered by actor priority (lower first), then arrival |
+//! | `execution` | dispatcher | starts the best queued message whenever one of `threads` slots is free, where its call's kind says: a worker thread or a task |
+//! | `threads` | worker threads | run a sync actor's message with its hooks, then the next queued one while any are left |
+//! | `deadline` | deadline watcher | concludes a sync actor's message as `TimeLimitExceeded` when its thread overruns |
+//! | `delay` | delay holder | keeps messages with an `eta` in memory, moves them to their queue when due |
+//! | `settlement` | settle task | acks, dead-letters or requeues every delivery, a batch at a time, retrying transient broker errors |
+//! | `inflight` | in-flight guards | count what `join` and `stop` wait on; a message is done when its guard drops |
+//! | `worker` | [`Worker`] | starts and stops all of the above |
 //!
 //! ```no_run
 //! # async fn demo(app: dq_core::App) -> Result<(), dq_worker::WorkerError> {
@@ -28,9 +33,15 @@
 //! ```
 
 mod deadline;
+mod delay;
 mod error;
+mod execution;
+mod inflight;
+mod intake;
 mod options;
 mod queue;
+mod settlement;
+mod shared;
 mod threads;
 mod worker;
 

@@ -15,7 +15,6 @@ fn actor(
     name: &str,
     queue: &str,
     handler: dq_core::Handler,
-    is_async: bool,
     f: impl FnOnce(&mut ActorOptions),
 ) -> Actor {
     let mut options = ActorOptions {
@@ -27,7 +26,6 @@ fn actor(
         name: name.to_owned(),
         options,
         handler,
-        is_async,
     }
 }
 
@@ -89,8 +87,8 @@ async fn high_priority_message_runs_next_with_one_thread() {
     let app = app(
         &broker,
         vec![
-            actor("sleepy", q, sleepy, false, |o| o.priority = 100),
-            actor("greet", q, greet, false, |o| o.priority = 0),
+            actor("sleepy", q, sleepy, |o| o.priority = 100),
+            actor("greet", q, greet, |o| o.priority = 0),
         ],
     );
     for _ in 0..100 {
@@ -132,10 +130,7 @@ fn mark_delay(_: &Message) -> Result<Invocation, ArgsError> {
 async fn delayed_message_is_not_processed_early() {
     let broker = StubBroker::new();
     let q = "delays";
-    let app = app(
-        &broker,
-        vec![actor("mark_delay", q, mark_delay, false, |_| {})],
-    );
+    let app = app(&broker, vec![actor("mark_delay", q, mark_delay, |_| {})]);
     let worker = Worker::new(app.clone(), opts(2));
     worker.start().await.unwrap();
     let sent = Instant::now();
@@ -185,7 +180,7 @@ async fn failures_are_retried_with_backoff_then_succeed() {
     let q = "retries";
     let app = app(
         &broker,
-        vec![actor("flaky", q, flaky, false, |o| {
+        vec![actor("flaky", q, flaky, |o| {
             o.min_backoff = Some(100);
             o.max_retries = Some(Some(5));
         })],
@@ -221,7 +216,7 @@ async fn exhausted_retries_dead_letter_with_reason() {
     let q = "exhaust";
     let app = app(
         &broker,
-        vec![actor("doomed", q, doomed, false, |o| {
+        vec![actor("doomed", q, doomed, |o| {
             o.min_backoff = Some(10);
             o.max_retries = Some(Some(2));
         })],
@@ -293,7 +288,7 @@ async fn bad_messages_are_dead_lettered_and_the_worker_goes_on() {
     let app = App::builder(broker.clone())
         .linked_actors(false)
         .middleware_arcs(dq_middleware::default_middleware())
-        .actor(actor("typed", q, typed, false, |_| {}))
+        .actor(actor("typed", q, typed, |_| {}))
         .max_message_size(2048)
         .build()
         .unwrap();
@@ -395,9 +390,9 @@ async fn time_limits_fire_on_sync_and_async_actors() {
     let app = app(
         &broker,
         vec![
-            actor("cooperative", q, cooperative, false, limited),
-            actor("stubborn", q, stubborn, false, limited),
-            actor("sleeper", q, sleeper, true, limited),
+            actor("cooperative", q, cooperative, limited),
+            actor("stubborn", q, stubborn, limited),
+            actor("sleeper", q, sleeper, limited),
         ],
     );
     let worker = Worker::new(app.clone(), opts(4));
@@ -450,7 +445,7 @@ fn slow(_: &Message) -> Result<Invocation, ArgsError> {
 async fn stop_requeues_prefetched_messages_and_finishes_running_ones() {
     let broker = StubBroker::new();
     let q = "shutdown";
-    let app = app(&broker, vec![actor("slow", q, slow, false, |_| {})]);
+    let app = app(&broker, vec![actor("slow", q, slow, |_| {})]);
     for _ in 0..6 {
         app.enqueue(msg(q, "slow", json!([])), None).await.unwrap();
     }
@@ -496,7 +491,7 @@ async fn shutdown_notifications_interrupt_and_retry() {
     let q = "notify";
     let app = app(
         &broker,
-        vec![actor("long_async", q, long_async, true, |o| {
+        vec![actor("long_async", q, long_async, |o| {
             o.notify_shutdown = Some(true)
         })],
     );
@@ -536,7 +531,7 @@ async fn a_panicking_actor_is_a_failure() {
     let q = "panics";
     let app = app(
         &broker,
-        vec![actor("panicky", q, panicky, false, |o| {
+        vec![actor("panicky", q, panicky, |o| {
             o.max_retries = Some(Some(0))
         })],
     );
@@ -594,7 +589,7 @@ async fn an_after_process_error_requeues_instead_of_acking() {
     let app = App::builder(broker.clone())
         .linked_actors(false)
         .middleware(FailOnce)
-        .actor(actor("fragile", q, fragile, false, |_| {}))
+        .actor(actor("fragile", q, fragile, |_| {}))
         .build()
         .unwrap();
     let worker = Worker::new(app.clone(), opts(1));
@@ -649,8 +644,8 @@ async fn async_actors_are_bounded_by_threads_and_callbacks_run() {
     let app = app(
         &broker,
         vec![
-            actor("waiter", q, waiter, true, |_| {}),
-            actor("on_done", q, on_done, false, |_| {}),
+            actor("waiter", q, waiter, |_| {}),
+            actor("on_done", q, on_done, |_| {}),
         ],
     );
     let worker = Worker::new(

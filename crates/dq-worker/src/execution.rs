@@ -1,0 +1,354 @@
+//! Execution: one path for every message, from the work queue to the settler.
+//!
+//! The dispatcher takes a free slot out of `threads`, then the best queued message, and starts
+//! it where its call runs, chosen once from the call's kind ([`Invocation`], decoded at intake):
+//!
+//! - a blocking fn goes, with the slot, to one of the worker's threads, which runs everything
+//!   for it (the hooks through `block_on`, the actor outside them) and then, still holding the
+//!   slot, takes the next queued message itself while there is one;
+//! - a future becomes a task on the worker's Tokio runtime.
+//!
+//! Either way the steps are the same functions: [`prepare`] (stale check, `before_process` and
+//! `around_process` hooks), the call ([`call_here`] for a blocking fn, on a worker thread
+//! under the deadline watcher; [`call_future`] for a future, under a timer), and [`conclude`]
+//! (`after_process` hooks, then the settler). If an `around_process` hook changes a call's
+//! kind, the call still runs the way its kind needs: a future is polled to completion on the
+//! thread that holds its slot, and a blocking fn is handed to a worker thread.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use dq_core::{ActorContext, ActorError, ActorResult, Control, Invocation, Job, Outcome};
+use tokio::runtime::Handle;
+use tokio::sync::{watch, OwnedSemaphorePermit};
+use tracing::{debug, error, warn};
+
+use crate::intake::Item;
+use crate::settlement::{Ticket, Verdict};
+use crate::shared::Shared;
+
+/// A blocking actor call.
+type SyncCall = Box<dyn FnOnce() -> ActorResult + Send + 'static>;
+
+/// Takes the best queued message whenever a slot is free, and starts it.
+pub(crate) async fn dispatch_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        // The slot is taken before the message is chosen, so the choice is made as late as
+        // possible and a high-priority message that arrives meanwhile still goes first.
+        let permit = tokio::select! {
+            p = shared.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = stop.changed() => return,
+        };
+        let item = tokio::select! {
+            item = shared.work.pop() => item,
+            _ = stop.changed() => return,
+        };
+        start(&shared, item, permit);
+    }
+}
+
+/// Starts a message taken out of the work queue, with its slot, where its call runs.
+fn start(shared: &Arc<Shared>, mut item: Item, permit: OwnedSemaphorePermit) {
+    item.ticket.start();
+    if item.call.is_async() {
+        tokio::spawn(on_task(shared.clone(), item, permit));
+    } else {
+        let s = shared.clone();
+        shared
+            .sync_threads
+            .submit(move |slot| on_thread(s, item, permit, slot));
+    }
+}
+
+/// Runs messages on this worker thread: `item`, then the best queued message after it as long
+/// as there is one and the worker is not stopping, all with the one slot `permit`. A busy
+/// worker so hands a message from thread to thread no more than its settle does: no task per
+/// message, no wake-up of the dispatcher.
+fn on_thread(shared: Arc<Shared>, mut item: Item, permit: OwnedSemaphorePermit, slot: usize) {
+    let rt = Handle::current();
+    loop {
+        execute_here(&shared, &rt, item, slot);
+        if !shared.dispatching.load(Ordering::Acquire) {
+            break;
+        }
+        let Some(mut next) = shared.work.try_pop() else {
+            break;
+        };
+        if next.call.is_async() {
+            next.ticket.start();
+            rt.spawn(on_task(shared, next, permit));
+            return;
+        }
+        next.ticket.start();
+        item = next;
+    }
+    drop(permit);
+}
+
+/// One message, every step on this thread. The hooks run through `block_on` (they rarely
+/// wait); the actor itself runs outside them, so it may start a runtime of its own.
+fn execute_here(shared: &Shared, rt: &Handle, item: Item, slot: usize) {
+    let Some(prepared) = rt.block_on(prepare(shared, item)) else {
+        return;
+    };
+    let (job, ticket, outcome) = match prepared {
+        Prepared::Skipped(job, ticket) => {
+            return rt.block_on(conclude_skipped(shared, job, ticket))
+        }
+        Prepared::Run(job, Invocation::Sync(f), ticket) => {
+            match call_here(shared, job, f, ticket, slot) {
+                Some(done) => done,
+                // Its time limit passed: the deadline watcher concluded it already.
+                None => return,
+            }
+        }
+        Prepared::Run(job, Invocation::Async(fut), ticket) => {
+            let outcome = rt.block_on(call_future(shared, &job, fut));
+            (job, ticket, outcome)
+        }
+    };
+    rt.block_on(conclude(shared, job, ticket, outcome))
+}
+
+/// One message on a task. The slot is freed as soon as the call returns.
+async fn on_task(shared: Arc<Shared>, item: Item, permit: OwnedSemaphorePermit) {
+    let Some(prepared) = prepare(&shared, item).await else {
+        return;
+    };
+    match prepared {
+        Prepared::Skipped(job, ticket) => {
+            drop(permit);
+            conclude_skipped(&shared, job, ticket).await
+        }
+        Prepared::Run(job, Invocation::Async(fut), ticket) => {
+            let outcome = call_future(&shared, &job, fut).await;
+            drop(permit);
+            conclude(&shared, job, ticket, outcome).await
+        }
+        Prepared::Run(job, Invocation::Sync(f), ticket) => {
+            // A middleware made the call blocking: it runs on a worker thread, slot and all.
+            let s = shared.clone();
+            shared.sync_threads.submit(move |slot| {
+                if let Some((job, ticket, outcome)) = call_here(&s, job, f, ticket, slot) {
+                    Handle::current().block_on(conclude(&s, job, ticket, outcome));
+                }
+                drop(permit);
+            });
+        }
+    }
+}
+
+/// What [`prepare`] leaves to do.
+enum Prepared {
+    /// A before_process hook skipped it.
+    Skipped(Job, Ticket),
+    /// Ready to run.
+    Run(Job, Invocation, Ticket),
+}
+
+/// The stale check and the before_process and around_process hooks. `None` when nothing is
+/// left to do here: the message was dropped or handed to the settler.
+async fn prepare(shared: &Shared, item: Item) -> Option<Prepared> {
+    let Item {
+        message,
+        actor,
+        call,
+        ticket,
+    } = item;
+    if ticket.acker.is_stale(&ticket.token) {
+        // Prefetched on a channel that died since: the broker redelivers it, so running it here
+        // too would only run it twice.
+        debug!(message_id = %message.message_id, "dropping a prefetched message the broker redelivers");
+        return None;
+    }
+    let mut job = Job::new(message, actor);
+    for m in &shared.hooks.before_process {
+        match m.before_process(&shared.app, &mut job).await {
+            Ok(Control::Continue) => {}
+            Ok(Control::Skip) => return Some(Prepared::Skipped(job, ticket)),
+            Err(e) => {
+                error!(middleware = m.name(), error = %e, message_id = %job.message.message_id, "before_process hook failed; requeueing");
+                shared
+                    .settler
+                    .settle(Some(job.message), ticket, Verdict::Requeue);
+                return None;
+            }
+        }
+    }
+    let mut call = call;
+    for m in &shared.hooks.around_process {
+        call = m.around_process(&job, call);
+    }
+    debug!(message_id = %job.message.message_id, "running {}", job.message);
+    Some(Prepared::Run(job, call, ticket))
+}
+
+/// Logs a failure, runs the after_process hooks and hands the message to the settler: acked,
+/// or dead-lettered when a hook marked it failed. When a hook fails, the message is requeued
+/// instead: not acking is what keeps it safe.
+async fn conclude(shared: &Shared, mut job: Job, ticket: Ticket, outcome: Outcome) {
+    if let Outcome::Failure(e) = &outcome {
+        log_failure(&job, e);
+    }
+    for m in &shared.hooks.after_process {
+        if let Err(e) = m.after_process(&shared.app, &mut job, &outcome).await {
+            error!(middleware = m.name(), error = %e, message_id = %job.message.message_id, "after_process hook failed; requeueing instead of acking");
+            shared
+                .settler
+                .settle(Some(job.message), ticket, Verdict::Requeue);
+            return;
+        }
+    }
+    shared.settler.conclude(job, ticket);
+}
+
+/// Runs the after_skip hooks of a skipped message and hands it to the settler.
+async fn conclude_skipped(shared: &Shared, mut job: Job, ticket: Ticket) {
+    for m in &shared.hooks.after_skip {
+        if let Err(e) = m.after_skip(&shared.app, &mut job).await {
+            error!(middleware = m.name(), error = %e, message_id = %job.message.message_id, "after_skip hook failed; requeueing");
+            shared
+                .settler
+                .settle(Some(job.message), ticket, Verdict::Requeue);
+            return;
+        }
+    }
+    shared.settler.conclude(job, ticket);
+}
+
+/// What the deadline watcher needs to conclude a sync call that overran its time limit.
+pub(crate) struct Watched {
+    job: Job,
+    ticket: Ticket,
+    ctx: Arc<ActorContext>,
+}
+
+/// Calls a blocking fn on this worker thread, under its time limit (see [`crate::deadline`]).
+/// `None` when the limit passed first and the watcher took the message to conclude it.
+fn call_here(
+    shared: &Shared,
+    job: Job,
+    f: SyncCall,
+    ticket: Ticket,
+    slot: usize,
+) -> Option<(Job, Ticket, Outcome)> {
+    let run = shared.actor_context(&job);
+    let call = || {
+        std::panic::catch_unwind(AssertUnwindSafe(|| run.ctx.scope(f)))
+            .unwrap_or_else(|payload| Err(ActorError::panic(&*payload)))
+    };
+    let (result, back) = match job.deadline {
+        Some(deadline) => {
+            let ctx = run.ctx.clone();
+            shared
+                .deadlines
+                .enter(slot, Watched { job, ticket, ctx }, deadline);
+            let result = call();
+            let back = shared.deadlines.leave(slot).map(|w| (w.job, w.ticket));
+            (result, back)
+        }
+        None => (call(), Some((job, ticket))),
+    };
+    drop(run);
+    let (job, ticket) = back?;
+    Some((job, ticket, outcome(result)))
+}
+
+/// Concludes sync calls whose time limit passed while their threads run on: one task, asleep
+/// until the earliest deadline of all threads.
+pub(crate) async fn watch_deadlines(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let (due, next) = shared.deadlines.expired();
+        for Watched { job, ticket, ctx } in due {
+            ctx.interrupt_time_limit();
+            let outcome = Outcome::Failure(ActorError::time_limit_exceeded());
+            let s = shared.clone();
+            tokio::spawn(async move { conclude(&s, job, ticket, outcome).await });
+        }
+        let sleep = async move {
+            match next {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = sleep => {}
+            _ = shared.deadlines.changed() => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Polls an actor's future under the job's time limit and, for actors that asked for it,
+/// until the worker shuts down: past either, the future is dropped.
+async fn call_future(
+    shared: &Shared,
+    job: &Job,
+    fut: Pin<Box<dyn Future<Output = ActorResult> + Send>>,
+) -> Outcome {
+    let run = shared.actor_context(job);
+    let deadline = job.deadline.map(tokio::time::Instant::from_std);
+    let mut shutdown = shared.shutdown.subscribe();
+    let notify_shutdown = job.notify_shutdown;
+    let shutdown_signal = async move {
+        if !notify_shutdown {
+            return std::future::pending::<()>().await;
+        }
+        let _ = shutdown.wait_for(|s| *s).await;
+    };
+    let timer = async move {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending::<()>().await,
+        }
+    };
+    let result = tokio::select! {
+        r = CatchUnwind(run.ctx.wrap(fut)) => r,
+        _ = timer => {
+            run.ctx.interrupt_time_limit();
+            Err(ActorError::time_limit_exceeded())
+        }
+        _ = shutdown_signal => Err(ActorError::shutdown()),
+    };
+    outcome(result)
+}
+
+fn outcome(result: ActorResult) -> Outcome {
+    match result {
+        Ok(v) => Outcome::Success(v),
+        Err(e) => Outcome::Failure(e),
+    }
+}
+
+/// Turns a panic while polling an async actor into a failed outcome.
+struct CatchUnwind(dq_core::Scoped);
+
+impl Future for CatchUnwind {
+    type Output = ActorResult;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ActorResult> {
+        let inner = &mut self.0;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(&mut *inner).poll(cx))) {
+            Ok(p) => p,
+            Err(payload) => Poll::Ready(Err(ActorError::panic(&*payload))),
+        }
+    }
+}
+
+fn log_failure(job: &Job, e: &ActorError) {
+    use dq_core::FailureKind;
+    match e.kind() {
+        FailureKind::Retry(_) | FailureKind::RateLimitExceeded => {
+            debug!(message_id = %job.message.message_id, "message {} asked to be retried: {e}", job.message)
+        }
+        FailureKind::TimeLimitExceeded => {
+            warn!(message_id = %job.message.message_id, "time limit exceeded while processing message {}", job.message)
+        }
+        _ => {
+            warn!(message_id = %job.message.message_id, error = %e, "failed to process message {} with unhandled error: {e}", job.message)
+        }
+    }
+}
