@@ -228,6 +228,12 @@ pub trait Middleware: Send + Sync + 'static {
     }
 
     /// Wraps the prepared call (for spans, limits, concurrency). The default returns it as is.
+    ///
+    /// Return the same kind of [`Invocation`] you were given: the worker chose where the message
+    /// runs from its kind when it took the message in. A call whose kind a hook changes still
+    /// runs correctly, but at a cost: a future made of a blocking call is polled to completion
+    /// on the worker thread that holds its slot, and a blocking fn made of a future is handed
+    /// from its task to a worker thread.
     fn around_process(&self, _job: &Job, call: Invocation) -> Invocation {
         call
     }

@@ -684,3 +684,116 @@ async fn worker_without_queues_is_an_error() {
         "{err}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// An around_process hook that changes a call's kind: the call still runs where its new kind
+// needs (a future polled on the thread that holds the slot, a blocking fn on a worker thread),
+// with its time limit, and is settled once.
+
+static SWAPPED_RUNS: Mutex<Vec<(&'static str, String)>> = Mutex::new(Vec::new());
+
+fn was_sync(_: &Message) -> Result<Invocation, ArgsError> {
+    Ok(Invocation::Sync(Box::new(|| {
+        SWAPPED_RUNS
+            .lock()
+            .unwrap()
+            .push(("was_sync", thread_name()));
+        Ok(json!(1))
+    })))
+}
+
+fn was_async(_: &Message) -> Result<Invocation, ArgsError> {
+    Ok(Invocation::Async(Box::pin(async {
+        SWAPPED_RUNS
+            .lock()
+            .unwrap()
+            .push(("was_async", thread_name()));
+        Ok(json!(2))
+    })))
+}
+
+fn slow_was_async(_: &Message) -> Result<Invocation, ArgsError> {
+    Ok(Invocation::Async(Box::pin(async {
+        // Now blocking on a worker thread, it sees its time limit only through check().
+        for _ in 0..3000 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            dq_core::check()?;
+        }
+        Ok(Value::Null)
+    })))
+}
+
+fn thread_name() -> String {
+    std::thread::current().name().unwrap_or_default().to_owned()
+}
+
+/// Turns blocking calls into futures and futures into blocking calls.
+struct SwapKinds;
+
+#[async_trait]
+impl Middleware for SwapKinds {
+    fn name(&self) -> &str {
+        "SwapKinds"
+    }
+    fn hooks(&self) -> Hooks {
+        Hooks::AROUND_PROCESS
+    }
+    fn around_process(&self, _: &Job, call: Invocation) -> Invocation {
+        match call {
+            Invocation::Sync(f) => Invocation::Async(Box::pin(async move { f() })),
+            Invocation::Async(fut) => Invocation::Sync(Box::new(move || {
+                tokio::runtime::Handle::current().block_on(fut)
+            })),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_kind_a_hook_changed_still_runs_and_settles_once() {
+    let broker = StubBroker::new();
+    let q = "swapkinds";
+    let app = App::builder(broker.clone())
+        .linked_actors(false)
+        .middleware_arcs(dq_middleware::default_middleware())
+        .middleware(SwapKinds)
+        .actor(actor("was_sync", q, was_sync, |_| {}))
+        .actor(actor("was_async", q, was_async, |_| {}))
+        .actor(actor("slow_was_async", q, slow_was_async, |o| {
+            o.time_limit = Some(200);
+            o.max_retries = Some(Some(0));
+        }))
+        .build()
+        .unwrap();
+    let worker = Worker::new(app.clone(), opts(2));
+    worker.start().await.unwrap();
+    for name in ["was_sync", "was_async", "slow_was_async"] {
+        app.enqueue(msg(q, name, json!([])), None).await.unwrap();
+    }
+    let dead = wait_dead(&broker, q, 1).await;
+    dq_test_wait(|| SWAPPED_RUNS.lock().unwrap().len() == 2).await;
+    worker.join().await;
+    worker.stop().await.unwrap();
+    let runs = SWAPPED_RUNS.lock().unwrap().clone();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    // Both ran on the worker's own threads: the sync actor's future was polled on the thread
+    // that took it, the async actor's now-blocking call was handed to a thread.
+    for (name, thread) in &runs {
+        assert!(thread.starts_with("dq-worker-"), "{name} ran on {thread:?}");
+    }
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0]
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("TimeLimitExceeded"),
+        "{:?}",
+        dead[0].reason
+    );
+    let stats = broker.stats(q).await.unwrap();
+    assert_eq!(
+        (stats.ready, stats.in_flight, stats.dead),
+        (0, 0, 1),
+        "{stats:?}"
+    );
+}
