@@ -24,6 +24,7 @@ mod probe;
 mod services;
 mod steps;
 mod test;
+mod tidy;
 
 /// What every task gets: where the repository is, which cargo to call, whether this is CI.
 struct Ctx {
@@ -80,6 +81,11 @@ const TASKS: &[Task] = &[
         name: "test",
         about: "services up, then fmt, clippy, doc and every test: the README's test command, run by CI",
         run: test::run,
+    },
+    Task {
+        name: "tidy",
+        about: "the crate graph is ARCHITECTURE.md's, and no public signature names a redis/lapin type",
+        run: tidy::run,
     },
     Task {
         name: "services",

@@ -15,6 +15,7 @@ const STEPS: &[Step] = &[
     Step::lint("fmt", fmt),
     Step::lint("clippy", clippy),
     Step::lint("doc", doc),
+    Step::new("tidy", crate::tidy::run),
     Step::new("nextest", nextest),
     Step::new("doctests", doctests),
     Step::new("examples", crate::examples::run),

@@ -436,7 +436,7 @@ impl Inner {
         channel: &lapin::Channel,
         canonical: &str,
     ) -> Result<(), BrokerError> {
-        let args = declare::queue_arguments(canonical, self.max_priority);
+        let args = declare::queue_arguments(canonical, self.max_priority).to_field_table();
         let dq = dq_core::dq_name(canonical);
         let xq = dq_core::xq_name(canonical);
         for (name, arguments) in [
@@ -444,7 +444,7 @@ impl Inner {
             (dq.as_str(), args),
             (
                 xq.as_str(),
-                declare::dead_letter_arguments(self.dead_message_ttl_ms),
+                declare::dead_letter_arguments(self.dead_message_ttl_ms).to_field_table(),
             ),
         ] {
             channel

@@ -24,12 +24,71 @@ pub(crate) fn options(passive: bool) -> QueueDeclareOptions {
     }
 }
 
+/// One value of a queue argument, with the AMQP field type Python Dramatiq (pika) sends it as.
+/// The variants are the field types of AMQP 0-9-1's field tables, so any client maps them one to
+/// one; a tool declaring a dq queue must keep the type, not only the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArgumentValue {
+    /// A long string (field type `S`).
+    LongString(String),
+    /// A signed 32-bit integer (field type `I`): pika's encoding of an int that fits.
+    LongInt(i32),
+    /// A signed 64-bit integer (field type `l`): pika's encoding of a larger int.
+    LongLongInt(i64),
+}
+
+/// The arguments of a queue declaration, in the order dq declares them.
+///
+/// dq's own type rather than the client's field table, so the RabbitMQ client stays out of this
+/// crate's API; a tool that declares queues with its own client converts each
+/// [`ArgumentValue`] to that client's value of the same field type.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueArguments {
+    args: Vec<(&'static str, ArgumentValue)>,
+}
+
+impl QueueArguments {
+    /// The arguments, in declaration order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &ArgumentValue)> {
+        self.args.iter().map(|(k, v)| (*k, v))
+    }
+
+    /// The value of the argument `name` (`x-max-priority`, say).
+    pub fn get(&self, name: &str) -> Option<&ArgumentValue> {
+        self.args.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+
+    /// How many arguments there are.
+    pub fn len(&self) -> usize {
+        self.args.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.args.is_empty()
+    }
+
+    /// The field table lapin sends.
+    pub(crate) fn to_field_table(&self) -> FieldTable {
+        let mut table = FieldTable::default();
+        for (name, value) in &self.args {
+            let value = match value {
+                ArgumentValue::LongString(s) => AMQPValue::LongString(LongString::from(s.as_str())),
+                ArgumentValue::LongInt(i) => AMQPValue::LongInt(*i),
+                ArgumentValue::LongLongInt(i) => AMQPValue::LongLongInt(*i),
+            };
+            table.insert((*name).into(), value);
+        }
+        table
+    }
+}
+
 /// pika encodes a Python int as a signed 32-bit field when it fits and as 64-bit otherwise; we do
 /// the same, although RabbitMQ compares these arguments by value.
-fn int(v: u64) -> AMQPValue {
+fn int(v: u64) -> ArgumentValue {
     match i32::try_from(v) {
-        Ok(small) => AMQPValue::LongInt(small),
-        Err(_) => AMQPValue::LongLongInt(i64::try_from(v).unwrap_or(i64::MAX)),
+        Ok(small) => ArgumentValue::LongInt(small),
+        Err(_) => ArgumentValue::LongLongInt(i64::try_from(v).unwrap_or(i64::MAX)),
     }
 }
 
@@ -39,32 +98,39 @@ fn int(v: u64) -> AMQPValue {
 /// (RabbitMQ refuses a second declaration with other arguments).
 ///
 /// ```
-/// let args = dq_broker_amqp::queue_arguments("default", None);
-/// assert_eq!(args.inner().len(), 2);
-/// let args = dq_broker_amqp::queue_arguments("default", Some(10));
-/// assert_eq!(args.inner().len(), 3);
+/// use dq_broker_amqp::{queue_arguments, ArgumentValue};
+///
+/// let args = queue_arguments("default", None);
+/// assert_eq!(args.len(), 2);
+/// assert_eq!(
+///     args.get("x-dead-letter-routing-key"),
+///     Some(&ArgumentValue::LongString("default.XQ".into()))
+/// );
+/// let args = queue_arguments("default", Some(10));
+/// assert_eq!(args.get("x-max-priority"), Some(&ArgumentValue::LongInt(10)));
 /// ```
-pub fn queue_arguments(canonical: &str, max_priority: Option<u8>) -> FieldTable {
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-dead-letter-exchange".into(),
-        AMQPValue::LongString(LongString::from("")),
-    );
-    args.insert(
-        "x-dead-letter-routing-key".into(),
-        AMQPValue::LongString(LongString::from(dq_core::xq_name(canonical))),
-    );
+pub fn queue_arguments(canonical: &str, max_priority: Option<u8>) -> QueueArguments {
+    let mut args = vec![
+        (
+            "x-dead-letter-exchange",
+            ArgumentValue::LongString(String::new()),
+        ),
+        (
+            "x-dead-letter-routing-key",
+            ArgumentValue::LongString(dq_core::xq_name(canonical)),
+        ),
+    ];
     if let Some(p) = max_priority {
-        args.insert("x-max-priority".into(), int(u64::from(p)));
+        args.push(("x-max-priority", int(u64::from(p))));
     }
-    args
+    QueueArguments { args }
 }
 
 /// Arguments of `q.XQ`: dead letters expire after `ttl_ms`.
-pub(crate) fn dead_letter_arguments(ttl_ms: u64) -> FieldTable {
-    let mut args = FieldTable::default();
-    args.insert("x-message-ttl".into(), int(ttl_ms));
-    args
+pub(crate) fn dead_letter_arguments(ttl_ms: u64) -> QueueArguments {
+    QueueArguments {
+        args: vec![("x-message-ttl", int(ttl_ms))],
+    }
 }
 
 /// The dead-letter TTL from `dramatiq_dead_message_ttl`'s value, as Python reads it.
@@ -97,7 +163,7 @@ mod tests {
     #[test]
     fn arguments_match_python_dramatiq() {
         check(
-            &queue_arguments("default", None),
+            &queue_arguments("default", None).to_field_table(),
             &[
                 ("x-dead-letter-exchange", AMQPValue::LongString("".into())),
                 (
@@ -107,7 +173,7 @@ mod tests {
             ],
         );
         check(
-            &queue_arguments("default.DQ", Some(10)),
+            &queue_arguments("default.DQ", Some(10)).to_field_table(),
             &[
                 ("x-dead-letter-exchange", AMQPValue::LongString("".into())),
                 (
@@ -118,11 +184,11 @@ mod tests {
             ],
         );
         check(
-            &dead_letter_arguments(DEFAULT_DEAD_MESSAGE_TTL_MS),
+            &dead_letter_arguments(DEFAULT_DEAD_MESSAGE_TTL_MS).to_field_table(),
             &[("x-message-ttl", AMQPValue::LongInt(604_800_000))],
         );
         check(
-            &dead_letter_arguments(1 << 40),
+            &dead_letter_arguments(1 << 40).to_field_table(),
             &[("x-message-ttl", AMQPValue::LongLongInt(1 << 40))],
         );
     }

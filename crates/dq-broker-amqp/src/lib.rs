@@ -73,6 +73,6 @@ mod error;
 mod url;
 
 pub use broker::{AmqpBroker, AmqpBrokerBuilder, URL_ENV};
-pub use declare::{queue_arguments, DEFAULT_DEAD_MESSAGE_TTL_MS};
+pub use declare::{queue_arguments, ArgumentValue, QueueArguments, DEFAULT_DEAD_MESSAGE_TTL_MS};
 pub use error::AmqpBrokerError;
 pub use url::DEFAULT_URL;

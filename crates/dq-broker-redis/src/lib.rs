@@ -74,7 +74,6 @@ mod conn;
 mod consumer;
 mod error;
 mod notify;
-pub mod pool;
 
 pub use broker::{
     RedisBroker, RedisBrokerBuilder, DEFAULT_NAMESPACE, DEFAULT_URL, MAINTENANCE_SCALE, URL_ENV,

@@ -8,7 +8,7 @@ use deadpool_redis::Pool;
 
 use crate::backend::{ttl_ms, RateLimiterBackend};
 use crate::error::{Error, Result};
-use dq_broker_redis::pool::{self as conn, Exclusive};
+use dq_redis_conn::{self as conn, Exclusive};
 
 /// Counters and events in Redis, laid out as Python Dramatiq's `RedisBackend` lays them out:
 /// each key is the limiter's key verbatim holding a decimal integer, and events are lists

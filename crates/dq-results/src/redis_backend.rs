@@ -8,7 +8,7 @@ use deadpool_redis::Pool;
 
 use crate::backend::{ResultBackend, DEFAULT_NAMESPACE};
 use crate::error::{Error, Result};
-use dq_broker_redis::pool::{self as conn, Exclusive};
+use dq_redis_conn::{self as conn, Exclusive};
 
 /// Results in Redis, where Python Dramatiq's `RedisBackend` keeps them: each result is a
 /// one-element list under its [`message_key`](crate::message_key), so either side reads what

@@ -226,7 +226,7 @@ async fn ceiling(url: &str, queue: &str, n: usize) -> Res<()> {
         .await?;
     // The arguments dq declares every queue with (no priority, as in the bench), so RabbitMQ
     // does the same work per message.
-    let args = dq::amqp::queue_arguments(queue, None);
+    let args = field_table(&dq::amqp::queue_arguments(queue, None));
     let durable = QueueDeclareOptions {
         durable: true,
         ..QueueDeclareOptions::default()
@@ -251,6 +251,23 @@ async fn ceiling(url: &str, queue: &str, n: usize) -> Res<()> {
         })
     );
     Ok(())
+}
+
+/// dq's queue arguments as lapin's field table, each value with the same AMQP field type.
+fn field_table(args: &dq::amqp::QueueArguments) -> lapin::types::FieldTable {
+    use dq::amqp::ArgumentValue;
+    use lapin::types::{AMQPValue, FieldTable};
+
+    let mut table = FieldTable::default();
+    for (name, value) in args.iter() {
+        let value = match value {
+            ArgumentValue::LongString(s) => AMQPValue::LongString(s.as_str().into()),
+            ArgumentValue::LongInt(i) => AMQPValue::LongInt(*i),
+            ArgumentValue::LongLongInt(i) => AMQPValue::LongLongInt(*i),
+        };
+        table.insert(name.into(), value);
+    }
+    table
 }
 
 /// The ceiling's figures, in messages per second.

@@ -30,9 +30,9 @@ pub fn describe(url: &str) -> String {
 /// use std::time::Duration;
 ///
 /// // Creating the pool does not connect yet; a bad URL fails at once.
-/// let pool = dq_broker_redis::pool::pool("redis://127.0.0.1:6379", 4, Duration::from_secs(5)).unwrap();
+/// let pool = dq_redis_conn::pool("redis://127.0.0.1:6379", 4, Duration::from_secs(5)).unwrap();
 /// assert_eq!(pool.status().max_size, 4);
-/// assert!(dq_broker_redis::pool::pool("http://x", 4, Duration::from_secs(5)).is_err());
+/// assert!(dq_redis_conn::pool("http://x", 4, Duration::from_secs(5)).is_err());
 /// ```
 pub fn pool(url: &str, size: usize, connect_timeout: Duration) -> Result<Pool, String> {
     redis::Client::open(url).map_err(|e| format!("{}: {e}", describe(url)))?;

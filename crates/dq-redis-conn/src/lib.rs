@@ -1,0 +1,36 @@
+//! # dq-redis-conn
+//!
+//! The Redis client plumbing that dq's Redis-backed crates share: the default URL
+//! ([`default_url`], from `DQ_REDIS_URL`), the redacted description of a URL for messages
+//! ([`describe`]: never the password), a `deadpool-redis` pool of multiplexed connections
+//! ([`pool`], `rediss://` URLs over rustls with ring), and [`Exclusive`], a pooled connection that
+//! goes back to the pool only in a clean state. The result backend of `dq-results` and the
+//! rate-limiter backend of `dq-ratelimit` use it.
+//!
+//! **Key design decision:** this is the one place that holds Redis client plumbing, so the
+//! crates that talk to Redis depend on it instead of on each other: dq-results and dq-ratelimit
+//! have no edge to dq-broker-redis (a sibling, in ARCHITECTURE.md's crate graph). It is not in
+//! dq-core because dq-core does no I/O and names no client. Its whole purpose is to wrap the
+//! `redis` and `deadpool-redis` clients for our other crates, so unlike them it names their types
+//! in its public signatures; in exchange it is internal glue: the `dq` facade does not re-export
+//! it, and no crate may re-export it or name its types in a public signature (`cargo xtask tidy`
+//! checks both).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let url = "redis://:secret@127.0.0.1:6379/0";
+//! assert_eq!(dq_redis_conn::describe(url), "redis at 127.0.0.1:6379");
+//! // Creating the pool does not connect yet.
+//! let pool = dq_redis_conn::pool(url, 4, Duration::from_secs(5))?;
+//! let mut conn = dq_redis_conn::Exclusive::get(&pool).await?;
+//! conn.query::<()>(&redis::cmd("PING")).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod pool;
+
+pub use pool::{default_url, describe, pool, Exclusive};
