@@ -13,11 +13,15 @@ use crate::util::{self, durable, python_queue_args, python_xq_args, Queue};
 async fn declare_like_python(url: &str, q: &Queue, max_priority: Option<i32>, ttl_ms: i32) {
     let (_conn, ch) = util::raw(url).await;
     for name in [q.name.clone(), q.dq()] {
-        ch.queue_declare(&name, durable(), python_queue_args(&q.name, max_priority))
-            .await
-            .unwrap_or_else(|e| panic!("python's declaration of {name} was refused: {e}"));
+        ch.queue_declare(
+            name.as_str().into(),
+            durable(),
+            python_queue_args(&q.name, max_priority),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("python's declaration of {name} was refused: {e}"));
     }
-    ch.queue_declare(&q.xq(), durable(), python_xq_args(ttl_ms))
+    ch.queue_declare(q.xq().as_str().into(), durable(), python_xq_args(ttl_ms))
         .await
         .unwrap_or_else(|e| panic!("python's declaration of {} was refused: {e}", q.xq()));
 }
@@ -33,7 +37,11 @@ async fn declarations_are_pythons_without_priority() {
     // The check has teeth: a declaration with other arguments is refused.
     let (_conn, ch) = util::raw(&url).await;
     let err = ch
-        .queue_declare(&q.name, durable(), python_queue_args(&q.name, Some(10)))
+        .queue_declare(
+            q.name.as_str().into(),
+            durable(),
+            python_queue_args(&q.name, Some(10)),
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("PRECONDITION_FAILED"), "{err}");
@@ -106,7 +114,7 @@ async fn enqueue_and_consume_declare_lazily() {
             passive: true,
             ..QueueDeclareOptions::default()
         };
-        ch.queue_declare(&name, passive, FieldTable::default())
+        ch.queue_declare(name.as_str().into(), passive, FieldTable::default())
             .await
             .unwrap_or_else(|e| panic!("{name} was not declared: {e}"));
     }
