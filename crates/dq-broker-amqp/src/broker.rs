@@ -13,10 +13,9 @@ use dq_core::{
 use lapin::options::{
     BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
 };
-use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::uri::AMQPUri;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
 use tracing::{debug, info, warn};
 
 use crate::consumer::AmqpConsumer;
@@ -235,7 +234,7 @@ impl AmqpBroker {
         let publisher = self.inner.publisher.lock().await.take();
         if let Some(p) = publisher {
             if p.usable() {
-                if let Err(e) = p.channel.close(200, "closed by dq").await {
+                if let Err(e) = p.channel.close(200, "closed by dq".into()).await {
                     tracing::debug!(error = %e, "closing the publisher channel");
                 }
             }
@@ -244,10 +243,10 @@ impl AmqpBroker {
             let link = slot.current.lock().await.take();
             if let Some(link) = link {
                 if link.conn.status().connected() {
-                    if let Err(e) = link.conn.close(200, "closed by dq").await {
+                    if let Err(e) = link.conn.close(200, "closed by dq".into()).await {
                         tracing::debug!(error = %e, "closing the {} connection", slot.role.name());
                     }
-                    tracing::debug!(role = slot.role.name(), status = ?link.conn.status().state(), "closed");
+                    tracing::debug!(role = slot.role.name(), status = ?link.conn.status(), "closed");
                 }
             }
         }
@@ -352,10 +351,10 @@ pub(crate) struct Inner {
 impl Inner {
     async fn connect(&self, role: Role) -> Result<Connection, BrokerError> {
         let name = format!("{} {}", self.connection_name, role.name());
-        let props = ConnectionProperties::default()
-            .with_executor(tokio_executor_trait::Tokio::current())
-            .with_reactor(tokio_reactor_trait::Tokio::current())
-            .with_connection_name(name.into());
+        // lapin's `tokio` feature runs the connection on the current Tokio runtime. Its
+        // defaults are dq's: no automatic recovery (the links reconnect themselves) and no
+        // retried connection attempts (a start against a dead server fails at once).
+        let props = ConnectionProperties::default().with_connection_name(name.into());
         let connecting = Connection::connect_uri(self.uri.clone(), props);
         match tokio::time::timeout(self.connect_timeout, connecting).await {
             Ok(Ok(conn)) => Ok(conn),
@@ -420,7 +419,7 @@ impl Inner {
             })?;
         let result = self.declare_on(&channel, canonical).await;
         if channel.status().connected() {
-            let _ = channel.close(200, "declared").await;
+            let _ = channel.close(200, "declared".into()).await;
         }
         result?;
         debug!(
@@ -448,7 +447,7 @@ impl Inner {
             ),
         ] {
             channel
-                .queue_declare(name, declare::options(false), arguments)
+                .queue_declare(name.into(), declare::options(false), arguments)
                 .await
                 .map_err(|e| {
                     let hint = if reply_code(&e) == Some(406) {
@@ -533,8 +532,8 @@ impl Inner {
             let publishes = todo[..ready].iter().map(|&i| {
                 let m = &messages[i];
                 publisher.channel.basic_publish(
-                    "",
-                    &m.queue_name,
+                    "".into(),
+                    m.queue_name.as_str().into(),
                     options,
                     &bodies[i],
                     self.properties(m),
@@ -633,8 +632,24 @@ fn enqueue_backoff(attempt: u32) -> Duration {
     Duration::from_millis(100u64 << attempt.min(4))
 }
 
+/// The longest queue name AMQP carries (a short string).
+const MAX_AMQP_NAME: usize = 255;
+
+/// Checks `queue` is a name dq accepts and that it, its `.DQ` and its `.XQ` fit in an AMQP short
+/// string (lapin panics on a longer one; lapin 3 sent a corrupt frame).
 fn check_queue(queue: &str, what: &str) -> Result<(), BrokerError> {
-    if is_valid_queue_name(q_name(queue)) {
+    let canonical = q_name(queue);
+    if canonical.len() + ".XQ".len() > MAX_AMQP_NAME {
+        return Err(BrokerError::new(
+            BrokerErrorKind::Rejected,
+            format!(
+                "{what}: queue name of {} bytes is too long (at most {} with its .DQ and .XQ)",
+                canonical.len(),
+                MAX_AMQP_NAME - ".XQ".len()
+            ),
+        ));
+    }
+    if is_valid_queue_name(canonical) {
         Ok(())
     } else {
         Err(BrokerError::new(
@@ -672,7 +687,7 @@ where
 
 async fn close_quietly(channel: lapin::Channel) {
     if channel.status().connected() {
-        let _ = channel.close(200, "done").await;
+        let _ = channel.close(200, "done".into()).await;
     }
 }
 
@@ -770,8 +785,12 @@ impl Broker for AmqpBroker {
                 &mut channel,
                 &format!("counting {name}"),
                 |ch| async move {
-                    ch.queue_declare(name, declare::options(true), FieldTable::default())
-                        .await
+                    ch.queue_declare(
+                        name.as_str().into(),
+                        declare::options(true),
+                        FieldTable::default(),
+                    )
+                    .await
                 },
             )
             .await?;
@@ -799,7 +818,7 @@ impl Broker for AmqpBroker {
         ] {
             if_exists(&link, &mut channel, &format!("purging {name}"), |ch| {
                 let name = name.clone();
-                async move { ch.queue_purge(&name, Default::default()).await }
+                async move { ch.queue_purge(name.into(), Default::default()).await }
             })
             .await?;
         }
@@ -825,7 +844,10 @@ impl Broker for AmqpBroker {
         while out.len() < limit {
             let got = if_exists(&link, &mut channel, &format!("reading {xq}"), |ch| {
                 let xq = xq.clone();
-                async move { ch.basic_get(&xq, BasicGetOptions { no_ack: false }).await }
+                async move {
+                    ch.basic_get(xq.into(), BasicGetOptions { no_ack: false })
+                        .await
+                }
             })
             .await?;
             let Some(Some(m)) = got else { break };
@@ -863,7 +885,7 @@ impl Broker for AmqpBroker {
         let Some(ids) = ids else {
             let purged = if_exists(&link, &mut channel, &format!("purging {xq}"), |ch| {
                 let xq = xq.clone();
-                async move { ch.queue_purge(&xq, Default::default()).await }
+                async move { ch.queue_purge(xq.into(), Default::default()).await }
             })
             .await?;
             close_quietly(channel).await;
@@ -875,7 +897,10 @@ impl Broker for AmqpBroker {
             loop {
                 let got = if_exists(&link, &mut channel, &format!("reading {xq}"), |ch| {
                     let xq = xq.clone();
-                    async move { ch.basic_get(&xq, BasicGetOptions { no_ack: false }).await }
+                    async move {
+                        ch.basic_get(xq.into(), BasicGetOptions { no_ack: false })
+                            .await
+                    }
                 })
                 .await?;
                 let Some(Some(m)) = got else { break };
@@ -903,7 +928,7 @@ impl Broker for AmqpBroker {
     async fn ping(&self) -> Result<(), BrokerError> {
         let (_link, channel) = self.inner.admin_channel().await?;
         channel
-            .close(200, "ping")
+            .close(200, "ping".into())
             .await
             .map_err(|e| broker_error(e, "closing the ping channel"))
     }

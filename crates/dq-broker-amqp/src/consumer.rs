@@ -427,7 +427,12 @@ impl AmqpConsumer {
                 ..BasicConsumeOptions::default()
             };
             match channel
-                .basic_consume(&self.queue, "", options, FieldTable::default())
+                .basic_consume(
+                    self.queue.as_str().into(),
+                    "".into(),
+                    options,
+                    FieldTable::default(),
+                )
                 .await
             {
                 Ok(stream) => break (link, channel, stream),
@@ -638,9 +643,9 @@ impl Consumer for AmqpConsumer {
         // A failed cancel does not matter: closing the channel cancels too.
         let _ = live
             .channel
-            .basic_cancel(tag.as_str(), BasicCancelOptions::default())
+            .basic_cancel(tag, BasicCancelOptions::default())
             .await;
-        match live.channel.close(200, "consumer closed").await {
+        match live.channel.close(200, "consumer closed".into()).await {
             Ok(()) => Ok(()),
             Err(_) if !live.channel.status().connected() => Ok(()),
             Err(e) => Err(broker_error(

@@ -65,6 +65,9 @@ pub(crate) fn classify(e: &lapin::Error) -> BrokerErrorKind {
     match e.kind() {
         // The socket, the connection or the channel is gone: a new one may work.
         ErrorKind::IOError(_)
+        // An I/O error lapin 4 tells apart because the runtime is shutting down: an I/O error,
+        // and `Connection`, as lapin 3 had it.
+        | ErrorKind::RuntimeShutdownError(_)
         | ErrorKind::InvalidConnectionState(_)
         | ErrorKind::InvalidChannelState(..)
         | ErrorKind::InvalidChannel(_)
@@ -83,8 +86,9 @@ pub(crate) fn classify(e: &lapin::Error) -> BrokerErrorKind {
         ErrorKind::InvalidProtocolVersion(_)
         | ErrorKind::ParsingError(_)
         | ErrorKind::SerialisationError(_)
-        | ErrorKind::NoConfiguredExecutor
-        | ErrorKind::NoConfiguredReactor => BrokerErrorKind::Other,
+        | ErrorKind::AuthProviderError(_)
+        | ErrorKind::FutureCompleted
+        | ErrorKind::NoDefaultRuntime => BrokerErrorKind::Other,
         // lapin's ErrorKind is non-exhaustive.
         _ => BrokerErrorKind::Other,
     }

@@ -40,6 +40,24 @@ async fn refused_credentials_are_a_connection_error_without_the_password() {
     assert!(!util::logs().contains("pw-wrong-credentials"));
 }
 
+/// `amqps://` goes through lapin's rustls (ring, native roots): against RabbitMQ's plain port the
+/// handshake fails, as a connection error, rather than the TLS stack being missing or panicking.
+#[tokio::test]
+async fn amqps_runs_a_tls_handshake() {
+    let url = util::init();
+    let base: lapin::uri::AMQPUri = url.parse().unwrap();
+    let tls = format!(
+        "amqps://{}:pw-tls-handshake@{}:{}/%2f",
+        base.authority.userinfo.username, base.authority.host, base.authority.port
+    );
+    let err = AmqpBroker::builder().url(&tls).build().await.unwrap_err();
+    assert!(matches!(err, AmqpBrokerError::Connect { .. }), "{err:?}");
+    assert_eq!(err.kind(), BrokerErrorKind::Connection, "{err:?}");
+    let shown = format!("{err} {err:?}");
+    let text = format!("{shown} {}", BrokerError::from(err));
+    assert!(!text.contains("pw-tls-handshake"), "{text}");
+}
+
 #[tokio::test]
 async fn bad_settings_are_rejected_before_connecting() {
     util::init();

@@ -8,7 +8,7 @@ use crate::util::{self, Queue};
 
 async fn get_raw(url: &str, queue: &str) -> Option<lapin::message::BasicGetMessage> {
     let (_conn, ch) = util::raw(url).await;
-    ch.basic_get(queue, BasicGetOptions { no_ack: true })
+    ch.basic_get(queue.into(), BasicGetOptions { no_ack: true })
         .await
         .expect("basic.get")
 }
@@ -77,7 +77,7 @@ async fn enqueue_many_publishes_everything_in_order() {
     let (_conn, ch) = util::raw(&url).await;
     for i in 0..200 {
         let got = ch
-            .basic_get(&q.name, BasicGetOptions { no_ack: true })
+            .basic_get(q.name.as_str().into(), BasicGetOptions { no_ack: true })
             .await
             .unwrap()
             .expect("a message");
@@ -92,7 +92,7 @@ async fn a_deleted_queue_is_declared_again_on_enqueue() {
     let broker = util::broker(&url).await;
     broker.enqueue(&mut util::msg(&q.name, 1)).await.unwrap();
     let (_conn, ch) = util::raw(&url).await;
-    ch.queue_delete(&q.name, QueueDeleteOptions::default())
+    ch.queue_delete(q.name.as_str().into(), QueueDeleteOptions::default())
         .await
         .unwrap();
 

@@ -35,7 +35,7 @@ async fn an_app_in_its_own_vhost_with_its_own_user() {
         ..QueueDeclareOptions::default()
     };
     let err = ch
-        .queue_declare(&queue, passive, FieldTable::default())
+        .queue_declare(queue.as_str().into(), passive, FieldTable::default())
         .await
         .unwrap_err();
     assert!(err.to_string().contains("NOT_FOUND"), "{err}");

@@ -9,5 +9,4 @@ mod amqp_priority;
 mod amqp_publish;
 mod amqp_reconnect;
 mod amqp_vhost;
-mod amqp_zz_perf;
 mod util;

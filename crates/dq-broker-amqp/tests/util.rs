@@ -65,9 +65,7 @@ pub(crate) async fn broker(url: &str) -> AmqpBroker {
 
 /// A connection and channel of our own, to look at queues the way Python (pika) would.
 pub(crate) async fn raw(url: &str) -> (Connection, lapin::Channel) {
-    let props = ConnectionProperties::default()
-        .with_executor(tokio_executor_trait::Tokio::current())
-        .with_reactor(tokio_reactor_trait::Tokio::current());
+    let props = ConnectionProperties::default();
     let conn = Connection::connect(url, props).await.expect("raw connect");
     let channel = conn.create_channel().await.expect("raw channel");
     (conn, channel)
@@ -145,9 +143,11 @@ impl Drop for Queue {
                 let (conn, _) = raw(&url).await;
                 for name in &names {
                     let ch = conn.create_channel().await.expect("cleanup channel");
-                    let _ = ch.queue_delete(name, QueueDeleteOptions::default()).await;
+                    let _ = ch
+                        .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                        .await;
                 }
-                let _ = conn.close(200, "cleanup").await;
+                let _ = conn.close(200, "cleanup".into()).await;
             });
         });
         let _ = cleanup.join();

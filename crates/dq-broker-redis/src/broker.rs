@@ -13,7 +13,7 @@ use dq_core::{
     Consumer, DeadLetter, Message, QueueStats,
 };
 use rand::Rng;
-use redis::{Cmd, ErrorKind, RedisResult, Value};
+use redis::{Cmd, ErrorKind, RedisResult, ServerErrorKind, Value};
 
 use crate::conn::Lanes;
 use crate::consumer::{QueueState, RedisConsumer};
@@ -273,9 +273,10 @@ impl RedisBrokerBuilder {
             None => redis::Client::open(self.url.as_str()),
         }
         .map_err(invalid_url)?;
-        // The pool connects with the client's parsed settings, TLS roots included.
-        let manager = deadpool_redis::Manager::new(client.get_connection_info().clone())
-            .map_err(invalid_url)?;
+        // The pool connects with the client's parsed settings, TLS roots included, and without
+        // the client's own timeouts: the lanes time every call with `response_timeout`.
+        let manager =
+            crate::pool::manager(client.get_connection_info().clone()).map_err(invalid_url)?;
         let mut pool_config = deadpool_redis::PoolConfig::new(self.pool_size);
         pool_config.timeouts.create = Some(self.response_timeout);
         pool_config.timeouts.recycle = Some(self.response_timeout);
@@ -429,7 +430,7 @@ impl Inner {
     pub(crate) async fn eval(&self, lane: usize, cmd: &Cmd) -> RedisResult<Value> {
         let started = now_ms();
         let value = match self.lanes.query::<Value>(lane, cmd).await {
-            Err(e) if e.kind() == ErrorKind::NoScriptError => {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 let mut load = redis::cmd("SCRIPT");
                 load.arg("LOAD").arg(DISPATCH_LUA);
                 self.lanes.query::<String>(lane, &load).await?;

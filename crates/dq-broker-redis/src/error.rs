@@ -1,7 +1,7 @@
 //! Errors of the Redis broker, and how Redis client errors map onto [`BrokerError`].
 
 use dq_core::{BrokerError, BrokerErrorKind};
-use redis::{ErrorKind, RedisError};
+use redis::{ErrorKind, RedisError, ServerErrorKind};
 
 /// Why a [`RedisBroker`](crate::RedisBroker) could not be built.
 ///
@@ -61,32 +61,40 @@ pub(crate) fn classify(e: &RedisError) -> BrokerErrorKind {
     }
     match e.kind() {
         // A restarting or failing-over server: it will answer again shortly.
-        ErrorKind::BusyLoadingError
-        | ErrorKind::TryAgain
-        | ErrorKind::ClusterDown
-        | ErrorKind::MasterDown
-        | ErrorKind::ReadOnly
-        | ErrorKind::IoError => BrokerErrorKind::Connection,
+        ErrorKind::Server(
+            ServerErrorKind::BusyLoading
+            | ServerErrorKind::TryAgain
+            | ServerErrorKind::ClusterDown
+            | ServerErrorKind::MasterDown
+            | ServerErrorKind::ReadOnly,
+        )
+        | ErrorKind::Io => BrokerErrorKind::Connection,
         ErrorKind::AuthenticationFailed
         | ErrorKind::InvalidClientConfig
-        | ErrorKind::ResponseError
-        | ErrorKind::TypeError
-        | ErrorKind::ExecAbortError
-        | ErrorKind::NoScriptError
-        | ErrorKind::CrossSlot
-        | ErrorKind::NoSub
-        | ErrorKind::RESP3NotSupported => BrokerErrorKind::Rejected,
-        ErrorKind::ParseError
-        | ErrorKind::Moved
-        | ErrorKind::Ask
-        | ErrorKind::ClientError
-        | ErrorKind::ExtensionError
+        | ErrorKind::UnexpectedReturnType
+        | ErrorKind::RESP3NotSupported
+        | ErrorKind::Server(
+            ServerErrorKind::ResponseError
+            | ServerErrorKind::ExecAbort
+            | ServerErrorKind::NoScript
+            | ServerErrorKind::CrossSlot
+            | ServerErrorKind::NoSub,
+        ) => BrokerErrorKind::Rejected,
+        // NOPERM had no kind of its own before redis 1.0 (an extension error): still `Other`.
+        ErrorKind::Parse
+        | ErrorKind::Client
+        | ErrorKind::Extension
         | ErrorKind::MasterNameNotFoundBySentinel
         | ErrorKind::NoValidReplicasFoundBySentinel
         | ErrorKind::EmptySentinelList
-        | ErrorKind::NotBusy
-        | ErrorKind::ClusterConnectionNotFound => BrokerErrorKind::Other,
-        // redis' ErrorKind is non-exhaustive.
+        | ErrorKind::ClusterConnectionNotFound
+        | ErrorKind::Server(
+            ServerErrorKind::Moved
+            | ServerErrorKind::Ask
+            | ServerErrorKind::NotBusy
+            | ServerErrorKind::NoPerm,
+        ) => BrokerErrorKind::Other,
+        // redis' ErrorKind and ServerErrorKind are non-exhaustive.
         _ => BrokerErrorKind::Other,
     }
 }

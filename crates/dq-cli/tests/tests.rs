@@ -354,15 +354,14 @@ impl Drop for AmqpQueue {
                 .build()
                 .unwrap();
             rt.block_on(async {
-                let props = lapin::ConnectionProperties::default()
-                    .with_executor(tokio_executor_trait::Tokio::current())
-                    .with_reactor(tokio_reactor_trait::Tokio::current());
+                let props = lapin::ConnectionProperties::default();
                 let conn = lapin::Connection::connect(&url, props).await?;
                 let ch = conn.create_channel().await?;
                 for n in &names {
-                    ch.queue_delete(n, Default::default()).await?;
+                    ch.queue_delete(n.as_str().into(), Default::default())
+                        .await?;
                 }
-                conn.close(200, "cleanup").await
+                conn.close(200, "cleanup".into()).await
             })
         });
         if let Ok(Err(e)) = cleanup.join() {

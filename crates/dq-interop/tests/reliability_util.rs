@@ -667,20 +667,21 @@ impl Drop for AmqpQueue {
                 return;
             };
             rt.block_on(async {
-                let props = lapin::ConnectionProperties::default()
-                    .with_executor(tokio_executor_trait::Tokio::current())
-                    .with_reactor(tokio_reactor_trait::Tokio::current());
+                let props = lapin::ConnectionProperties::default();
                 let Ok(conn) = lapin::Connection::connect(&url, props).await else {
                     return;
                 };
                 for name in &names {
                     if let Ok(ch) = conn.create_channel().await {
                         let _ = ch
-                            .queue_delete(name, lapin::options::QueueDeleteOptions::default())
+                            .queue_delete(
+                                name.as_str().into(),
+                                lapin::options::QueueDeleteOptions::default(),
+                            )
                             .await;
                     }
                 }
-                let _ = conn.close(200, "cleanup").await;
+                let _ = conn.close(200, "cleanup".into()).await;
             });
         });
         let _ = cleanup.join();

@@ -59,7 +59,7 @@ impl State {
     fn put(&mut self, key: &str, value: i64, ttl: Duration, now: Instant) {
         // Expired keys are swept now and then, so the maps stay bounded by what is live.
         self.writes += 1;
-        if self.writes % 1024 == 0 {
+        if self.writes.is_multiple_of(1024) {
             self.counters.retain(|_, (_, exp)| *exp > now);
             self.events.retain(|_, exp| *exp > now);
         }

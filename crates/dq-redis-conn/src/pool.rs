@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use deadpool_redis::{Connection, Pool, PoolConfig, Runtime, Timeouts};
+use deadpool_redis::{Connection, Manager, Pool, PoolConfig, Runtime, Timeouts};
 
 /// The Redis URL used when none is given: env `DQ_REDIS_URL`, else `redis://127.0.0.1:6379`.
 pub fn default_url() -> String {
@@ -35,18 +35,31 @@ pub fn describe(url: &str) -> String {
 /// assert!(dq_redis_conn::pool("http://x", 4, Duration::from_secs(5)).is_err());
 /// ```
 pub fn pool(url: &str, size: usize, connect_timeout: Duration) -> Result<Pool, String> {
-    redis::Client::open(url).map_err(|e| format!("{}: {e}", describe(url)))?;
-    let mut config = deadpool_redis::Config::from_url(url);
-    let mut pool = PoolConfig::new(size);
-    pool.timeouts = Timeouts {
+    let manager = manager(url).map_err(|e| format!("{}: {e}", describe(url)))?;
+    let mut config = PoolConfig::new(size);
+    config.timeouts = Timeouts {
         wait: Some(Duration::from_secs(60)),
         create: Some(connect_timeout),
         recycle: Some(connect_timeout),
     };
-    config.pool = Some(pool);
-    config
-        .create_pool(Some(Runtime::Tokio1))
+    Pool::builder(manager)
+        .config(config)
+        .runtime(Runtime::Tokio1)
+        .build()
         .map_err(|e| format!("{}: {e}", describe(url)))
+}
+
+/// The pool's connection manager for `info`: its connections have no timeouts of their own.
+///
+/// redis 1.x gives every async connection a 1 s connect and a 500 ms response timeout by
+/// default. dq times its calls itself (the pool's create timeout, the broker's response timeout,
+/// the callers' own), and a `BRPOPLPUSH` waiting for a result or a lock blocks far longer than
+/// 500 ms by design, so the client's defaults are turned off, as they were before redis 1.0.
+pub(crate) fn manager(info: impl redis::IntoConnectionInfo) -> redis::RedisResult<Manager> {
+    let untimed = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(None)
+        .set_response_timeout(None);
+    Manager::new_with_config(info, untimed)
 }
 
 /// A pooled connection that goes back to the pool only once its command has answered.

@@ -174,17 +174,16 @@ async fn cleanup(url: &str, queue: &str) -> Res<()> {
     let channel = conn.create_channel().await?;
     for q in [queue.to_owned(), dq::dq_name(queue), dq::xq_name(queue)] {
         channel
-            .queue_delete(&q, lapin::options::QueueDeleteOptions::default())
+            .queue_delete(q.into(), lapin::options::QueueDeleteOptions::default())
             .await?;
     }
-    conn.close(200, "bench done").await?;
+    conn.close(200, "bench done".into()).await?;
     Ok(())
 }
 
 async fn connect(url: &str) -> Res<lapin::Connection> {
-    let props = lapin::ConnectionProperties::default()
-        .with_executor(tokio_executor_trait::Tokio::current())
-        .with_reactor(tokio_reactor_trait::Tokio::current());
+    // lapin's `tokio` feature runs the connection on the current Tokio runtime, as dq's does.
+    let props = lapin::ConnectionProperties::default();
     Ok(lapin::Connection::connect(url, props).await?)
 }
 
@@ -222,7 +221,7 @@ async fn ceiling(url: &str, queue: &str, n: usize) -> Res<()> {
     let admin = conn.create_channel().await?;
     // Fresh: whatever an earlier, interrupted run left goes first.
     admin
-        .queue_delete(queue, QueueDeleteOptions::default())
+        .queue_delete(queue.into(), QueueDeleteOptions::default())
         .await?;
     // The arguments dq declares every queue with (no priority, as in the bench), so RabbitMQ
     // does the same work per message.
@@ -231,12 +230,12 @@ async fn ceiling(url: &str, queue: &str, n: usize) -> Res<()> {
         durable: true,
         ..QueueDeclareOptions::default()
     };
-    admin.queue_declare(queue, durable, args).await?;
+    admin.queue_declare(queue.into(), durable, args).await?;
     let rates = ceiling_rates(&conn, &admin, queue, n).await;
     let deleted = admin
-        .queue_delete(queue, QueueDeleteOptions::default())
+        .queue_delete(queue.into(), QueueDeleteOptions::default())
         .await;
-    let _ = conn.close(200, "ceiling done").await;
+    let _ = conn.close(200, "ceiling done".into()).await;
     let r = rates?;
     deleted?;
     println!(
@@ -354,7 +353,7 @@ async fn publish(
             (channel.clone(), queue.clone(), body.clone(), props.clone());
         in_flight.spawn(async move {
             let confirm = channel
-                .basic_publish("", &queue, options, &body, props)
+                .basic_publish("".into(), queue.as_ref().into(), options, &body, props)
                 .await?;
             confirmed_ok(confirm.await?)
         });
@@ -365,8 +364,8 @@ async fn publish(
     Ok(())
 }
 
-fn confirmed_ok(c: lapin::publisher_confirm::Confirmation) -> Res<()> {
-    use lapin::publisher_confirm::Confirmation;
+fn confirmed_ok(c: lapin::Confirmation) -> Res<()> {
+    use lapin::Confirmation;
     match c {
         Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
         Confirmation::Ack(Some(_)) => Err("rabbitmq returned a message as unroutable".into()),
@@ -384,7 +383,7 @@ async fn wait_queued(channel: &lapin::Channel, queue: &str, n: usize, within: Du
     let deadline = Instant::now() + within;
     loop {
         let q = channel
-            .queue_declare(queue, passive, lapin::types::FieldTable::default())
+            .queue_declare(queue.into(), passive, lapin::types::FieldTable::default())
             .await?;
         let count = q.message_count() as usize;
         if count >= n {
@@ -415,8 +414,8 @@ async fn drain(
         .await?;
     let consumer = channel
         .basic_consume(
-            queue,
-            "dq-bench-ceiling",
+            queue.into(),
+            "dq-bench-ceiling".into(),
             BasicConsumeOptions::default(),
             lapin::types::FieldTable::default(),
         )
@@ -457,10 +456,10 @@ async fn drain(
     let secs = first.map_or(f64::NAN, |t| t.elapsed().as_secs_f64());
     channel
         .basic_cancel(
-            "dq-bench-ceiling",
+            "dq-bench-ceiling".into(),
             lapin::options::BasicCancelOptions::default(),
         )
         .await?;
-    channel.close(200, "drained").await?;
+    channel.close(200, "drained".into()).await?;
     Ok(total as f64 / secs)
 }
