@@ -22,9 +22,9 @@ use crate::notify::Notifier;
 use dq_core::redact_url as redact;
 
 /// The URL used when none is given and `DQ_REDIS_URL` is not set.
-pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
+pub const DEFAULT_URL: &str = dq_redis_conn::DEFAULT_URL;
 /// The environment variable [`RedisBroker::from_env`] reads the URL from.
-pub const URL_ENV: &str = "DQ_REDIS_URL";
+pub const URL_ENV: &str = dq_redis_conn::URL_ENV;
 /// Dramatiq's default key namespace.
 pub const DEFAULT_NAMESPACE: &str = "dramatiq";
 
@@ -172,8 +172,7 @@ impl Default for RedisBrokerBuilder {
 impl RedisBrokerBuilder {
     /// A builder whose URL comes from `DQ_REDIS_URL`, or [`DEFAULT_URL`] when it is not set.
     pub fn from_env() -> RedisBrokerBuilder {
-        let url = std::env::var(URL_ENV).unwrap_or_else(|_| DEFAULT_URL.to_owned());
-        RedisBrokerBuilder::default().url(url)
+        RedisBrokerBuilder::default().url(dq_redis_conn::default_url())
     }
 
     /// The Redis URL: `redis://[[user]:password@]host[:port][/db]`, `rediss://` for TLS, or
@@ -262,21 +261,11 @@ impl RedisBrokerBuilder {
             url: url.clone(),
             reason: e.to_string(),
         };
-        let client = match &self.tls_root_certificate {
-            Some(pem) => redis::Client::build_with_tls(
-                self.url.as_str(),
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem.clone()),
-                },
-            ),
-            None => redis::Client::open(self.url.as_str()),
-        }
-        .map_err(invalid_url)?;
+        let client = dq_redis_conn::client(&self.url, self.tls_root_certificate.as_deref())
+            .map_err(invalid_url)?;
         // The pool connects with the client's parsed settings, TLS roots included, and without
         // the client's own timeouts: the lanes time every call with `response_timeout`.
-        let manager =
-            crate::pool::manager(client.get_connection_info().clone()).map_err(invalid_url)?;
+        let manager = dq_redis_conn::manager(&client).map_err(invalid_url)?;
         let mut pool_config = deadpool_redis::PoolConfig::new(self.pool_size);
         pool_config.timeouts.create = Some(self.response_timeout);
         pool_config.timeouts.recycle = Some(self.response_timeout);

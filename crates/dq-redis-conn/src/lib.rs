@@ -2,14 +2,17 @@
 //!
 //! The Redis client plumbing that dq's Redis-backed crates share: the default URL
 //! ([`default_url`], from `DQ_REDIS_URL`), the redacted description of a URL for messages
-//! ([`describe`]: never the password), a `deadpool-redis` pool of multiplexed connections
-//! ([`pool`], `rediss://` URLs over rustls with ring), and [`Exclusive`], a pooled connection that
-//! goes back to the pool only in a clean state. The result backend of `dq-results` and the
-//! rate-limiter backend of `dq-ratelimit` use it.
+//! ([`describe`]: never the password), the client with its TLS roots ([`client`]: `rediss://`
+//! URLs over rustls with ring), the pool's connection manager without the client's own timeouts
+//! ([`manager`]), a `deadpool-redis` pool of multiplexed connections ([`pool`]), and
+//! [`Exclusive`], a pooled connection that goes back to the pool only in a clean state. The Redis
+//! broker, the result backend of `dq-results` and the rate-limiter backend of `dq-ratelimit`
+//! use it.
 //!
 //! **Key design decision:** this is the one place that holds Redis client plumbing, so the
 //! crates that talk to Redis depend on it instead of on each other: dq-results and dq-ratelimit
-//! have no edge to dq-broker-redis (a sibling, in ARCHITECTURE.md's crate graph). It is not in
+//! have no edge to dq-broker-redis (a sibling, in ARCHITECTURE.md's crate graph), and all three
+//! read the same URL variable and build clients and pools the same way. It is not in
 //! dq-core because dq-core does no I/O and names no client. Its whole purpose is to wrap the
 //! `redis` and `deadpool-redis` clients for our other crates, so unlike them it names their types
 //! in its public signatures; in exchange it is internal glue: the `dq` facade does not re-export
@@ -33,4 +36,4 @@
 
 mod pool;
 
-pub use pool::{default_url, describe, pool, Exclusive};
+pub use pool::{client, default_url, describe, manager, pool, Exclusive, DEFAULT_URL, URL_ENV};

@@ -7,11 +7,34 @@ use std::time::Duration;
 
 use deadpool_redis::{Connection, Manager, Pool, PoolConfig, Runtime, Timeouts};
 
-/// The Redis URL used when none is given: env `DQ_REDIS_URL`, else `redis://127.0.0.1:6379`.
+/// The URL used when none is given and [`URL_ENV`] is not set.
+pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
+
+/// The environment variable every Redis-using part of dq reads its URL from.
+pub const URL_ENV: &str = "DQ_REDIS_URL";
+
+/// The Redis URL used when none is given: env [`URL_ENV`] when set and not empty, else
+/// [`DEFAULT_URL`].
 pub fn default_url() -> String {
-    match std::env::var("DQ_REDIS_URL") {
+    match std::env::var(URL_ENV) {
         Ok(url) if !url.is_empty() => url,
-        _ => "redis://127.0.0.1:6379".to_owned(),
+        _ => DEFAULT_URL.to_owned(),
+    }
+}
+
+/// A client for `url` (`redis://`, `rediss://` over rustls with ring, `redis+unix://`),
+/// trusting `tls_root_certificate` (PEM) instead of the system's roots when given: for a
+/// Redis whose certificate a private CA signed. Does not connect.
+pub fn client(url: &str, tls_root_certificate: Option<&[u8]>) -> redis::RedisResult<redis::Client> {
+    match tls_root_certificate {
+        Some(pem) => redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.to_vec()),
+            },
+        ),
+        None => redis::Client::open(url),
     }
 }
 
@@ -35,7 +58,9 @@ pub fn describe(url: &str) -> String {
 /// assert!(dq_redis_conn::pool("http://x", 4, Duration::from_secs(5)).is_err());
 /// ```
 pub fn pool(url: &str, size: usize, connect_timeout: Duration) -> Result<Pool, String> {
-    let manager = manager(url).map_err(|e| format!("{}: {e}", describe(url)))?;
+    let manager = client(url, None)
+        .and_then(|c| manager(&c))
+        .map_err(|e| format!("{}: {e}", describe(url)))?;
     let mut config = PoolConfig::new(size);
     config.timeouts = Timeouts {
         wait: Some(Duration::from_secs(60)),
@@ -49,17 +74,18 @@ pub fn pool(url: &str, size: usize, connect_timeout: Duration) -> Result<Pool, S
         .map_err(|e| format!("{}: {e}", describe(url)))
 }
 
-/// The pool's connection manager for `info`: its connections have no timeouts of their own.
+/// A pool's connection manager for `client`'s settings (TLS roots included): its connections
+/// have no timeouts of their own.
 ///
 /// redis 1.x gives every async connection a 1 s connect and a 500 ms response timeout by
 /// default. dq times its calls itself (the pool's create timeout, the broker's response timeout,
 /// the callers' own), and a `BRPOPLPUSH` waiting for a result or a lock blocks far longer than
 /// 500 ms by design, so the client's defaults are turned off, as they were before redis 1.0.
-pub(crate) fn manager(info: impl redis::IntoConnectionInfo) -> redis::RedisResult<Manager> {
+pub fn manager(client: &redis::Client) -> redis::RedisResult<Manager> {
     let untimed = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(None)
         .set_response_timeout(None);
-    Manager::new_with_config(info, untimed)
+    Manager::new_with_config(client.get_connection_info().clone(), untimed)
 }
 
 /// A pooled connection that goes back to the pool only once its command has answered.
