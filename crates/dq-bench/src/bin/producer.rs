@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dq::{App, Message};
+use futures_util::StreamExt as _;
 use rand::Rng as _;
 
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
@@ -412,7 +413,7 @@ async fn drain(
     channel
         .basic_qos(how.prefetch, BasicQosOptions { global: false })
         .await?;
-    let consumer = channel
+    let mut consumer = channel
         .basic_consume(
             queue.into(),
             "dq-bench-ceiling".into(),
@@ -420,31 +421,22 @@ async fn drain(
             lapin::types::FieldTable::default(),
         )
         .await?;
-    // lapin hands each delivery to a task of its own; the tags come back here, so that one
-    // loop acks, in order.
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    consumer.set_delegate(move |d: lapin::message::DeliveryResult| {
-        let tx = tx.clone();
-        async move {
-            let _ = tx.send(d.map(|d| d.map(|d| d.delivery_tag)));
-        }
-    });
+    // The consumer's stream, as dq reads it. Not `set_delegate`: in lapin 4.12 a delivery that
+    // completes while the delegate is being installed can be parked where nobody reads it, and
+    // the drain then waits for a message it was already given.
     let deadline = tokio::time::Instant::now() + within;
     let (mut got, mut max_tag, mut acked, mut since_ack) = (0, 0, 0, 0);
     let mut first = None;
     while got < total {
-        let next = tokio::time::timeout_at(deadline, rx.recv())
+        let next = tokio::time::timeout_at(deadline, consumer.next())
             .await
             .map_err(|_| format!("drained {got} of {total} messages within {within:?}"))?;
-        let tag = next
-            .ok_or("the consumer went away")??
-            .ok_or("rabbitmq cancelled the consumer")?;
+        let tag = next.ok_or("rabbitmq cancelled the consumer")??.delivery_tag;
         first.get_or_insert_with(Instant::now);
         got += 1;
         since_ack += 1;
         max_tag = max_tag.max(tag);
-        // Tasks may hand tags back out of order: a multiple ack covers those below it, and
-        // acking a tag twice is a channel error.
+        // A multiple ack covers every tag below it, and acking a tag twice is a channel error.
         if (since_ack >= how.ack_every || got == total) && max_tag > acked {
             channel
                 .basic_ack(max_tag, BasicAckOptions { multiple: true })
