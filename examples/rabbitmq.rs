@@ -59,6 +59,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     worker.stop().await?;
     // Close the connections cleanly before the runtime goes away.
-    broker.close().await;
+    broker.close().await?;
     Ok(())
 }

@@ -132,7 +132,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     worker.stop().await?;
     if let Some(broker) = amqp {
-        broker.close().await;
+        dq::Broker::close(&broker).await?;
     }
     Ok(())
 }

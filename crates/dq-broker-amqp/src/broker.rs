@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use dq_core::{
-    async_trait, is_valid_queue_name, q_name, Broker, BrokerError, BrokerErrorKind, Consumer,
-    DeadLetter, Message, QueueStats,
+    async_trait, base_queue_name, is_valid_queue_name, Broker, BrokerError, BrokerErrorKind,
+    Consumer, DeadLetter, Message, QueueStats,
 };
 use lapin::options::{
     BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
@@ -217,20 +217,9 @@ impl AmqpBroker {
         self.inner.dead_message_ttl_ms
     }
 
-    /// Closes this broker's connections to RabbitMQ cleanly (AMQP `connection.close`), so a
-    /// program that is done with the broker exits without RabbitMQ logging an abrupt
-    /// disconnect. Stop workers and close consumers first: unacked deliveries of a closed
-    /// connection go back to their queues. Using the broker afterwards connects again.
-    ///
-    /// ```no_run
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), dq_broker_amqp::AmqpBrokerError> {
-    /// let broker = dq_broker_amqp::AmqpBroker::from_env().await?;
-    /// // ... send, run a worker, stop it ...
-    /// broker.close().await;
-    /// # Ok(()) }
-    /// ```
-    pub async fn close(&self) {
+    /// Closes the publisher channel and both connections cleanly (AMQP `connection.close`);
+    /// [`Broker::close`] on an `AmqpBroker`.
+    async fn close_connections(&self) {
         let publisher = self.inner.publisher.lock().await.take();
         if let Some(p) = publisher {
             if p.usable() {
@@ -436,8 +425,8 @@ impl Inner {
         canonical: &str,
     ) -> Result<(), BrokerError> {
         let args = declare::queue_arguments(canonical, self.max_priority).to_field_table();
-        let dq = dq_core::dq_name(canonical);
-        let xq = dq_core::xq_name(canonical);
+        let dq = dq_core::delay_queue_name(canonical);
+        let xq = dq_core::dead_letter_queue_name(canonical);
         for (name, arguments) in [
             (canonical, args.clone()),
             (dq.as_str(), args),
@@ -638,7 +627,7 @@ const MAX_AMQP_NAME: usize = 255;
 /// Checks `queue` is a name dq accepts and that it, its `.DQ` and its `.XQ` fit in an AMQP short
 /// string (lapin panics on a longer one; lapin 3 sent a corrupt frame).
 fn check_queue(queue: &str, what: &str) -> Result<(), BrokerError> {
-    let canonical = q_name(queue);
+    let canonical = base_queue_name(queue);
     if canonical.len() + ".XQ".len() > MAX_AMQP_NAME {
         return Err(BrokerError::new(
             BrokerErrorKind::Rejected,
@@ -697,17 +686,33 @@ impl Broker for AmqpBroker {
         "amqp"
     }
 
-    /// [`AmqpBroker::close`]: publishes still on their way reach RabbitMQ before the channel's
-    /// close does.
+    /// Closes this broker's connections to RabbitMQ cleanly (AMQP `connection.close`), so a
+    /// program that is done with the broker exits without RabbitMQ logging an abrupt
+    /// disconnect; publishes still on their way reach RabbitMQ before the channel's close does.
+    /// Stop workers and close consumers first: unacked deliveries of a closed connection go back
+    /// to their queues. Using the broker afterwards connects again. Never fails.
+    ///
+    /// ```no_run
+    /// use dq_core::Broker as _;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let broker = dq_broker_amqp::AmqpBroker::from_env().await?;
+    /// // ... send, run a worker, stop it ...
+    /// broker.close().await?;
+    /// # Ok(()) }
+    /// ```
     async fn close(&self) -> Result<(), BrokerError> {
-        AmqpBroker::close(self).await;
+        self.close_connections().await;
         Ok(())
     }
 
     async fn declare_queue(&self, queue: &str) -> Result<(), BrokerError> {
         check_queue(queue, "declare queue")?;
         let link = self.inner.link(Role::Publisher).await?;
-        self.inner.ensure_declared(&link, q_name(queue)).await
+        self.inner
+            .ensure_declared(&link, base_queue_name(queue))
+            .await
     }
 
     async fn enqueue(&self, message: &mut Message) -> Result<(), BrokerError> {
@@ -771,13 +776,13 @@ impl Broker for AmqpBroker {
     /// how many are unacked over AMQP, so `in_flight` is 0. A missing queue counts as empty.
     async fn stats(&self, queue: &str) -> Result<QueueStats, BrokerError> {
         check_queue(queue, "stats")?;
-        let canonical = q_name(queue);
+        let canonical = base_queue_name(queue);
         let (link, mut channel) = self.inner.admin_channel().await?;
         let mut counts = [0u64; 3];
         let names = [
             canonical.to_owned(),
-            dq_core::dq_name(canonical),
-            dq_core::xq_name(canonical),
+            dq_core::delay_queue_name(canonical),
+            dq_core::dead_letter_queue_name(canonical),
         ];
         for (count, name) in counts.iter_mut().zip(&names) {
             let found = if_exists(
@@ -809,12 +814,12 @@ impl Broker for AmqpBroker {
     /// only purges ready messages.
     async fn flush(&self, queue: &str) -> Result<(), BrokerError> {
         check_queue(queue, "flush")?;
-        let canonical = q_name(queue);
+        let canonical = base_queue_name(queue);
         let (link, mut channel) = self.inner.admin_channel().await?;
         for name in [
             canonical.to_owned(),
-            dq_core::dq_name(canonical),
-            dq_core::xq_name(canonical),
+            dq_core::delay_queue_name(canonical),
+            dq_core::dead_letter_queue_name(canonical),
         ] {
             if_exists(&link, &mut channel, &format!("purging {name}"), |ch| {
                 let name = name.clone();
@@ -837,7 +842,7 @@ impl Broker for AmqpBroker {
         limit: usize,
     ) -> Result<Vec<DeadLetter>, BrokerError> {
         check_queue(queue, "dead letters")?;
-        let xq = dq_core::xq_name(queue);
+        let xq = dq_core::dead_letter_queue_name(queue);
         let (link, mut channel) = self.inner.admin_channel().await?;
         let mut out = Vec::new();
         let mut last_tag = None;
@@ -880,7 +885,7 @@ impl Broker for AmqpBroker {
         ids: Option<&[String]>,
     ) -> Result<u64, BrokerError> {
         check_queue(queue, "delete dead letters")?;
-        let xq = dq_core::xq_name(queue);
+        let xq = dq_core::dead_letter_queue_name(queue);
         let (link, mut channel) = self.inner.admin_channel().await?;
         let Some(ids) = ids else {
             let purged = if_exists(&link, &mut channel, &format!("purging {xq}"), |ch| {

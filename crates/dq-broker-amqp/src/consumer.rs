@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use dq_core::{
-    async_trait, q_name, Acker, BrokerError, BrokerErrorKind, Consumer, Delivery, Token,
+    async_trait, base_queue_name, Acker, BrokerError, BrokerErrorKind, Consumer, Delivery, Token,
 };
 use futures_util::{FutureExt, StreamExt};
 use lapin::options::{
@@ -387,7 +387,7 @@ impl AmqpConsumer {
         let (requests, rx) = mpsc::unbounded_channel();
         let acker = Arc::new(AmqpAcker {
             queue: queue.to_owned(),
-            xq: dq_core::xq_name(queue),
+            xq: dq_core::dead_letter_queue_name(queue),
             current: Mutex::new(None),
             requests,
         });
@@ -395,7 +395,7 @@ impl AmqpConsumer {
         let mut consumer = AmqpConsumer {
             inner,
             queue: queue.to_owned(),
-            canonical: q_name(queue).to_owned(),
+            canonical: base_queue_name(queue).to_owned(),
             // Dramatiq caps prefetch at 65535 too: basic.qos takes 16 bits.
             prefetch: u16::try_from(prefetch).unwrap_or(u16::MAX),
             live: None,

@@ -117,7 +117,7 @@ pub fn queue_arguments(canonical: &str, max_priority: Option<u8>) -> QueueArgume
         ),
         (
             "x-dead-letter-routing-key",
-            ArgumentValue::LongString(dq_core::xq_name(canonical)),
+            ArgumentValue::LongString(dq_core::dead_letter_queue_name(canonical)),
         ),
     ];
     if let Some(p) = max_priority {

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dq_core::{
-    is_valid_queue_name, new_message_id, now_ms, q_name, Broker, BrokerError, BrokerErrorKind,
-    Consumer, DeadLetter, Message, QueueStats,
+    base_queue_name, is_valid_queue_name, new_message_id, now_ms, Broker, BrokerError,
+    BrokerErrorKind, Consumer, DeadLetter, Message, QueueStats,
 };
 use rand::Rng;
 use redis::{Cmd, ErrorKind, RedisResult, ServerErrorKind, Value};
@@ -507,7 +507,7 @@ fn glob_escape(s: &str) -> String {
 
 /// Checks that `queue` is a physical queue (`q` or `q.DQ`) with a valid name.
 fn check_physical(queue: &str) -> Result<(), BrokerError> {
-    if queue.ends_with(".XQ") || !is_valid_queue_name(q_name(queue)) {
+    if queue.ends_with(".XQ") || !is_valid_queue_name(base_queue_name(queue)) {
         return Err(BrokerError::new(
             BrokerErrorKind::Rejected,
             format!("invalid queue name {queue:?}"),
@@ -622,7 +622,7 @@ impl Broker for RedisBroker {
     }
 
     async fn stats(&self, queue: &str) -> Result<QueueStats, BrokerError> {
-        let q = q_name(queue);
+        let q = base_queue_name(queue);
         let dq = format!("{q}.DQ");
         let mut pipe = redis::pipe();
         pipe.cmd("LLEN")
@@ -649,7 +649,7 @@ impl Broker for RedisBroker {
     }
 
     async fn flush(&self, queue: &str) -> Result<(), BrokerError> {
-        let q = q_name(queue);
+        let q = base_queue_name(queue);
         self.inner.purge(q).await?;
         self.inner.purge(&format!("{q}.DQ")).await
     }
@@ -662,7 +662,7 @@ impl Broker for RedisBroker {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let q = q_name(queue);
+        let q = base_queue_name(queue);
         let xq = self.inner.key(&format!("{q}.XQ"));
         let context = || format!("dead letters of {q}");
         let mut range = redis::cmd("ZRANGE");
@@ -737,7 +737,7 @@ impl Broker for RedisBroker {
                 if name.starts_with("__acks__.") || name == "__heartbeats__" {
                     continue;
                 }
-                let q = q_name(name.strip_suffix(".msgs").unwrap_or(name));
+                let q = base_queue_name(name.strip_suffix(".msgs").unwrap_or(name));
                 if is_valid_queue_name(q) {
                     names.insert(q.to_owned());
                 }
@@ -755,7 +755,7 @@ impl Broker for RedisBroker {
         queue: &str,
         ids: Option<&[String]>,
     ) -> Result<u64, BrokerError> {
-        let q = q_name(queue);
+        let q = base_queue_name(queue);
         let xq = self.inner.key(&format!("{q}.XQ"));
         let xq_msgs = format!("{xq}.msgs");
         let lane = self.inner.lanes.pick();

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dq_core::{
-    async_trait, is_valid_queue_name, q_name, Broker, BrokerError, Consumer, DeadLetter, Message,
-    QueueStats,
+    async_trait, base_queue_name, is_valid_queue_name, Broker, BrokerError, Consumer, DeadLetter,
+    Message, QueueStats,
 };
 use tokio::time::Instant;
 
@@ -96,7 +96,7 @@ impl fmt::Debug for StubBroker {
 }
 
 fn canonical(queue: &str) -> Result<&str> {
-    let name = q_name(queue);
+    let name = base_queue_name(queue);
     if is_valid_queue_name(name) {
         Ok(name)
     } else {
@@ -176,7 +176,7 @@ impl StubBroker {
     /// # Ok(()) }
     /// ```
     pub async fn join_with(&self, queue: &str, opts: JoinOptions) -> Result<(), JoinError> {
-        let name = q_name(queue);
+        let name = base_queue_name(queue);
         let (i, changed) = {
             let st = self.shared.lock();
             let i = st.find(name).ok_or_else(|| JoinError::QueueNotFound {
@@ -300,14 +300,14 @@ impl Broker for StubBroker {
     async fn stats(&self, queue: &str) -> Result<QueueStats, BrokerError> {
         let st = self.shared.lock();
         Ok(st
-            .find(q_name(queue))
+            .find(base_queue_name(queue))
             .map(|i| st.queue(i).stats())
             .unwrap_or_default())
     }
 
     async fn flush(&self, queue: &str) -> Result<(), BrokerError> {
         let mut st = self.shared.lock();
-        if let Some(i) = st.find(q_name(queue)) {
+        if let Some(i) = st.find(base_queue_name(queue)) {
             st.flush(i);
         }
         Ok(())
@@ -320,7 +320,7 @@ impl Broker for StubBroker {
     ) -> Result<Vec<DeadLetter>, BrokerError> {
         let st = self.shared.lock();
         Ok(st
-            .find(q_name(queue))
+            .find(base_queue_name(queue))
             .map(|i| st.queue(i).dead_letters(limit))
             .unwrap_or_default())
     }
@@ -339,7 +339,7 @@ impl Broker for StubBroker {
         ids: Option<&[String]>,
     ) -> Result<u64, BrokerError> {
         let mut st = self.shared.lock();
-        Ok(match st.find(q_name(queue)) {
+        Ok(match st.find(base_queue_name(queue)) {
             Some(i) => st.queue_mut(i).delete_dead(ids),
             None => 0,
         })

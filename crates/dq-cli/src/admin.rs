@@ -575,7 +575,9 @@ async fn send(broker: Arc<dyn Broker>, s: SendArgs, out: &mut String) -> anyhow:
         }
     }
     // No middleware, no actors: exactly what a producer in another language enqueues.
-    let app = App::builder_arc(broker).linked_actors(false).build()?;
+    let app = App::builder_shared(broker)
+        .without_linked_actors()
+        .build()?;
     let sent = app
         .enqueue(message, s.delay.map(Duration::from_millis))
         .await

@@ -167,7 +167,8 @@ async fn start(cli: &Cli, args: &WorkerArgs) -> Result<Worker, i32> {
         return Err(e.exit_code());
     }
 
-    let mut builder = App::builder_arc(broker).middleware_arcs(dq_middleware::default_middleware());
+    let mut builder =
+        App::builder_shared(broker).middleware_arcs(dq_middleware::default_middleware());
     if let Some(configure) = &cli.configure {
         builder = configure(builder);
     }
@@ -179,7 +180,7 @@ async fn start(cli: &Cli, args: &WorkerArgs) -> Result<Worker, i32> {
 
     let known = app.registry().queues();
     for q in &args.queues {
-        if !known.iter().any(|k| k == dq_core::q_name(q)) {
+        if !known.iter().any(|k| k == dq_core::base_queue_name(q)) {
             warn!(target: PROCESS, "No actor uses queue {q:?} (the actors' queues: {known:?}).");
         }
     }

@@ -7,7 +7,7 @@ use crate::actor::{Actor, Registry};
 use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::error::{Error, Result};
-use crate::message::{dq_name, now_ms, Message};
+use crate::message::{delay_queue_name, now_ms, Message};
 use crate::middleware::{Hooks, Middleware};
 use crate::options::BUILTIN_ACTOR_OPTIONS;
 
@@ -94,9 +94,11 @@ impl AppBuilder {
         self
     }
 
-    /// Whether to include every `#[dq::actor]` linked into the binary (default true).
-    pub fn linked_actors(mut self, yes: bool) -> AppBuilder {
-        self.include_linked = yes;
+    /// Leaves out the `#[dq::actor]`s linked into the binary, which an app includes by default:
+    /// the app then knows only the actors given to [`AppBuilder::actor`] (an admin tool, or a
+    /// producer that must not see the worker's actors).
+    pub fn without_linked_actors(mut self) -> AppBuilder {
+        self.include_linked = false;
         self
     }
 
@@ -168,11 +170,11 @@ static GLOBAL: RwLock<Option<App>> = RwLock::new(None);
 impl App {
     /// Starts building an app on `broker`, with no middleware.
     pub fn builder(broker: impl Broker) -> AppBuilder {
-        App::builder_arc(Arc::new(broker))
+        App::builder_shared(Arc::new(broker))
     }
 
-    /// Like [`App::builder`], for a broker that is already shared.
-    pub fn builder_arc(broker: Arc<dyn Broker>) -> AppBuilder {
+    /// Like [`App::builder`], for a broker that is already shared (an `Arc<dyn Broker>`).
+    pub fn builder_shared(broker: Arc<dyn Broker>) -> AppBuilder {
         AppBuilder {
             broker,
             middleware: Vec::new(),
@@ -251,7 +253,7 @@ impl App {
             m.before_enqueue(self, &mut message, delay).await?;
         }
         if let Some(d) = delay {
-            message.queue_name = dq_name(&message.queue_name);
+            message.queue_name = delay_queue_name(&message.queue_name);
             message.options.set_eta(now_ms() + d.as_millis() as i64);
         }
         self.check_size(&message)?;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::BrokerError;
-use crate::message::{q_name, Message};
+use crate::message::{base_queue_name, Message};
 
 /// Identifies one delivery to the consumer that handed it out: an AMQP delivery tag, a Redis
 /// `redis_message_id`, or the stub broker's sequence number.
@@ -146,7 +146,7 @@ pub trait Broker: Send + Sync + 'static {
     ) -> Result<Vec<String>, BrokerError> {
         /// Bounds the memory and the size of one broker call when requeueing everything.
         const BATCH: usize = 500;
-        let q = q_name(queue);
+        let q = base_queue_name(queue);
         // A broker that cannot delete dead letters would be left with each letter *and* its
         // requeued copy: ask first (deleting none), so it fails before enqueueing anything.
         self.delete_dead_letters(q, Some(&[])).await?;

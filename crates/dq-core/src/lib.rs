@@ -48,8 +48,8 @@ pub use error::{
     ArgsError, BrokerError, BrokerErrorKind, DecodeError, Error, MiddlewareError, Result,
 };
 pub use message::{
-    dq_name, encode_args, encode_kwargs, is_valid_queue_name, kwargs_from_map, new_message_id,
-    now_ms, q_name, xq_name, Message,
+    base_queue_name, dead_letter_queue_name, delay_queue_name, encode_args, encode_kwargs,
+    is_valid_queue_name, kwargs_from_map, new_message_id, now_ms, Message,
 };
 pub use middleware::{Control, Hooks, Job, Middleware, Outcome};
 pub use options::{ActorOptions, Options, BUILTIN_ACTOR_OPTIONS};

@@ -174,7 +174,7 @@ impl Message {
 
     /// The canonical queue this message belongs to (its `queue_name` without `.DQ` / `.XQ`).
     pub fn canonical_queue(&self) -> &str {
-        q_name(&self.queue_name)
+        base_queue_name(&self.queue_name)
     }
 
     /// A copy with the same id and timestamp, and `options` merged over the existing ones, as
@@ -395,10 +395,10 @@ fn sanitize_non_finite(bytes: &[u8]) -> Option<Vec<u8>> {
 /// The canonical queue name: strips a trailing `.DQ` or `.XQ`.
 ///
 /// ```
-/// assert_eq!(dq_core::q_name("default.DQ"), "default");
-/// assert_eq!(dq_core::q_name("default"), "default");
+/// assert_eq!(dq_core::base_queue_name("default.DQ"), "default");
+/// assert_eq!(dq_core::base_queue_name("default"), "default");
 /// ```
-pub fn q_name(queue: &str) -> &str {
+pub fn base_queue_name(queue: &str) -> &str {
     queue
         .strip_suffix(".DQ")
         .or_else(|| queue.strip_suffix(".XQ"))
@@ -408,20 +408,20 @@ pub fn q_name(queue: &str) -> &str {
 /// The delay queue of a queue: keeps `.DQ`, maps `.XQ` to `.DQ`, else appends `.DQ`.
 ///
 /// ```
-/// assert_eq!(dq_core::dq_name("default"), "default.DQ");
-/// assert_eq!(dq_core::dq_name("default.XQ"), "default.DQ");
+/// assert_eq!(dq_core::delay_queue_name("default"), "default.DQ");
+/// assert_eq!(dq_core::delay_queue_name("default.XQ"), "default.DQ");
 /// ```
-pub fn dq_name(queue: &str) -> String {
-    format!("{}.DQ", q_name(queue))
+pub fn delay_queue_name(queue: &str) -> String {
+    format!("{}.DQ", base_queue_name(queue))
 }
 
 /// The dead-letter queue of a queue: `q.XQ`.
 ///
 /// ```
-/// assert_eq!(dq_core::xq_name("default.DQ"), "default.XQ");
+/// assert_eq!(dq_core::dead_letter_queue_name("default.DQ"), "default.XQ");
 /// ```
-pub fn xq_name(queue: &str) -> String {
-    format!("{}.XQ", q_name(queue))
+pub fn dead_letter_queue_name(queue: &str) -> String {
+    format!("{}.XQ", base_queue_name(queue))
 }
 
 /// Whether `name` is a valid Dramatiq queue name (`[a-zA-Z_][a-zA-Z0-9._-]*`).
@@ -533,9 +533,9 @@ mod tests {
 
     #[test]
     fn queue_names() {
-        assert_eq!(q_name("a.b.DQ"), "a.b");
-        assert_eq!(dq_name("a.DQ"), "a.DQ");
-        assert_eq!(xq_name("a"), "a.XQ");
+        assert_eq!(base_queue_name("a.b.DQ"), "a.b");
+        assert_eq!(delay_queue_name("a.DQ"), "a.DQ");
+        assert_eq!(dead_letter_queue_name("a"), "a.XQ");
         assert!(is_valid_queue_name("_x-1.y"));
         assert!(!is_valid_queue_name(""));
         assert!(!is_valid_queue_name("a b"));

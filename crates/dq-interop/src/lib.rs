@@ -329,9 +329,9 @@ impl Scenario {
     /// A dq app for producing: the scenario's broker, the default middleware, no actors (the
     /// test sends by name, like any client of a worker it does not link).
     pub async fn dq_app(&self) -> dq::App {
-        dq::App::builder_arc(self.dq_broker().await)
+        dq::App::builder_shared(self.dq_broker().await)
             .middleware_arcs(dq::default_middleware())
-            .linked_actors(false)
+            .without_linked_actors()
             .build()
             .expect("producer app")
     }

@@ -167,7 +167,7 @@ impl Drop for RedisNamespace {
 /// goes through the delay queue, due within 3 s, so that a kill or an outage also catches
 /// delayed messages a worker holds in memory until they are due.
 pub(crate) async fn send_records(broker: &dyn Broker, queue: &str, key: &str, n: u64) {
-    let delay_queue = dq::dq_name(queue);
+    let delay_queue = dq::delay_queue_name(queue);
     let now = dq::now_ms();
     let mut i = 0;
     while i < n {
@@ -653,8 +653,8 @@ impl Drop for AmqpQueue {
     fn drop(&mut self) {
         let names = [
             self.name.clone(),
-            dq::dq_name(&self.name),
-            dq::xq_name(&self.name),
+            dq::delay_queue_name(&self.name),
+            dq::dead_letter_queue_name(&self.name),
         ];
         let url = self.url.clone();
         // A runtime of its own on a thread of its own: drop cannot await, and the test's runtime

@@ -40,7 +40,7 @@ fn actors_may_use_the_options_the_stack_declares() {
     );
     assert!(app.actor("work").is_some());
     let unknown = dq_core::App::builder(dq_broker_stub::StubBroker::new())
-        .linked_actors(false)
+        .without_linked_actors()
         .actor(actor("work", "jobs", options))
         .build();
     assert!(matches!(

@@ -39,7 +39,7 @@ pub(crate) fn app_with_limit(
 ) -> (App, StubBroker) {
     let broker = StubBroker::new();
     let mut builder = App::builder(broker.clone())
-        .linked_actors(false)
+        .without_linked_actors()
         .middleware_arcs(middleware)
         .max_message_size(max_message_size);
     for a in actors {

@@ -97,7 +97,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()
         .await?;
     let app = App::builder(broker)
-        .linked_actors(false)
+        .without_linked_actors()
         .middleware_arcs(dq_middleware::default_middleware())
         .actor(Actor {
             name: "one_at_a_time".into(),

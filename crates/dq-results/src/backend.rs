@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use dq_core::{q_name, ActorError, Message};
+use dq_core::{base_queue_name, ActorError, Message};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
@@ -98,7 +98,7 @@ impl<B: ResultBackend + ?Sized> ResultBackend for Arc<B> {
 pub fn message_key(namespace: &str, prefix_keys: bool, message: &Message) -> String {
     let readable = format!(
         "{namespace}:{}:{}:{}",
-        q_name(&message.queue_name),
+        base_queue_name(&message.queue_name),
         message.actor_name,
         message.message_id
     );

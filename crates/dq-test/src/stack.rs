@@ -50,7 +50,7 @@ macro_rules! sync_handler {
 /// An app on `broker` with Dramatiq's default middleware, then `extra`, and only `actors`.
 pub fn app(broker: &StubBroker, extra: Vec<Arc<dyn Middleware>>, actors: Vec<Actor>) -> App {
     let mut b = App::builder(broker.clone())
-        .linked_actors(false)
+        .without_linked_actors()
         .middleware_arcs(dq_middleware::default_middleware())
         .middleware_arcs(extra);
     for a in actors {

@@ -5,7 +5,7 @@ use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dq_core::{now_ms, q_name, Message};
+use dq_core::{base_queue_name, now_ms, Message};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
@@ -137,7 +137,7 @@ async fn move_to_queue(shared: &Shared, mut h: Held) -> Result<(), Held> {
         return Ok(());
     }
     let mut m = h.message.clone();
-    m.queue_name = q_name(&m.queue_name).to_owned();
+    m.queue_name = base_queue_name(&m.queue_name).to_owned();
     m.options.remove_eta();
     match shared.app.enqueue(m, None).await {
         Ok(_) => {

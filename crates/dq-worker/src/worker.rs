@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use dq_core::{q_name, App, Consumer, Hooks};
+use dq_core::{base_queue_name, App, Consumer, Hooks};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -87,7 +87,7 @@ impl Worker {
             None => known,
             Some(asked) => known
                 .into_iter()
-                .filter(|q| asked.iter().any(|a| q_name(a) == q))
+                .filter(|q| asked.iter().any(|a| base_queue_name(a) == q))
                 .collect(),
         }
     }
@@ -138,7 +138,7 @@ impl Worker {
             let delayed = app
                 .broker()
                 .consume(
-                    &dq_core::dq_name(q),
+                    &dq_core::delay_queue_name(q),
                     self.options.effective_delay_prefetch(),
                 )
                 .await?;

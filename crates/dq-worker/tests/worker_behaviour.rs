@@ -31,7 +31,7 @@ fn actor(
 
 fn app(broker: &StubBroker, actors: Vec<Actor>) -> App {
     let mut b = App::builder(broker.clone())
-        .linked_actors(false)
+        .without_linked_actors()
         .middleware_arcs(dq_middleware::default_middleware())
         .middleware(dq_middleware::CurrentMessage);
     for a in actors {
@@ -286,7 +286,7 @@ async fn bad_messages_are_dead_lettered_and_the_worker_goes_on() {
     let broker = StubBroker::new();
     let q = "badinput";
     let app = App::builder(broker.clone())
-        .linked_actors(false)
+        .without_linked_actors()
         .middleware_arcs(dq_middleware::default_middleware())
         .actor(actor("typed", q, typed, |_| {}))
         .max_message_size(2048)
@@ -587,7 +587,7 @@ async fn an_after_process_error_requeues_instead_of_acking() {
     let broker = StubBroker::new();
     let q = "hookfail";
     let app = App::builder(broker.clone())
-        .linked_actors(false)
+        .without_linked_actors()
         .middleware(FailOnce)
         .actor(actor("fragile", q, fragile, |_| {}))
         .build()
@@ -676,7 +676,10 @@ async fn async_actors_are_bounded_by_threads_and_callbacks_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_without_queues_is_an_error() {
     let broker = StubBroker::new();
-    let app = App::builder(broker).linked_actors(false).build().unwrap();
+    let app = App::builder(broker)
+        .without_linked_actors()
+        .build()
+        .unwrap();
     let worker = Worker::new(app, opts(1));
     let err = worker.start().await.unwrap_err();
     assert!(
@@ -753,7 +756,7 @@ async fn a_call_whose_kind_a_hook_changed_still_runs_and_settles_once() {
     let broker = StubBroker::new();
     let q = "swapkinds";
     let app = App::builder(broker.clone())
-        .linked_actors(false)
+        .without_linked_actors()
         .middleware_arcs(dq_middleware::default_middleware())
         .middleware(SwapKinds)
         .actor(actor("was_sync", q, was_sync, |_| {}))

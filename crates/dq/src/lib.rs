@@ -41,11 +41,12 @@
 
 pub use dq_core::async_trait;
 pub use dq_core::{
-    check, compute_backoff, current_message, dq_name, now_ms, q_name, xq_name, Acker, Actor,
-    ActorContext, ActorError, ActorOptions, App, AppBuilder, ArgsError, Broker, BrokerError,
-    BrokerErrorKind, Consumer, Control, DeadLetter, DecodeError, Delivery, Error, FailureKind,
-    Hooks, Invocation, Job, Message, Middleware, MiddlewareError, Options, Outcome, QueueStats,
-    Registry, Result, Retry, SendOptions, Shutdown, TimeLimitExceeded, Token,
+    base_queue_name, check, compute_backoff, current_message, dead_letter_queue_name,
+    delay_queue_name, now_ms, Acker, Actor, ActorContext, ActorError, ActorOptions, App,
+    AppBuilder, ArgsError, Broker, BrokerError, BrokerErrorKind, Consumer, Control, DeadLetter,
+    DecodeError, Delivery, Error, FailureKind, Hooks, Invocation, Job, Message, Middleware,
+    MiddlewareError, Options, Outcome, QueueStats, Registry, Result, Retry, SendOptions, Shutdown,
+    TimeLimitExceeded, Token,
 };
 pub use dq_core::{group, pipeline, Group, GroupChild, Pipeline, PipelineStep};
 

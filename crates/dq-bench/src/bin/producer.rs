@@ -68,7 +68,7 @@ async fn app_with(url: &str, confirm: bool) -> Res<App> {
                 .await?,
         )
     };
-    Ok(builder.linked_actors(false).build()?)
+    Ok(builder.without_linked_actors().build()?)
 }
 
 fn message(queue: &str, actor: &str, arg: Option<u64>) -> Res<Message> {
@@ -173,7 +173,11 @@ async fn cleanup(url: &str, queue: &str) -> Res<()> {
     }
     let conn = connect(url).await?;
     let channel = conn.create_channel().await?;
-    for q in [queue.to_owned(), dq::dq_name(queue), dq::xq_name(queue)] {
+    for q in [
+        queue.to_owned(),
+        dq::delay_queue_name(queue),
+        dq::dead_letter_queue_name(queue),
+    ] {
         channel
             .queue_delete(q.into(), lapin::options::QueueDeleteOptions::default())
             .await?;

@@ -42,7 +42,7 @@ fn main() {
     let queue = std::env::var(dq_bench::QUEUE_ENV).unwrap_or_else(|_| "dq-bench".to_owned());
     dq::cli::Cli::new()
         .configure(move |mut app| {
-            app = app.linked_actors(false);
+            app = app.without_linked_actors();
             let linked = dq::Registry::linked().expect("the benchmark's actors have unique names");
             for actor in linked.iter() {
                 let mut actor = (**actor).clone();

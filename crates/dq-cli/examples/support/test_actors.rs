@@ -61,7 +61,7 @@ pub(crate) fn main(version: &'static str) -> ! {
     dq_cli::Cli::new()
         .configure(move |mut app| {
             if let Some(prefix) = &prefix {
-                app = app.linked_actors(false);
+                app = app.without_linked_actors();
                 for mut actor in [touch::actor(), touch_other::actor(), hold::actor()] {
                     actor.options.queue_name = format!("{prefix}{}", actor.options.queue_name);
                     app = app.actor(actor);

@@ -203,7 +203,7 @@ fn main() {
     let code = cli
         .configure(move |app| {
             let mut app = app
-                .linked_actors(false)
+                .without_linked_actors()
                 .middleware(dq::middleware::CurrentMessage);
             for mut actor in [
                 types::actor(),

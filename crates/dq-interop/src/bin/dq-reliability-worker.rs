@@ -92,7 +92,7 @@ fn main() {
             record.options.queue_name = queue.clone();
             let mut noop = noop::actor();
             noop.options.queue_name = queue.clone();
-            app.linked_actors(false).actor(record).actor(noop)
+            app.without_linked_actors().actor(record).actor(noop)
         })
         .main()
 }
