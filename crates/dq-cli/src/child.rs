@@ -196,6 +196,8 @@ async fn start(cli: &Cli, args: &WorkerArgs) -> Result<Worker, i32> {
         Err(e) => {
             let code = match &e {
                 WorkerError::NoQueues { .. } => exit::USAGE,
+                // The app is missing a state an actor takes: fixed in code, not by a restart.
+                WorkerError::State(dq_core::StateError::Missing { .. }) => exit::USAGE,
                 WorkerError::Broker(b) => ConnectError::from_broker(b).exit_code(),
                 _ => exit::KILLED,
             };

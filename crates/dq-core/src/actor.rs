@@ -16,6 +16,7 @@ use serde_json::Value;
 use crate::error::{ArgsError, Error};
 use crate::message::Message;
 use crate::options::ActorOptions;
+use crate::state::{StateKey, States};
 
 /// What an actor's call produced, ready for the result store, pipelines and callbacks.
 pub type ActorResult = Result<Value, ActorError>;
@@ -54,8 +55,9 @@ impl fmt::Debug for Invocation {
     }
 }
 
-/// Turns a message into a prepared call, or says why its arguments do not fit.
-pub type Handler = fn(&Message) -> Result<Invocation, ArgsError>;
+/// Turns a message into a prepared call, or says why its arguments do not fit. The [`States`]
+/// are the app's, for actors that take a [`State`](crate::State).
+pub type Handler = fn(&Message, &States) -> Result<Invocation, ArgsError>;
 
 /// How a failed attempt should be treated.
 #[derive(Clone, Debug, PartialEq)]
@@ -212,9 +214,27 @@ pub struct TimeLimitExceeded;
 #[error("worker is shutting down")]
 pub struct Shutdown;
 
-/// One actor: its name, options and handler. `#[dq::actor]` builds these at compile time and
-/// registers them at link time; [`Registry`] collects them.
+/// One actor: its name, options, handler and the states it takes. `#[dq::actor]` builds these
+/// at compile time and registers them at link time; [`Registry`] collects them.
+///
+/// By hand (an actor without the macro, e.g. in a test of a middleware):
+///
+/// ```
+/// use dq_core::{Actor, ActorOptions, ArgsError, Invocation, Message, States};
+///
+/// fn handler(_m: &Message, states: &States) -> Result<Invocation, ArgsError> {
+///     let greeting = states.get::<String>().ok_or(ArgsError::MissingState {
+///         actor: "greet".into(),
+///         type_name: "String",
+///     })?;
+///     Ok(Invocation::Sync(Box::new(move || Ok(serde_json::json!(*greeting)))))
+/// }
+///
+/// let actor = Actor::new("greet", ActorOptions::default(), handler).needs_state::<String>();
+/// assert_eq!(actor.states.len(), 1);
+/// ```
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct Actor {
     /// The actor name (the fn's name unless `actor_name` is given).
     pub name: String,
@@ -223,6 +243,8 @@ pub struct Actor {
     /// Decodes arguments and prepares the call; whether the actor is sync or async is the
     /// variant of [`Invocation`] it returns.
     pub handler: Handler,
+    /// The states the handler takes from the app: a worker does not start without them.
+    pub states: Vec<StateKey>,
 }
 
 impl fmt::Debug for Actor {
@@ -231,11 +253,31 @@ impl fmt::Debug for Actor {
             .field("name", &self.name)
             .field("queue_name", &self.options.queue_name)
             .field("priority", &self.options.priority)
+            .field("states", &self.states)
             .finish()
     }
 }
 
 impl Actor {
+    /// An actor named `name` that takes no state.
+    pub fn new(name: impl Into<String>, options: ActorOptions, handler: Handler) -> Actor {
+        Actor {
+            name: name.into(),
+            options,
+            handler,
+            states: Vec::new(),
+        }
+    }
+
+    /// Records that the handler takes the state of type `T`.
+    pub fn needs_state<T: Send + Sync + 'static>(mut self) -> Actor {
+        let key = StateKey::of::<T>();
+        if !self.states.contains(&key) {
+            self.states.push(key);
+        }
+        self
+    }
+
     /// The actor's queue.
     pub fn queue_name(&self) -> &str {
         &self.options.queue_name

@@ -1,6 +1,10 @@
 //! `App`: a broker, its middleware and its actors, the thing producers send through.
 
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::actor::{Actor, Registry};
@@ -10,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::message::{delay_queue_name, now_ms, Message};
 use crate::middleware::{Hooks, Middleware};
 use crate::options::BUILTIN_ACTOR_OPTIONS;
+use crate::state::{StateBuildError, StateBuilder, StateKey, States};
 
 /// The default limit on an encoded message: 8 MiB. Larger messages are refused at send and
 /// dead-lettered by the worker.
@@ -43,6 +48,8 @@ struct Inner {
     after_enqueue: Vec<Arc<dyn Middleware>>,
     registry: Registry,
     max_message_size: usize,
+    states: States,
+    state_builders: Vec<StateBuilder>,
 }
 
 impl std::fmt::Debug for App {
@@ -59,6 +66,7 @@ impl std::fmt::Debug for App {
                     .collect::<Vec<_>>(),
             )
             .field("actors", &self.inner.registry.len())
+            .field("states", &self.inner.states)
             .finish()
     }
 }
@@ -70,9 +78,60 @@ pub struct AppBuilder {
     actors: Vec<Actor>,
     include_linked: bool,
     max_message_size: usize,
+    states: States,
+    state_builders: Vec<StateBuilder>,
 }
 
 impl AppBuilder {
+    /// Adds application state that actors take as a [`State<T>`](crate::State) parameter: a
+    /// database pool, an HTTP client, settings. One value per type (a later one replaces an
+    /// earlier one); wrap values in a newtype to hold two of one type.
+    ///
+    /// ```
+    /// #[derive(Clone)]
+    /// struct Mailer { from: String }
+    ///
+    /// # fn demo(broker: impl dq_core::Broker) -> Result<(), dq_core::Error> {
+    /// let app = dq_core::App::builder(broker)
+    ///     .state(Mailer { from: "shop@example.com".into() })
+    ///     .build()?;
+    /// assert!(app.states().get::<Mailer>().is_some());
+    /// # Ok(()) }
+    /// ```
+    pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> AppBuilder {
+        self.states.insert(value);
+        self
+    }
+
+    /// Adds state built by `make` when a worker of this app starts, before it consumes: a pool
+    /// that needs async set-up. A producer never runs it. The worker does not start when `make`
+    /// fails, and says which state failed and why.
+    ///
+    /// ```
+    /// struct Db { url: String }
+    ///
+    /// async fn connect(url: &str) -> Result<Db, std::io::Error> {
+    ///     Ok(Db { url: url.to_owned() })
+    /// }
+    ///
+    /// # fn demo(broker: impl dq_core::Broker) -> Result<(), dq_core::Error> {
+    /// let app = dq_core::App::builder(broker)
+    ///     .state_with(|| connect("postgres://localhost/shop"))
+    ///     .build()?;
+    /// assert!(app.states().get::<Db>().is_none()); // built by the worker at boot
+    /// # Ok(()) }
+    /// ```
+    pub fn state_with<T, F, Fut, E>(mut self, make: F) -> AppBuilder
+    where
+        T: Send + Sync + 'static,
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
+        E: Into<StateBuildError>,
+    {
+        self.state_builders.push(StateBuilder::new(make));
+        self
+    }
+
     /// Adds a middleware at the end of the stack.
     pub fn middleware(mut self, m: impl Middleware) -> AppBuilder {
         self.middleware.push(Arc::new(m));
@@ -152,9 +211,37 @@ impl AppBuilder {
                 after_enqueue,
                 registry,
                 max_message_size: self.max_message_size,
+                states: self.states,
+                state_builders: self.state_builders,
             }),
         })
     }
+}
+
+/// Why an app's states are not complete: what stops a worker from starting.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// An actor takes a state the app does not hold.
+    #[error(
+        "actor {actor:?} takes State<{type_name}>, but the app holds no {type_name}: add it \
+         with AppBuilder::state(...) or state_with(...)"
+    )]
+    Missing {
+        /// The actor.
+        actor: String,
+        /// The state's type.
+        type_name: &'static str,
+    },
+    /// A state given to [`AppBuilder::state_with`] could not be built.
+    #[error("building state {type_name} failed: {source}")]
+    Build {
+        /// The state's type.
+        type_name: &'static str,
+        /// Why.
+        #[source]
+        source: StateBuildError,
+    },
 }
 
 fn clone_registry_error(e: &Error) -> Error {
@@ -166,6 +253,50 @@ fn clone_registry_error(e: &Error) -> Error {
 }
 
 static GLOBAL: RwLock<Option<App>> = RwLock::new(None);
+
+thread_local! {
+    /// The app entered on this thread ([`App::enter`], or [`App::scope`] while its future is
+    /// polled), innermost first.
+    static ENTERED: RefCell<Option<App>> = const { RefCell::new(None) };
+}
+
+/// Restores the previously entered app when dropped, also on a panic.
+pub(crate) struct Entered(Option<App>);
+
+impl Entered {
+    pub(crate) fn set(app: App) -> Entered {
+        Entered(ENTERED.with(|c| c.replace(Some(app))))
+    }
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        let prev = self.0.take();
+        ENTERED.with(|c| *c.borrow_mut() = prev);
+    }
+}
+
+/// A future that runs with an app entered: what [`App::scope`] returns.
+#[must_use = "futures do nothing unless awaited"]
+pub struct AppScope<F> {
+    app: App,
+    fut: Pin<Box<F>>,
+}
+
+impl<F: Future> Future for AppScope<F> {
+    type Output = F::Output;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        let _entered = Entered::set(this.app.clone());
+        this.fut.as_mut().poll(cx)
+    }
+}
+
+impl<F> std::fmt::Debug for AppScope<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppScope").field("app", &self.app).finish()
+    }
+}
 
 impl App {
     /// Starts building an app on `broker`, with no middleware.
@@ -181,6 +312,8 @@ impl App {
             actors: Vec::new(),
             include_linked: true,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            states: States::default(),
+            state_builders: Vec::new(),
         }
     }
 
@@ -196,6 +329,103 @@ impl App {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
             .ok_or(Error::NoGlobalApp)
+    }
+
+    /// The app that `my_actor::send(...)` sends through here: the innermost one entered with
+    /// [`App::scope`] or [`App::enter`]; inside an actor, the app of the worker running it; else
+    /// the global app ([`App::set_global`]).
+    ///
+    /// So two tests in one binary, each with its own app entered, never send through each
+    /// other's broker, and an actor's follow-up messages go to its own worker's broker.
+    ///
+    /// ```
+    /// # fn demo(broker: impl dq_core::Broker) -> Result<(), dq_core::Error> {
+    /// let app = dq_core::App::builder(broker).build()?;
+    /// app.enter(|| assert!(dq_core::App::current().unwrap().same_as(&app)));
+    /// # Ok(()) }
+    /// ```
+    pub fn current() -> Result<App> {
+        match ENTERED.with(|c| c.borrow().clone()) {
+            Some(app) => Ok(app),
+            None => App::global(),
+        }
+    }
+
+    /// Runs `fut` with this app entered: every poll of it, on whatever thread, sees this app as
+    /// [`App::current`]. Tasks it spawns do not inherit the scope; wrap them too.
+    ///
+    /// ```
+    /// # async fn demo(broker: impl dq_core::Broker) -> Result<(), dq_core::Error> {
+    /// let app = dq_core::App::builder(broker).build()?;
+    /// app.scope(async {
+    ///     // my_actor::send(...).await? goes through `app` here
+    ///     assert!(dq_core::App::current().unwrap().same_as(&app));
+    /// })
+    /// .await;
+    /// # Ok(()) }
+    /// ```
+    pub fn scope<F: Future>(&self, fut: F) -> AppScope<F> {
+        AppScope {
+            app: self.clone(),
+            fut: Box::pin(fut),
+        }
+    }
+
+    /// Runs `f` with this app entered on this thread (see [`App::scope`] for async code).
+    pub fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _entered = Entered::set(self.clone());
+        f()
+    }
+
+    /// Whether `self` and `other` are handles on the same app.
+    pub fn same_as(&self, other: &App) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// The states given to [`AppBuilder::state`]. A worker adds those of
+    /// [`AppBuilder::state_with`] when it starts ([`App::build_states`]).
+    pub fn states(&self) -> &States {
+        &self.inner.states
+    }
+
+    /// Every state: those given to [`AppBuilder::state`], then those of
+    /// [`AppBuilder::state_with`], built in the order given. Then checks that every actor on
+    /// one of `queues` has its states (a worker for other queues does not need theirs). A
+    /// worker calls this once as it starts, with the queues it consumes.
+    pub async fn build_states(
+        &self,
+        queues: &[String],
+    ) -> std::result::Result<States, StateError> {
+        let mut states = self.inner.states.clone();
+        for b in &self.inner.state_builders {
+            b.build_into(&mut states)
+                .await
+                .map_err(|source| StateError::Build {
+                    type_name: b.key().type_name(),
+                    source,
+                })?;
+        }
+        let mut actors: Vec<&Arc<Actor>> = self
+            .inner
+            .registry
+            .iter()
+            .filter(|a| queues.iter().any(|q| *q == a.options.queue_name))
+            .collect();
+        actors.sort_by(|a, b| a.name.cmp(&b.name));
+        for actor in actors {
+            if let Some(key) = actor.states.iter().find(|k| !states.contains(k)) {
+                return Err(StateError::Missing {
+                    actor: actor.name.clone(),
+                    type_name: key.type_name(),
+                });
+            }
+        }
+        Ok(states)
+    }
+
+    /// Whether any actor takes a state of this key (for tools listing what an app needs).
+    pub fn needs_state(&self, key: &StateKey) -> bool {
+        self.inner.registry.iter().any(|a| a.states.contains(key))
     }
 
     /// The broker.

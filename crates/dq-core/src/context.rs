@@ -15,6 +15,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use crate::actor::{ActorError, BoxActorFuture};
+use crate::app::{App, Entered};
 use crate::message::Message;
 
 const RUNNING: u8 = 0;
@@ -27,6 +28,7 @@ pub struct ActorContext {
     message: Option<Arc<Message>>,
     deadline: Option<Instant>,
     state: AtomicU8,
+    app: Option<App>,
 }
 
 impl ActorContext {
@@ -36,7 +38,15 @@ impl ActorContext {
             message,
             deadline,
             state: AtomicU8::new(RUNNING),
+            app: None,
         }
+    }
+
+    /// The app the actor runs in: while the call runs, [`App::current`] is this app, so the
+    /// messages an actor sends go through its own worker's app.
+    pub fn with_app(mut self, app: App) -> ActorContext {
+        self.app = Some(app);
+        self
     }
 
     /// Tells the actor its time limit passed.
@@ -84,6 +94,7 @@ impl ActorContext {
             }
         }
         let _restore = Restore(prev);
+        let _entered = self.app.clone().map(Entered::set);
         f()
     }
 

@@ -21,9 +21,13 @@ pub enum Error {
     /// An actor's arguments did not decode into its parameter types.
     #[error(transparent)]
     Args(#[from] ArgsError),
-    /// No global app was set before a message was sent through it.
+    /// A message was sent with no app to send it through: no app scope was entered
+    /// ([`App::scope`](crate::App::scope)), the code is not running in a worker's actor, and no
+    /// global app was set.
     #[error(
-        "no dq app is set: call dq::set_broker(...) (or App::set_global) before sending messages"
+        "no dq app to send through: enter one with app.scope(...) / app.enter(...), send with \
+         my_actor::send_to(&app, ...), or set a global one with dq::set_broker(...) or \
+         App::set_global"
     )]
     NoGlobalApp,
     /// An encoded message is larger than the configured limit.
@@ -125,6 +129,15 @@ pub enum ArgsError {
         actor: String,
         /// The keyword.
         name: String,
+    },
+    /// The actor takes a [`State`](crate::State) the app does not hold. A worker checks this at
+    /// start, so a message meets it only when a handler is called by hand.
+    #[error("{actor} needs state {type_name}, which the app does not hold")]
+    MissingState {
+        /// The actor.
+        actor: String,
+        /// The state's type.
+        type_name: &'static str,
     },
     /// A parameter was given both positionally and by keyword.
     #[error("{actor} got multiple values for argument {name:?}")]

@@ -33,12 +33,13 @@ mod middleware;
 mod options;
 mod redact;
 mod send;
+mod state;
 
 pub use actor::{
     short_type_name, Actor, ActorError, ActorResult, BoxActorFuture, FailureKind, Handler,
     Invocation, Registry, Retry, Shutdown, TimeLimitExceeded,
 };
-pub use app::{App, AppBuilder, DEFAULT_MAX_MESSAGE_SIZE};
+pub use app::{App, AppBuilder, AppScope, StateError, DEFAULT_MAX_MESSAGE_SIZE};
 pub use async_trait::async_trait;
 pub use backoff::{compute_backoff, compute_backoff_with, MAX_BACKOFF_MS};
 pub use broker::{Acker, Broker, Consumer, DeadLetter, Delivery, QueueStats, Token};
@@ -55,11 +56,13 @@ pub use middleware::{Control, Hooks, Job, Middleware, Outcome};
 pub use options::{ActorOptions, Options, BUILTIN_ACTOR_OPTIONS};
 pub use redact::redact_url;
 pub use send::SendOptions;
+pub use state::{State, StateBuildError, StateBuilder, StateKey, States};
 
 /// Items generated code refers to. Not part of the public API.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::actor::{short_type_name, to_result_value, ActorRegistration, ArgReader};
+    pub use crate::state::{State, States};
     pub use inventory;
     pub use serde_json;
 }

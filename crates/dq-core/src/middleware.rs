@@ -153,8 +153,12 @@ impl Job {
 /// Before-hooks run in the order middleware was added, after-hooks in reverse. Errors matter:
 /// an `Err` from a before-hook aborts that enqueue or that run (the message is requeued); an
 /// `Err` from `after_process` or `after_skip` means the worker does **not** ack and requeues
-/// the message, so a retry that failed to enqueue is never lost. Errors from observer hooks
-/// (ack, nack, boot, shutdown, declare) are logged with the middleware's name.
+/// the message, so a retry that failed to enqueue is never lost. An `Err` from a boot or
+/// declare hook (`before_worker_boot`, `after_worker_boot`, `before_declare_actor`,
+/// `after_declare_actor`, `after_declare_queue`) stops the worker from starting: `Worker::start`
+/// returns it (after stopping what had started, for `after_worker_boot`) and the worker command
+/// exits. Errors from observer hooks (ack, nack, delay, shutdown) are logged with the
+/// middleware's name.
 ///
 /// ```
 /// use dq_core::{async_trait, App, Control, Hooks, Job, Middleware, MiddlewareError};
@@ -283,12 +287,12 @@ pub trait Middleware: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Before a worker starts its consumers.
+    /// Before a worker starts its consumers. An `Err` stops the worker from starting.
     async fn before_worker_boot(&self, _app: &App) -> Result<(), MiddlewareError> {
         Ok(())
     }
 
-    /// After a worker started.
+    /// After a worker started. An `Err` stops the worker again and `Worker::start` returns it.
     async fn after_worker_boot(&self, _app: &App) -> Result<(), MiddlewareError> {
         Ok(())
     }

@@ -24,6 +24,8 @@ pub(crate) struct Param {
     pub(crate) name: String,
     /// The type, rewritten to mean the same inside the companion module.
     pub(crate) ty: Type,
+    /// For a `State<T>` parameter, `T`: taken from the app, not from the message.
+    pub(crate) state: Option<Type>,
 }
 
 /// How the fn's return value becomes an actor result.
@@ -112,11 +114,13 @@ pub(crate) fn check(f: &ItemFn) -> syn::Result<ActorSig> {
                 };
                 let mut ty = (*pt.ty).clone();
                 check_type(&mut ty, &mut errors);
+                let state = state_type(&ty);
                 if let Some(ident) = ident {
                     params.push(Param {
                         name: ident.unraw().to_string(),
                         ident,
                         ty,
+                        state,
                     });
                 }
             }
@@ -136,6 +140,29 @@ pub(crate) fn check(f: &ItemFn) -> syn::Result<ActorSig> {
         is_async: sig.asyncness.is_some(),
         returns,
     })
+}
+
+/// `T` of a `State<T>` parameter, recognised by the last path segment (`State`, `dq::State`,
+/// an import under another path), as `Result` is below: a macro cannot resolve names.
+fn state_type(ty: &Type) -> Option<Type> {
+    match ty {
+        Type::Path(TypePath { qself: None, path }) => {
+            let last = path.segments.last()?;
+            if last.ident != "State" {
+                return None;
+            }
+            match &last.arguments {
+                PathArguments::AngleBracketed(a) if a.args.len() == 1 => match &a.args[0] {
+                    GenericArgument::Type(t) => Some(t.clone()),
+                    _ => None,
+                },
+                _ => None,
+            }
+        }
+        Type::Group(g) => state_type(&g.elem),
+        Type::Paren(p) => state_type(&p.elem),
+        _ => None,
+    }
 }
 
 /// `Result<..>` by its last path segment, whatever its path (`std::io::Result`, `anyhow::Result`,
@@ -296,9 +323,25 @@ mod tests {
         assert!(matches!(sig.returns, Returns::Result(_)));
         let names: Vec<&str> = sig.params.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["a", "type", "p"]);
+        assert!(sig.params.iter().all(|p| p.state.is_none()));
         // One level deeper in the companion module.
         let ty = &sig.params[2].ty;
         assert_eq!(quote::quote!(#ty).to_string(), "super :: super :: Point");
+
+        let with_state: ItemFn =
+            syn::parse_str("fn s(a: u8, db: dq::State<super::Db>, c: State<u8>) {}").unwrap();
+        let states: Vec<String> = check(&with_state)
+            .unwrap()
+            .params
+            .iter()
+            .map(|p| {
+                p.state
+                    .as_ref()
+                    .map(|t| quote::quote!(#t).to_string())
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(states, ["", "super :: super :: Db", "u8"]);
 
         let unit: ItemFn = syn::parse_str("fn g() -> () {}").unwrap();
         assert!(matches!(check(&unit).unwrap().returns, Returns::Unit));

@@ -15,7 +15,7 @@ async fn run(
     kwargs: Value,
 ) -> Result<Result<Value, ActorError>, ArgsError> {
     let m = Message::new(actor.queue_name(), &actor.name, &args, &kwargs).unwrap();
-    let invocation = (actor.handler)(&m)?;
+    let invocation = (actor.handler)(&m, &dq::States::default())?;
     // Only the `async fn`s' handlers give a future; every other one gives a closure.
     assert_eq!(
         invocation.is_async(),
@@ -201,6 +201,6 @@ fn malformed_containers_are_args_errors() {
     let args = serde_json::value::to_raw_value(&json!({"x": 1})).unwrap();
     let kwargs = serde_json::value::to_raw_value(&json!({})).unwrap();
     let m = Message::from_raw("default", "add", args, kwargs);
-    let e = (add::actor().handler)(&m).unwrap_err();
+    let e = (add::actor().handler)(&m, &dq::States::default()).unwrap_err();
     assert!(matches!(e, ArgsError::Malformed(_)), "{e}");
 }

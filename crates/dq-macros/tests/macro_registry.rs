@@ -53,5 +53,7 @@ fn actor_matches_its_parts() {
 /// source for where a message runs).
 fn is_async(actor: &Actor, args: serde_json::Value) -> bool {
     let m = Message::new(actor.queue_name(), &actor.name, &args, &json!({})).unwrap();
-    (actor.handler)(&m).unwrap().is_async()
+    (actor.handler)(&m, &dq::States::default())
+        .unwrap()
+        .is_async()
 }

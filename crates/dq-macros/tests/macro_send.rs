@@ -69,7 +69,9 @@ async fn send_to_enqueues_on_the_actor_queue() {
     let got = take_all(&broker, "emails").await;
     assert_eq!(got, [sent]);
     // What the producer sent is what the worker's handler takes.
-    let Invocation::Sync(call) = (send_welcome::actor().handler)(&got[0]).unwrap() else {
+    let Invocation::Sync(call) =
+        (send_welcome::actor().handler)(&got[0], &dq::States::default()).unwrap()
+    else {
         panic!("send_welcome is sync");
     };
     assert_eq!(call().unwrap(), json!(7));

@@ -106,7 +106,7 @@ mod tests {
     use super::*;
     use dq_core::{ActorError, ActorOptions, ArgsError, FailureKind, Invocation};
 
-    fn handler(_: &Message) -> Result<Invocation, ArgsError> {
+    fn handler(_: &Message, _: &dq_core::States) -> Result<Invocation, ArgsError> {
         Ok(Invocation::Sync(Box::new(|| Ok(Value::Null))))
     }
 
@@ -115,11 +115,7 @@ mod tests {
         if let Value::Object(m) = extra {
             options.extra = m;
         }
-        Actor {
-            name: "a".into(),
-            options,
-            handler,
-        }
+        Actor::new("a", options, handler)
     }
 
     fn message(options: Value) -> Message {

@@ -153,7 +153,7 @@ mod tests {
     use dq_core::{ActorOptions, ArgsError, Invocation};
     use serde_json::json;
 
-    fn handler(_: &Message) -> Result<Invocation, ArgsError> {
+    fn handler(_: &Message, _: &dq_core::States) -> Result<Invocation, ArgsError> {
         Ok(Invocation::Sync(Box::new(|| Ok(Value::Null))))
     }
 
@@ -162,11 +162,7 @@ mod tests {
         if pipe_ignore {
             options.extra.insert("pipe_ignore".into(), json!(true));
         }
-        Actor {
-            name: name.into(),
-            options,
-            handler,
-        }
+        Actor::new(name, options, handler)
     }
 
     fn check(

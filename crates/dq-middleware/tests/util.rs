@@ -10,20 +10,20 @@ use dq_core::{
 };
 use serde_json::Value;
 
-fn handler(_: &Message) -> Result<Invocation, ArgsError> {
+fn handler(_: &Message, _: &dq_core::States) -> Result<Invocation, ArgsError> {
     Ok(Invocation::Sync(Box::new(|| Ok(Value::Null))))
 }
 
 /// An actor named `name` on `queue`, with `options` (queue name overridden).
 pub(crate) fn actor(name: &str, queue: &str, options: ActorOptions) -> Actor {
-    Actor {
-        name: name.to_owned(),
-        options: ActorOptions {
+    Actor::new(
+        name.to_owned(),
+        ActorOptions {
             queue_name: queue.to_owned(),
             ..options
         },
         handler,
-    }
+    )
 }
 
 /// An app on a fresh stub broker with `middleware` and `actors`, and no linked actors.

@@ -63,7 +63,7 @@ fn record(path: &str, line: Value) -> Result<(), ActorError> {
 }
 
 /// `one_at_a_time(path, label, hold_ms)`: under the mutex, records when it started and ended.
-fn one_at_a_time(m: &Message) -> Result<Invocation, ArgsError> {
+fn one_at_a_time(m: &Message, _: &dq_core::States) -> Result<Invocation, ArgsError> {
     let (path, label, hold_ms): (String, String, u64) =
         serde_json::from_str(m.args.get()).map_err(|e| ArgsError::Malformed(e.to_string()))?;
     Ok(Invocation::Sync(Box::new(move || {
@@ -99,9 +99,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = App::builder(broker)
         .without_linked_actors()
         .middleware_arcs(dq_middleware::default_middleware())
-        .actor(Actor {
-            name: "one_at_a_time".into(),
-            options: ActorOptions {
+        .actor(Actor::new(
+            "one_at_a_time",
+            ActorOptions {
                 queue_name: env("DQ_RL_QUEUE", "default"),
                 // Never give up: every message must run once the mutex is free.
                 max_retries: Some(None),
@@ -109,8 +109,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 max_backoff: Some(200),
                 ..Default::default()
             },
-            handler: one_at_a_time,
-        })
+            one_at_a_time,
+        ))
         .build()?;
     let threads = env("DQ_RL_THREADS", "3").parse()?;
     let worker = Worker::new(

@@ -20,7 +20,7 @@
 //! use dq_results::{MemoryBackend, MessageResult, Results};
 //! use dq_worker::{Worker, WorkerOptions};
 //!
-//! fn add(m: &Message) -> Result<Invocation, dq_core::ArgsError> {
+//! fn add(m: &Message, _: &dq_core::States) -> Result<Invocation, dq_core::ArgsError> {
 //!     let (x, y): (i64, i64) = serde_json::from_str(m.args.get()).unwrap();
 //!     Ok(Invocation::Sync(Box::new(move || Ok((x + y).into()))))
 //! }
@@ -32,11 +32,7 @@
 //! let app = App::builder(broker.clone())
 //!     .middleware_arcs(dq_middleware::default_middleware())
 //!     .middleware(Results::new(backend.clone()))
-//!     .actor(Actor {
-//!         name: "add".into(),
-//!         options: ActorOptions { store_results: Some(true), ..Default::default() },
-//!         handler: add,
-//!     })
+//!     .actor(Actor::new("add", ActorOptions { store_results: Some(true), ..Default::default() }, add))
 //!     .build()?;
 //! let worker = Worker::new(app.clone(), WorkerOptions::default());
 //! worker.start().await?;

@@ -267,7 +267,7 @@ mod tests {
     use dq_core::{ActorOptions, ArgsError, Invocation};
     use serde_json::json;
 
-    fn handler(_: &Message) -> Result<Invocation, ArgsError> {
+    fn handler(_: &Message, _: &dq_core::States) -> Result<Invocation, ArgsError> {
         Ok(Invocation::Sync(Box::new(|| Ok(Value::Null))))
     }
 
@@ -282,15 +282,15 @@ mod tests {
         if let Value::Object(o) = message_options {
             m.options = o.into();
         }
-        let actor = Actor {
-            name: "a".into(),
-            options: ActorOptions {
+        let actor = Actor::new(
+            "a",
+            ActorOptions {
                 store_results: actor_store,
                 result_ttl: actor_ttl,
                 ..Default::default()
             },
             handler,
-        };
+        );
         results.lookup(&m, &actor)
     }
 

@@ -18,11 +18,7 @@ pub(crate) fn actor(
         ..Default::default()
     };
     f(&mut options);
-    Actor {
-        name: name.to_owned(),
-        options,
-        handler,
-    }
+    Actor::new(name.to_owned(), options, handler)
 }
 
 pub(crate) use dq_test::stack::{app, worker};

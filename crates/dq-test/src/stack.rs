@@ -8,11 +8,7 @@
 //!
 //! dq_test::sync_handler!(add, |a: i64, b: i64| Ok(serde_json::json!(a + b)));
 //! let broker = dq_broker_stub::StubBroker::new();
-//! let actor = dq_core::Actor {
-//!     name: "add".into(),
-//!     options: dq_core::ActorOptions::default(),
-//!     handler: add,
-//! };
+//! let actor = dq_core::Actor::new("add", dq_core::ActorOptions::default(), add);
 //! let app = stack::app(&broker, vec![], vec![actor]);
 //! let worker = stack::worker(&app, 4).await;
 //! // ... send, join, assert ...
@@ -37,6 +33,7 @@ macro_rules! sync_handler {
     ($name:ident, |$($arg:ident : $ty:ty),*| $body:expr) => {
         fn $name(
             m: &$crate::__dq_core::Message,
+            _: &$crate::__dq_core::States,
         ) -> Result<$crate::__dq_core::Invocation, $crate::__dq_core::ArgsError> {
             #[allow(unused_mut)]
             let mut r = $crate::__dq_core::__private::ArgReader::new(m)?;

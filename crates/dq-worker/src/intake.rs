@@ -106,7 +106,8 @@ async fn accept(shared: &Shared, d: Delivery, acker: &Arc<dyn Acker>, queue: &st
         );
         return dead_letter(Some(message), d.token, reason);
     };
-    let call = match (actor.handler)(&message) {
+    let states = shared.states.get_or_init(|| shared.app.states().clone());
+    let call = match (actor.handler)(&message, states) {
         Ok(call) => call,
         Err(e) => return dead_letter(Some(message), d.token, format!("invalid arguments: {e}")),
     };

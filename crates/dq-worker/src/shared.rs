@@ -2,9 +2,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use dq_core::{ActorContext, App, Hooks, Job, Middleware};
+use dq_core::{ActorContext, App, Hooks, Job, Middleware, States};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::deadline::Deadlines;
@@ -52,6 +52,8 @@ impl HookLists {
 
 pub(crate) struct Shared {
     pub(crate) app: App,
+    /// The app's states, with those built at boot; set once by `Worker::start`.
+    pub(crate) states: OnceLock<States>,
     pub(crate) hooks: HookLists,
     /// Messages waiting for a slot, best first.
     pub(crate) work: WorkQueue<Item>,
@@ -79,6 +81,7 @@ impl Shared {
         Shared {
             hooks: HookLists::new(&app),
             app,
+            states: OnceLock::new(),
             work: WorkQueue::default(),
             permits: Arc::new(Semaphore::new(threads)),
             counts: Arc::default(),
@@ -97,7 +100,7 @@ impl Shared {
     /// returned guard lives when the actor asked for them.
     pub(crate) fn actor_context(&self, job: &Job) -> ActorRun<'_> {
         let exposed = job.expose_message.then(|| Arc::new(job.message.clone()));
-        let ctx = Arc::new(ActorContext::new(exposed, job.deadline));
+        let ctx = Arc::new(ActorContext::new(exposed, job.deadline).with_app(self.app.clone()));
         let key = job.notify_shutdown.then(|| {
             let key = self.next_key.fetch_add(1, Ordering::Relaxed);
             self.notify_jobs

@@ -5,6 +5,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use dq_core::{base_queue_name, App, Consumer, Hooks};
 use tokio::sync::{mpsc, watch};
@@ -100,7 +101,7 @@ impl Worker {
             State::Idle(rx) => rx,
             other => {
                 *state = other;
-                return Err(WorkerError::State("already started"));
+                return Err(WorkerError::Lifecycle("already started"));
             }
         };
         let app = &self.shared.app;
@@ -112,43 +113,25 @@ impl Worker {
                 asked: self.options.queues.clone().unwrap_or_default(),
             });
         }
-        for m in app.middleware_with(Hooks::WORKER) {
-            m.before_worker_boot(app).await?;
-        }
-        let declare = app.middleware_with(Hooks::DECLARE);
-        for actor in app.registry().iter() {
-            for m in &declare {
-                m.before_declare_actor(app, actor).await?;
+        // Everything that can fail comes before anything runs: a worker that does not start
+        // leaves no consumer fetching, and can be started again.
+        let opened = match self.prepare(&queues).await {
+            Ok(opened) => opened,
+            Err(e) => {
+                *state = State::Idle(held_rx);
+                return Err(e);
             }
-            for m in &declare {
-                m.after_declare_actor(app, actor).await?;
-            }
-        }
+        };
         let (stop_fetch, fetch_rx) = watch::channel(false);
-        let mut consumers = Vec::new();
-        for q in &queues {
-            app.broker().declare_queue(q).await?;
-            for m in &declare {
-                m.after_declare_queue(app, q).await?;
-            }
-            let main = app
-                .broker()
-                .consume(q, self.options.effective_queue_prefetch())
-                .await?;
-            let delayed = app
-                .broker()
-                .consume(
-                    &dq_core::delay_queue_name(q),
-                    self.options.effective_delay_prefetch(),
-                )
-                .await?;
-            for c in [main, delayed] {
+        let consumers = opened
+            .into_iter()
+            .map(|c| {
                 let shared = self.shared.clone();
                 let rx = fetch_rx.clone();
                 let timeout = self.options.worker_timeout;
-                consumers.push(tokio::spawn(consume_loop(shared, c, rx, timeout)));
-            }
-        }
+                tokio::spawn(consume_loop(shared, c, rx, timeout))
+            })
+            .collect();
         let (stop_dispatch, dispatch_rx) = watch::channel(false);
         let dispatcher = tokio::spawn(dispatch_loop(self.shared.clone(), dispatch_rx));
         let (stop_delay, delay_rx) = watch::channel(false);
@@ -169,16 +152,144 @@ impl Worker {
         });
         drop(state);
         for m in app.middleware_with(Hooks::WORKER).iter().rev() {
-            m.after_worker_boot(app).await?;
+            if let Err(e) = m.after_worker_boot(app).await {
+                warn!(middleware = m.name(), error = %e, "after_worker_boot hook failed; stopping the worker");
+                if let Err(stop) = self.stop().await {
+                    warn!(error = %stop, "worker did not stop cleanly");
+                }
+                return Err(e.into());
+            }
         }
         info!(queues = ?queues, threads = self.options.threads, "worker is ready for action");
         Ok(())
+    }
+
+    /// Builds the states, runs the before-boot and declare hooks, declares the queues and opens
+    /// a consumer per queue and delay queue. On an error, closes what it opened.
+    async fn prepare(&self, queues: &[String]) -> Result<Vec<Box<dyn Consumer>>, WorkerError> {
+        let app = &self.shared.app;
+        let states = app.build_states(queues).await?;
+        // Kept from the first start when a failed start is retried: the same app built them.
+        let _ = self.shared.states.set(states);
+        for m in app.middleware_with(Hooks::WORKER) {
+            m.before_worker_boot(app).await?;
+        }
+        let declare = app.middleware_with(Hooks::DECLARE);
+        for actor in app.registry().iter() {
+            for m in &declare {
+                m.before_declare_actor(app, actor).await?;
+            }
+            for m in &declare {
+                m.after_declare_actor(app, actor).await?;
+            }
+        }
+        let mut opened: Vec<Box<dyn Consumer>> = Vec::new();
+        let result = async {
+            for q in queues {
+                app.broker().declare_queue(q).await?;
+                for m in &declare {
+                    m.after_declare_queue(app, q).await?;
+                }
+                opened.push(
+                    app.broker()
+                        .consume(q, self.options.effective_queue_prefetch())
+                        .await?,
+                );
+                opened.push(
+                    app.broker()
+                        .consume(
+                            &dq_core::delay_queue_name(q),
+                            self.options.effective_delay_prefetch(),
+                        )
+                        .await?,
+                );
+            }
+            Ok::<(), WorkerError>(())
+        }
+        .await;
+        match result {
+            Ok(()) => Ok(opened),
+            Err(e) => {
+                for c in opened {
+                    if let Err(close) = c.close().await {
+                        warn!(error = %close, "consumer did not close cleanly");
+                    }
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Waits until no message is queued in this worker or running. Messages held for a later
     /// `eta` do not count (use the broker's own join for that, as with Dramatiq's StubBroker).
     pub async fn join(&self) {
         self.shared.counts.wait_until(|c| c.pending() == 0).await
+    }
+
+    /// Starts the worker, runs until the process gets SIGINT (Ctrl-C) or SIGTERM, then stops
+    /// gracefully ([`stop`](Worker::stop)): the one line a worker binary needs.
+    ///
+    /// ```no_run
+    /// # async fn demo(app: dq_core::App) -> Result<(), dq_worker::WorkerError> {
+    /// dq_worker::Worker::new(app, Default::default()).run_until_signal().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn run_until_signal(&self) -> Result<(), WorkerError> {
+        self.start().await?;
+        let signal = shutdown_signal().await;
+        info!(signal, "stopping the worker");
+        self.stop().await
+    }
+
+    /// Starts the worker, waits until its queues are drained ([`drained`](Worker::drained)),
+    /// then stops it: for tests, examples and batch jobs. The worker is stopped also when the
+    /// wait times out.
+    ///
+    /// ```no_run
+    /// # async fn demo(app: dq_core::App) -> Result<(), dq_worker::WorkerError> {
+    /// use std::time::Duration;
+    ///
+    /// // ... messages were sent through `app` ...
+    /// let worker = dq_worker::Worker::new(app, Default::default());
+    /// worker.run_until_drained(Duration::from_secs(10)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn run_until_drained(&self, timeout: Duration) -> Result<(), WorkerError> {
+        self.start().await?;
+        let drained = self.drained(timeout).await;
+        let stopped = self.stop().await;
+        drained.and(stopped)
+    }
+
+    /// Waits until every queue this worker consumes, and its delay queue, holds no message in
+    /// the broker, none is handed out unacked, and none is queued or running here: what was
+    /// sent has been processed, with its retries and the messages it sent in turn. Delayed
+    /// messages are waited for. [`WorkerError::DrainTimeout`] when `timeout` passes first.
+    pub async fn drained(&self, timeout: Duration) -> Result<(), WorkerError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let queues = self.queues();
+        let broker = self.shared.app.broker();
+        // Two clean looks in a row: a message between the broker and this worker (fetched,
+        // not yet counted) shows on one side or the other at each look.
+        let mut clean = 0;
+        loop {
+            let mut busy = self.pending() as u64;
+            for q in &queues {
+                let s = broker.stats(q).await?;
+                busy += s.ready + s.delayed + s.in_flight;
+            }
+            clean = if busy == 0 { clean + 1 } else { 0 };
+            if clean >= 2 {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(WorkerError::DrainTimeout {
+                    timeout,
+                    remaining: busy,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// How many messages are queued in this worker or running.
@@ -195,7 +306,7 @@ impl Worker {
             State::Running(r) => r,
             other => {
                 *state = other;
-                return Err(WorkerError::State("not running"));
+                return Err(WorkerError::Lifecycle("not running"));
             }
         };
         let app = &self.shared.app;
@@ -273,5 +384,29 @@ impl Worker {
             return Err(WorkerError::ShutdownTimeout(timed_out));
         }
         Ok(())
+    }
+}
+
+/// Waits for SIGINT or SIGTERM (Ctrl-C elsewhere) and names it.
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            },
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM; stopping on SIGINT only");
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
     }
 }

@@ -22,11 +22,7 @@ fn actor(
         ..Default::default()
     };
     f(&mut options);
-    Actor {
-        name: name.to_owned(),
-        options,
-        handler,
-    }
+    Actor::new(name.to_owned(), options, handler)
 }
 
 fn app(broker: &StubBroker, actors: Vec<Actor>) -> App {
@@ -65,7 +61,7 @@ fn opts(threads: usize) -> WorkerOptions {
 
 static ORDER: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
 
-fn sleepy(_: &Message) -> Result<Invocation, ArgsError> {
+fn sleepy(_: &Message, _: &dq_core::States) -> Result<Invocation, ArgsError> {
     Ok(Invocation::Sync(Box::new(|| {
         ORDER.lock().unwrap().push("sleep");
         std::thread::sleep(Duration::from_millis(20));
@@ -73,7 +69,7 @@ fn sleepy(_: &Message) -> Result<Invocation, ArgsError> {
     })))
 }
 
-fn greet(_: &Message) -> Result<Invocation, ArgsError> {
+fn greet(_: &Message, _: &dq_core::States) -> Result<Invocation, ArgsError> {
     Ok(Invocation::Sync(Box::new(|| {
         ORDER.lock().unwrap().push("hello");
         Ok(Value::Null)
@@ -119,7 +115,7 @@ async fn high_priority_message_runs_next_with_one_thread() {
 
 static DELAY_RAN: Mutex<Option<Instant>> = Mutex::new(None);
 
-fn mark_delay(_: &Message) -> Result<Invocation, ArgsError> {
+fn mark_delay(_: &Message, _: &dq_core::States) -> Result<Invocation, ArgsError> {
     Ok(Invocation::Sync(Box::new(|| {
         *DELAY_RAN.lock().unwrap() = Some(Instant::now());
         Ok(Value::Null)
@@ -159,7 +155,7 @@ async fn delayed_message_is_not_processed_early() {
 
 static FLAKY_RUNS: Mutex<Vec<(Instant, u32)>> = Mutex::new(Vec::new());
 
-fn flaky(_: &Message) -> Result<Invocation, ArgsError> {
+fn flaky(_: &Message, _: &dq_core::States) -> Result<Invocation, ArgsError> {
     Ok(Invocation::Sync(Box::new(|| {
         let retries = dq_core::current_message()
             .map(|m| m.options.retries())
@@ -201,7 +197,7 @@ async fn failures_are_retried_with_backoff_then_succeed() {
 
 static DOOMED_RUNS: AtomicUsize = AtomicUsize::new(0);
 
-fn doomed(_: &Message) -> Result<Invocation, ArgsError> {
+fn doomed(_: &Message, _: &dq_core::States) -> Result<Invocation, ArgsError> {
     Ok(Invocation::Sync(Box::new(|| {
         DOOMED_RUNS.fetch_add(1, Ordering::SeqCst);
         Err(ActorError::from_error(std::io::Error::other(
@@ -271,7 +267,7 @@ async fn wait_dead(broker: &StubBroker, q: &str, n: usize) -> Vec<dq_core::DeadL
 
 static GOOD_RUNS: AtomicUsize = AtomicUsize::new(0);
 
-fn typed(m: &Message) -> Result<Invocation, ArgsError> {
+fn typed(m: &Message, _: &dq_core::States) -> Result<Invocation, ArgsError> {
     let mut r = ArgReader::new(m)?;
     let n: i64 = r.take("n")?;
     r.finish(&["n"])?;
@@ -342,7 +338,7 @@ static SYNC_STUBBORN_DONE: AtomicBool = AtomicBool::new(false);
 static ASYNC_DROPPED: AtomicBool = AtomicBool::new(false);
 static ASYNC_FINISHED: AtomicBool = AtomicBool::new(false);
 
-fn cooperative(_: &Message) -> Result<Invocation, ArgsError> {
+fn cooperative(_: &Message, _: &dq_core::States) -> Result<Invocation, ArgsError> {
     Ok(Invocation::Sync(Box::new(|| {
         for _ in 0..500 {
             if let Err(e) = dq_core::check() {
@@ -355,7 +351,7 @@ fn cooperative(_: &Message) -> Result<Invocation, ArgsError> {
     })))
 }
 
-fn stubborn(_: &Message) -> Result<Invocation, ArgsError> {
+fn stubborn(_: &Message, _: &dq_core::States) -> Result<Invocation, ArgsError> {
     Ok(Invocation::Sync(Box::new(|| {
         std::thread::sleep(Duration::from_millis(1500));
         SYNC_STUBBORN_DONE.store(true, Ordering::SeqCst);
@@ -370,7 +366,7 @@ impl Drop for DropFlag {
     }
 }
 
-fn sleeper(_: &Message) -> Result<Invocation, ArgsError> {
+fn sleeper(_: &Message, _: &dq_core::States) -> Result<Invocation, ArgsError> {
     Ok(Invocation::Async(Box::pin(async {
         let _flag = DropFlag;
         tokio::time::sleep(Duration::from_secs(30)).await;
@@ -432,7 +428,7 @@ async fn time_limits_fire_on_sync_and_async_actors() {
 static SLOW_DONE: AtomicUsize = AtomicUsize::new(0);
 static SLOW_STARTED: AtomicUsize = AtomicUsize::new(0);
 
-fn slow(_: &Message) -> Result<Invocation, ArgsError> {
+fn slow(_: &Message, _: &dq_core::States) -> Result<Invocation, ArgsError> {
     Ok(Invocation::Sync(Box::new(|| {
         SLOW_STARTED.fetch_add(1, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(300));
@@ -477,7 +473,7 @@ async fn stop_requeues_prefetched_messages_and_finishes_running_ones() {
 
 static NOTIFIED: AtomicBool = AtomicBool::new(false);
 
-fn long_async(_: &Message) -> Result<Invocation, ArgsError> {
+fn long_async(_: &Message, _: &dq_core::States) -> Result<Invocation, ArgsError> {
     Ok(Invocation::Async(Box::pin(async {
         NOTIFIED.store(true, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_secs(60)).await;
@@ -518,7 +514,7 @@ async fn shutdown_notifications_interrupt_and_retry() {
 
 static PANICS: AtomicUsize = AtomicUsize::new(0);
 
-fn panicky(_: &Message) -> Result<Invocation, ArgsError> {
+fn panicky(_: &Message, _: &dq_core::States) -> Result<Invocation, ArgsError> {
     Ok(Invocation::Sync(Box::new(|| {
         PANICS.fetch_add(1, Ordering::SeqCst);
         panic!("kaboom");
@@ -575,7 +571,7 @@ impl Middleware for FailOnce {
     }
 }
 
-fn fragile(_: &Message) -> Result<Invocation, ArgsError> {
+fn fragile(_: &Message, _: &dq_core::States) -> Result<Invocation, ArgsError> {
     Ok(Invocation::Sync(Box::new(|| {
         FRAGILE_RUNS.fetch_add(1, Ordering::SeqCst);
         Ok(Value::Null)
@@ -613,7 +609,7 @@ static CONCURRENT: AtomicUsize = AtomicUsize::new(0);
 static MAX_CONCURRENT: AtomicUsize = AtomicUsize::new(0);
 static CALLBACKS: Mutex<Vec<Value>> = Mutex::new(Vec::new());
 
-fn waiter(_: &Message) -> Result<Invocation, ArgsError> {
+fn waiter(_: &Message, _: &dq_core::States) -> Result<Invocation, ArgsError> {
     Ok(Invocation::Async(Box::pin(async {
         let now = CONCURRENT.fetch_add(1, Ordering::SeqCst) + 1;
         MAX_CONCURRENT.fetch_max(now, Ordering::SeqCst);
@@ -623,7 +619,7 @@ fn waiter(_: &Message) -> Result<Invocation, ArgsError> {
     })))
 }
 
-fn on_done(m: &Message) -> Result<Invocation, ArgsError> {
+fn on_done(m: &Message, _: &dq_core::States) -> Result<Invocation, ArgsError> {
     let mut r = ArgReader::new(m)?;
     let message: Value = r.take("message")?;
     let result: Value = r.take("result")?;
@@ -695,7 +691,7 @@ async fn worker_without_queues_is_an_error() {
 
 static SWAPPED_RUNS: Mutex<Vec<(&'static str, String)>> = Mutex::new(Vec::new());
 
-fn was_sync(_: &Message) -> Result<Invocation, ArgsError> {
+fn was_sync(_: &Message, _: &dq_core::States) -> Result<Invocation, ArgsError> {
     Ok(Invocation::Sync(Box::new(|| {
         SWAPPED_RUNS
             .lock()
@@ -705,7 +701,7 @@ fn was_sync(_: &Message) -> Result<Invocation, ArgsError> {
     })))
 }
 
-fn was_async(_: &Message) -> Result<Invocation, ArgsError> {
+fn was_async(_: &Message, _: &dq_core::States) -> Result<Invocation, ArgsError> {
     Ok(Invocation::Async(Box::pin(async {
         SWAPPED_RUNS
             .lock()
@@ -715,7 +711,7 @@ fn was_async(_: &Message) -> Result<Invocation, ArgsError> {
     })))
 }
 
-fn slow_was_async(_: &Message) -> Result<Invocation, ArgsError> {
+fn slow_was_async(_: &Message, _: &dq_core::States) -> Result<Invocation, ArgsError> {
     Ok(Invocation::Async(Box::pin(async {
         // Now blocking on a worker thread, it sees its time limit only through check().
         for _ in 0..3000 {

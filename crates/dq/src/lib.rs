@@ -43,10 +43,10 @@ pub use dq_core::async_trait;
 pub use dq_core::{
     base_queue_name, check, compute_backoff, current_message, dead_letter_queue_name,
     delay_queue_name, now_ms, Acker, Actor, ActorContext, ActorError, ActorOptions, App,
-    AppBuilder, ArgsError, Broker, BrokerError, BrokerErrorKind, Consumer, Control, DeadLetter,
-    DecodeError, Delivery, Error, FailureKind, Hooks, Invocation, Job, Message, Middleware,
-    MiddlewareError, Options, Outcome, QueueStats, Registry, Result, Retry, SendOptions, Shutdown,
-    TimeLimitExceeded, Token,
+    AppBuilder, AppScope, ArgsError, Broker, BrokerError, BrokerErrorKind, Consumer, Control,
+    DeadLetter, DecodeError, Delivery, Error, FailureKind, Hooks, Invocation, Job, Message,
+    Middleware, MiddlewareError, Options, Outcome, QueueStats, Registry, Result, Retry,
+    SendOptions, Shutdown, State, StateError, States, TimeLimitExceeded, Token,
 };
 pub use dq_core::{group, pipeline, Group, GroupChild, Pipeline, PipelineStep};
 
