@@ -17,6 +17,7 @@ const STEPS: &[Step] = &[
     Step::lint("doc", doc),
     Step::new("tidy", crate::tidy::run),
     Step::new("nextest", nextest),
+    Step::new("parallel-tests", parallel_tests),
     Step::new("doctests", doctests),
     Step::new("examples", crate::examples::run),
     Step::new("interop", crate::interop::run),
@@ -80,6 +81,21 @@ fn nextest(ctx: &Ctx) -> Result<()> {
         c.args(["--profile", "ci"]);
     }
     cmd::run(&mut c)
+}
+
+/// The tests that prove parallel tests in one binary stay apart, run as `cargo test` runs
+/// them: as threads of one process (nextest gives each test a process of its own).
+fn parallel_tests(ctx: &Ctx) -> Result<()> {
+    cmd::run(ctx.cargo().args([
+        "test",
+        "-p",
+        "dq",
+        "--test",
+        "parallel_apps",
+        "--",
+        "--test-threads",
+        "8",
+    ]))
 }
 
 /// nextest does not run doctests, so cargo test does, for the doctests only.

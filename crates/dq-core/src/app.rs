@@ -103,6 +103,13 @@ impl AppBuilder {
         self
     }
 
+    /// Like [`AppBuilder::state`], for a value shared already (the test or the producer keeps a
+    /// handle on it too).
+    pub fn state_arc<T: Send + Sync + 'static>(mut self, value: Arc<T>) -> AppBuilder {
+        self.states.insert_arc(value);
+        self
+    }
+
     /// Adds state built by `make` when a worker of this app starts, before it consumes: a pool
     /// that needs async set-up. A producer never runs it. The worker does not start when `make`
     /// fails, and says which state failed and why.
@@ -392,10 +399,7 @@ impl App {
     /// [`AppBuilder::state_with`], built in the order given. Then checks that every actor on
     /// one of `queues` has its states (a worker for other queues does not need theirs). A
     /// worker calls this once as it starts, with the queues it consumes.
-    pub async fn build_states(
-        &self,
-        queues: &[String],
-    ) -> std::result::Result<States, StateError> {
+    pub async fn build_states(&self, queues: &[String]) -> std::result::Result<States, StateError> {
         let mut states = self.inner.states.clone();
         for b in &self.inner.state_builders {
             b.build_into(&mut states)

@@ -22,7 +22,9 @@ pub enum WorkerError {
         asked: Vec<String>,
     },
     /// [`Worker::drained`](crate::Worker::drained) waited its whole timeout.
-    #[error("queues not drained after {timeout:?}: {remaining} message(s) still waiting or running")]
+    #[error(
+        "queues not drained after {timeout:?}: {remaining} message(s) still waiting or running"
+    )]
     DrainTimeout {
         /// How long it waited.
         timeout: std::time::Duration,
