@@ -51,12 +51,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     identity::send_with_options(42, callbacks.clone()).await?;
     divide::send_with_options(1, 0, callbacks).await?;
 
-    let worker = dq::Worker::new(dq::App::global()?, dq::WorkerOptions::default());
-    worker.start().await?;
-    let joined = broker
-        .join_with("default", dq::stub::JoinOptions::default().fail_fast(false))
-        .await;
-    worker.stop().await?;
-    joined?;
+    dq::Worker::new(dq::App::global()?, dq::WorkerOptions::default())
+        .run_until_drained(std::time::Duration::from_secs(30))
+        .await?;
     Ok(())
 }

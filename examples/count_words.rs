@@ -102,17 +102,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // No scheme: fails, is retried twice (about 0.2 s, then 0.4 s later), then dead-lettered.
     count_words::send_with_options("foo".to_owned(), SendOptions::new()).await?;
 
-    let worker = dq::Worker::new(dq::App::global()?, dq::WorkerOptions::default());
-    worker.start().await?;
-    let joined = broker
-        .join_with(
-            count_words::QUEUE,
-            dq::stub::JoinOptions::default().fail_fast(false),
-        )
-        .await;
-    worker.stop().await?;
-    joined?;
-    for dead in dq::Broker::dead_letters(&broker, count_words::QUEUE, 10).await? {
+    dq::Worker::new(dq::App::global()?, dq::WorkerOptions::default())
+        .run_until_drained(std::time::Duration::from_secs(60))
+        .await?;
+    for dead in broker.dead_letters_by_queue(count_words::QUEUE) {
         let message = dq::Message::decode(&dead.body)?;
         println!(
             "dead letter: {} ({})",

@@ -20,9 +20,6 @@ fn remind(who: String, sent_at_ms: i64) {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let broker = dq::StubBroker::new();
     dq::set_broker(broker.clone())?;
-    let worker = dq::Worker::new(dq::App::global()?, dq::WorkerOptions::default());
-    worker.start().await?;
-
     let start = Instant::now();
     for (who, ms) in [("carol", 900), ("alice", 300), ("bob", 600)] {
         let m = remind::send_with_options(
@@ -38,8 +35,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             m.options.eta()
         );
     }
-    broker.join(remind::QUEUE, None).await?;
-    worker.stop().await?;
+    // The worker holds each message until its eta, then runs it.
+    dq::Worker::new(dq::App::global()?, dq::WorkerOptions::default())
+        .run_until_drained(Duration::from_secs(30))
+        .await?;
     println!("all reminders done after {:?}", start.elapsed());
     Ok(())
 }

@@ -28,17 +28,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::time::sleep(Duration::from_millis(700)).await;
     update_price::send("new-sku".to_owned(), 250).await?;
 
-    let worker = dq::Worker::new(dq::App::global()?, dq::WorkerOptions::default());
-    worker.start().await?;
-    let joined = broker
-        .join_with(
-            update_price::QUEUE,
-            dq::stub::JoinOptions::default().fail_fast(false),
-        )
-        .await;
-    worker.stop().await?;
-    joined?;
-    for dead in dq::Broker::dead_letters(&broker, update_price::QUEUE, 10).await? {
+    dq::Worker::new(dq::App::global()?, dq::WorkerOptions::default())
+        .run_until_drained(Duration::from_secs(30))
+        .await?;
+    for dead in broker.dead_letters_by_queue(update_price::QUEUE) {
         let message = dq::Message::decode(&dead.body)?;
         println!(
             "dead letter: {} ({})",

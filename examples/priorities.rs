@@ -44,10 +44,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         queue_prefetch: Some(200),
         ..Default::default()
     };
-    let worker = dq::Worker::new(dq::App::global()?, options);
-    worker.start().await?;
-    broker.join("default", None).await?;
-    worker.stop().await?;
+    dq::Worker::new(dq::App::global()?, options)
+        .run_until_drained(std::time::Duration::from_secs(60))
+        .await?;
     println!("{} sleeps in all", SLEEPS.load(Ordering::SeqCst));
     Ok(())
 }

@@ -59,15 +59,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )
     .await?;
 
-    // A worker in the same process: 8 slots, every queue with an actor.
+    // A worker in the same process: 8 slots, every queue with an actor. It stops once every
+    // queue is drained; a worker binary runs `worker.run_until_signal()` (or `dq::cli`).
     let worker = dq::Worker::new(dq::App::global()?, dq::WorkerOptions::default());
-    worker.start().await?;
+    worker.run_until_drained(Duration::from_secs(30)).await?;
 
-    broker.join(add::QUEUE, None).await?;
-    // The e-mail queue ends with one dead letter, which a fail-fast join reports.
-    if let Err(e) = broker.join(send_welcome::QUEUE, None).await {
-        println!("the emails queue is drained: {e}");
+    // The e-mail queue ends with one dead letter.
+    for dead in broker.dead_letters_by_queue(send_welcome::QUEUE) {
+        let message = dq::Message::decode(&dead.body)?;
+        let reason = dead.reason.as_deref().unwrap_or("no reason recorded");
+        println!("dead letter: {} ({reason})", message.display_call());
     }
-    worker.stop().await?;
     Ok(())
 }

@@ -78,15 +78,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     validate::send("-1".to_owned()).await?;
     polite::send(1).await?;
 
-    let worker = dq::Worker::new(app, dq::WorkerOptions::default());
-    worker.start().await?;
-    let joined = broker
-        .join_with("default", dq::stub::JoinOptions::default().fail_fast(false))
-        .await;
-    worker.stop().await?;
-    joined?;
+    dq::Worker::new(app, dq::WorkerOptions::default())
+        .run_until_drained(std::time::Duration::from_secs(60))
+        .await?;
     println!("all done after {:?}", started.elapsed());
-    for dead in dq::Broker::dead_letters(&broker, "default", 10).await? {
+    for dead in broker.dead_letters_by_queue("default") {
         let message = dq::Message::decode(&dead.body)?;
         println!(
             "dead letter: {} ({})",

@@ -54,14 +54,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     long_running::send().await?;
     slow_download::send("http://example.invalid/big.iso".to_owned()).await?;
 
-    let worker = dq::Worker::new(dq::App::global()?, dq::WorkerOptions::default());
-    worker.start().await?;
-    let joined = broker
-        .join_with("default", dq::stub::JoinOptions::default().fail_fast(false))
-        .await;
-    worker.stop().await?;
-    joined?;
-    for dead in dq::Broker::dead_letters(&broker, "default", 10).await? {
+    dq::Worker::new(dq::App::global()?, dq::WorkerOptions::default())
+        .run_until_drained(std::time::Duration::from_secs(60))
+        .await?;
+    for dead in broker.dead_letters_by_queue("default") {
         let message = dq::Message::decode(&dead.body)?;
         println!(
             "dead letter: {} ({})",

@@ -131,6 +131,20 @@ impl StubBroker {
         self.shared.lock().names()
     }
 
+    /// The messages dead-lettered from canonical queue `queue`, oldest first, with the reason
+    /// each was dead-lettered for: Dramatiq's `dead_letters_by_queue`, without a trait import.
+    ///
+    /// ```
+    /// let broker = dq_broker_stub::StubBroker::new();
+    /// assert!(broker.dead_letters_by_queue("default").is_empty());
+    /// ```
+    pub fn dead_letters_by_queue(&self, queue: &str) -> Vec<DeadLetter> {
+        let st = self.shared.lock();
+        st.find(base_queue_name(queue))
+            .map(|i| st.queue(i).dead_letters(usize::MAX))
+            .unwrap_or_default()
+    }
+
     /// Empties every queue, delay queue and dead-letter queue, and forgets unsettled deliveries
     /// (settling one later does nothing). Queues stay declared and consumers stay open.
     pub fn flush_all(&self) {
