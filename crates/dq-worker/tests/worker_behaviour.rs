@@ -685,6 +685,84 @@ async fn worker_without_queues_is_an_error() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// A worker that fails to start leaves nothing running: a failing declare hook on the second queue
+// does not leave the first queue's consumer fetching, and a failing after_worker_boot stops what
+// had started. Either way the messages stay on the broker for another worker.
+
+struct FailingBoot {
+    declare_queue: Option<&'static str>,
+    after_boot: bool,
+}
+
+#[async_trait]
+impl Middleware for FailingBoot {
+    fn name(&self) -> &str {
+        "FailingBoot"
+    }
+    fn hooks(&self) -> Hooks {
+        Hooks::DECLARE | Hooks::WORKER
+    }
+    async fn after_declare_queue(&self, _app: &App, queue: &str) -> Result<(), MiddlewareError> {
+        match self.declare_queue {
+            Some(q) if q == queue => Err(MiddlewareError::new(
+                "FailingBoot",
+                format!("cannot declare {queue}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+    async fn after_worker_boot(&self, _app: &App) -> Result<(), MiddlewareError> {
+        if self.after_boot {
+            return Err(MiddlewareError::new("FailingBoot", "metrics port is taken"));
+        }
+        Ok(())
+    }
+}
+
+fn never_runs(_: &Message, _: &dq_core::States) -> Result<Invocation, ArgsError> {
+    Ok(Invocation::Sync(Box::new(|| {
+        panic!("a worker that failed to start ran a message")
+    })))
+}
+
+#[tokio::test]
+async fn a_worker_that_fails_to_start_leaves_nothing_running() {
+    for (declare_queue, after_boot) in [(Some("fs-b"), false), (None, true)] {
+        let broker = StubBroker::new();
+        let app = App::builder(broker.clone())
+            .without_linked_actors()
+            .middleware(FailingBoot {
+                declare_queue,
+                after_boot,
+            })
+            .actor(actor("in_a", "fs-a", never_runs, |_| {}))
+            .actor(actor("in_b", "fs-b", never_runs, |_| {}))
+            .build()
+            .unwrap();
+        let worker = Worker::new(app.clone(), opts(2));
+        let err = worker.start().await.unwrap_err();
+        assert!(
+            matches!(err, dq_worker::WorkerError::Middleware(_)),
+            "{err}"
+        );
+        app.enqueue(msg("fs-a", "in_a", json!([])), None)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let stats = broker.stats("fs-a").await.unwrap();
+        assert_eq!(
+            (stats.ready, stats.in_flight),
+            (1, 0),
+            "a consumer was left fetching after {err}"
+        );
+        if after_boot {
+            // Stopped already.
+            assert!(worker.stop().await.is_err());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // An around_process hook that changes a call's kind: the call still runs where its new kind
 // needs (a future polled on the thread that holds the slot, a blocking fn on a worker thread),
 // with its time limit, and is settled once.
