@@ -1,5 +1,6 @@
 //! The `Broker` trait: what a message transport must do for the worker and for producers.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +21,8 @@ pub enum Token {
 
 /// One message handed out by a consumer and not yet acked. The body stays raw so that the worker,
 /// not the broker, decides what to do with one that does not decode (it dead-letters it).
-#[derive(Clone, Debug)]
+/// `Debug` shows the body as text.
+#[derive(Clone)]
 pub struct Delivery {
     /// How to ack, nack or requeue this delivery.
     pub token: Token,
@@ -179,8 +181,18 @@ pub trait Broker: Send + Sync + 'static {
     }
 }
 
-/// A message in a dead-letter queue.
-#[derive(Clone, Debug)]
+/// A message in a dead-letter queue. `Debug` shows the body as text.
+///
+/// ```
+/// let letter = dq_core::DeadLetter {
+///     id: "1".into(),
+///     body: br#"{"actor_name":"add"}"#.to_vec(),
+///     dead_lettered_at: None,
+///     reason: Some("retries exceeded".into()),
+/// };
+/// assert!(format!("{letter:?}").contains(r#"body: {"actor_name":"add"}"#));
+/// ```
+#[derive(Clone)]
 pub struct DeadLetter {
     /// The broker's id for it (Redis: the `redis_message_id`).
     pub id: String,
@@ -190,6 +202,36 @@ pub struct DeadLetter {
     pub dead_lettered_at: Option<i64>,
     /// Why, if the broker records it (the stub broker does; Dramatiq's brokers do not).
     pub reason: Option<String>,
+}
+
+/// A message body for `Debug`: its text (lossy, for bodies that are not UTF-8), unquoted.
+struct BodyText<'a>(&'a [u8]);
+
+impl fmt::Debug for BodyText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(self.0))
+    }
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("token", &self.token)
+            .field("body", &BodyText(&self.body))
+            .field("redelivered", &self.redelivered)
+            .finish()
+    }
+}
+
+impl fmt::Debug for DeadLetter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeadLetter")
+            .field("id", &self.id)
+            .field("body", &BodyText(&self.body))
+            .field("dead_lettered_at", &self.dead_lettered_at)
+            .field("reason", &self.reason)
+            .finish()
+    }
 }
 
 /// A stream of deliveries from one physical queue.
