@@ -91,8 +91,9 @@ impl Middleware for AgeLimit {
         };
         tracing::warn!(
             message_id = %job.message.message_id,
-            "Message {} has exceeded its age limit.",
-            job.message.message_id
+            actor = %job.message.actor_name,
+            queue = %job.message.queue_name,
+            "Message has exceeded its age limit."
         );
         job.fail(reason);
         Ok(Control::Skip)

@@ -121,9 +121,10 @@ impl Middleware for Pipelines {
             Some(Err(e)) => {
                 tracing::error!(
                     message_id = %job.message.message_id,
+                    actor = %job.message.actor_name,
+                    queue = %job.message.queue_name,
                     error = %e,
-                    "Cannot enqueue the next stage of message {}; dead-lettering it.",
-                    job.message.message_id
+                    "Cannot enqueue the next pipeline stage; dead-lettering the message."
                 );
                 let reason = match std::error::Error::source(&e) {
                     Some(cause) => format!("{e}: {cause}"),

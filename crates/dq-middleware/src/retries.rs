@@ -317,7 +317,12 @@ impl Middleware for Retries {
         // The worker has logged the failure itself; here only the retry decision is logged.
         let decision = self.decide(&job.message, &job.actor.options, error);
         if decision == Decision::Throws {
-            tracing::info!(message_id = %id, "Aborting message {id}.");
+            tracing::info!(
+                message_id = %id,
+                actor = %job.message.actor_name,
+                queue = %job.message.queue_name,
+                "Aborting message: its error's type is in throws."
+            );
             job.fail(format!("not retried: {error} (its type is in throws)"));
             return Ok(());
         }
@@ -336,8 +341,10 @@ impl Middleware for Retries {
             } => {
                 tracing::warn!(
                     message_id = %job.message.message_id,
-                    "Retries exceeded for message {}.",
-                    job.message.message_id
+                    actor = %job.message.actor_name,
+                    queue = %job.message.queue_name,
+                    retries,
+                    "Retries exceeded."
                 );
                 job.fail(reason);
                 let target = actor_name_option(&job.message.options, "on_retry_exhausted")
@@ -365,8 +372,10 @@ impl Middleware for Retries {
                 let delay_ms = delay.millis(retries);
                 tracing::info!(
                     message_id = %job.message.message_id,
-                    "Retrying message {} in {delay_ms} milliseconds.",
-                    job.message.message_id
+                    actor = %job.message.actor_name,
+                    queue = %job.message.queue_name,
+                    retries,
+                    "Retrying message in {delay_ms} milliseconds."
                 );
                 // Delivery guarantee: the retry must be in the broker before the worker acks
                 // this delivery, so a refused enqueue is an error that blocks the ack.

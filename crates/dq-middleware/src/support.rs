@@ -74,9 +74,9 @@ pub(crate) async fn send_to_actor(
         tracing::error!(
             middleware,
             message_id = %origin.message_id,
-            target,
-            "Cannot send the {follow_up} of message {}: actor {target:?} is not registered in this process.",
-            origin.message_id,
+            actor = %origin.actor_name,
+            queue = %origin.queue_name,
+            "Cannot send the {follow_up}: actor {target:?} is not registered in this process."
         );
         return Ok(());
     };

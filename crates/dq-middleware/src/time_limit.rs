@@ -117,8 +117,8 @@ impl Middleware for TimeLimit {
             tracing::warn!(
                 message_id = %job.message.message_id,
                 actor = %job.message.actor_name,
-                "Time limit exceeded for message {} after {} ms.",
-                job.message.message_id,
+                queue = %job.message.queue_name,
+                "Time limit exceeded after {} ms.",
                 job.elapsed().as_millis()
             );
         }

@@ -133,7 +133,7 @@ pub(crate) async fn delay_loop(
 async fn move_to_queue(shared: &Shared, mut h: Held) -> Result<(), Held> {
     if h.ticket.acker.is_stale(&h.ticket.token) {
         // Its channel died: the broker has delivered (or will deliver) it again, eta and all.
-        debug!(message_id = %h.message.message_id, "dropping a held delayed message the broker redelivers");
+        debug!(message_id = %h.message.message_id, actor = %h.message.actor_name, "dropping a held delayed message the broker redelivers");
         return Ok(());
     }
     let mut m = h.message.clone();
@@ -147,7 +147,7 @@ async fn move_to_queue(shared: &Shared, mut h: Held) -> Result<(), Held> {
             Ok(())
         }
         Err(e) => {
-            warn!(error = %e, message_id = %h.message.message_id, "could not move delayed message to its queue; retrying in 1s");
+            warn!(error = %e, message_id = %h.message.message_id, actor = %h.message.actor_name, "could not move delayed message to its queue; retrying in 1s");
             h.eta_ms = now_ms() + 1000;
             Err(h)
         }

@@ -162,7 +162,7 @@ async fn prepare(shared: &Shared, item: Item) -> Option<Prepared> {
     if ticket.acker.is_stale(&ticket.token) {
         // Prefetched on a channel that died since: the broker redelivers it, so running it here
         // too would only run it twice.
-        debug!(message_id = %message.message_id, "dropping a prefetched message the broker redelivers");
+        debug!(message_id = %message.message_id, actor = %message.actor_name, queue = %message.queue_name, "dropping a prefetched message the broker redelivers");
         return None;
     }
     let mut job = Job::new(message, actor);
@@ -171,7 +171,7 @@ async fn prepare(shared: &Shared, item: Item) -> Option<Prepared> {
             Ok(Control::Continue) => {}
             Ok(Control::Skip) => return Some(Prepared::Skipped(job, ticket)),
             Err(e) => {
-                error!(middleware = m.name(), error = %e, message_id = %job.message.message_id, "before_process hook failed; requeueing");
+                error!(middleware = m.name(), error = %e, message_id = %job.message.message_id, actor = %job.message.actor_name, queue = %job.message.queue_name, "before_process hook failed; requeueing");
                 shared
                     .settler
                     .settle(Some(job.message), ticket, Verdict::Requeue);
@@ -183,7 +183,7 @@ async fn prepare(shared: &Shared, item: Item) -> Option<Prepared> {
     for m in &shared.hooks.around_process {
         call = m.around_process(&job, call);
     }
-    debug!(message_id = %job.message.message_id, "running {}", job.message);
+    debug!(message_id = %job.message.message_id, actor = %job.message.actor_name, queue = %job.message.queue_name, "running {}", job.message);
     Some(Prepared::Run(job, call, ticket))
 }
 
@@ -196,7 +196,7 @@ async fn conclude(shared: &Shared, mut job: Job, ticket: Ticket, outcome: Outcom
     }
     for m in &shared.hooks.after_process {
         if let Err(e) = m.after_process(&shared.app, &mut job, &outcome).await {
-            error!(middleware = m.name(), error = %e, message_id = %job.message.message_id, "after_process hook failed; requeueing instead of acking");
+            error!(middleware = m.name(), error = %e, message_id = %job.message.message_id, actor = %job.message.actor_name, queue = %job.message.queue_name, "after_process hook failed; requeueing instead of acking");
             shared
                 .settler
                 .settle(Some(job.message), ticket, Verdict::Requeue);
@@ -210,7 +210,7 @@ async fn conclude(shared: &Shared, mut job: Job, ticket: Ticket, outcome: Outcom
 async fn conclude_skipped(shared: &Shared, mut job: Job, ticket: Ticket) {
     for m in &shared.hooks.after_skip {
         if let Err(e) = m.after_skip(&shared.app, &mut job).await {
-            error!(middleware = m.name(), error = %e, message_id = %job.message.message_id, "after_skip hook failed; requeueing");
+            error!(middleware = m.name(), error = %e, message_id = %job.message.message_id, actor = %job.message.actor_name, queue = %job.message.queue_name, "after_skip hook failed; requeueing");
             shared
                 .settler
                 .settle(Some(job.message), ticket, Verdict::Requeue);
@@ -342,13 +342,13 @@ fn log_failure(job: &Job, e: &ActorError) {
     use dq_core::FailureKind;
     match e.kind() {
         FailureKind::Retry(_) | FailureKind::RateLimitExceeded => {
-            debug!(message_id = %job.message.message_id, "message {} asked to be retried: {e}", job.message)
+            debug!(message_id = %job.message.message_id, actor = %job.message.actor_name, queue = %job.message.queue_name, error = %e, "message {} asked to be retried", job.message)
         }
         FailureKind::TimeLimitExceeded => {
-            warn!(message_id = %job.message.message_id, "time limit exceeded while processing message {}", job.message)
+            warn!(message_id = %job.message.message_id, actor = %job.message.actor_name, queue = %job.message.queue_name, "time limit exceeded while processing message {}", job.message)
         }
         _ => {
-            warn!(message_id = %job.message.message_id, error = %e, "failed to process message {} with unhandled error: {e}", job.message)
+            warn!(message_id = %job.message.message_id, actor = %job.message.actor_name, queue = %job.message.queue_name, error = %e, "failed to process message {} with unhandled error", job.message)
         }
     }
 }

@@ -243,7 +243,7 @@ async fn dead_letter(
 ) {
     match message {
         Some(m) => {
-            error!(message_id = %m.message_id, actor = %m.actor_name, "dead-lettering message {}: {reason}", m.message_id)
+            error!(message_id = %m.message_id, actor = %m.actor_name, queue = %m.queue_name, retries = m.options.retries(), "dead-lettering message: {reason}")
         }
         None => error!(?token, "dead-lettering message: {reason}"),
     }
