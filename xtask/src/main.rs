@@ -17,6 +17,7 @@ mod bench;
 mod cmd;
 mod examples;
 mod interop;
+mod msrv;
 // One implementation of "is Redis / RabbitMQ really answering", also used by the tests through
 // dq-test; included as source because xtask must not depend on workspace crates.
 #[path = "../../crates/dq-test/src/probe.rs"]
@@ -86,6 +87,11 @@ const TASKS: &[Task] = &[
         name: "tidy",
         about: "the crate graph is ARCHITECTURE.md's, and no public signature names a redis/lapin type",
         run: tidy::run,
+    },
+    Task {
+        name: "msrv",
+        about: "no package in Cargo.lock needs a newer Rust than the workspace's rust-version",
+        run: msrv::run,
     },
     Task {
         name: "services",

@@ -16,6 +16,7 @@ const STEPS: &[Step] = &[
     Step::lint("clippy", clippy),
     Step::lint("doc", doc),
     Step::new("tidy", crate::tidy::run),
+    Step::new("msrv", crate::msrv::run),
     Step::new("nextest", nextest),
     Step::new("parallel-tests", parallel_tests),
     Step::new("doctests", doctests),
