@@ -15,8 +15,11 @@ use dq::{App, State, StubBroker, Worker, WorkerOptions};
 #[derive(Debug)]
 struct Tag(u32);
 
-/// Per test: (the test a message was sent by, the test whose worker ran it).
-static SEEN: Mutex<Option<HashMap<u32, Vec<(&'static str, u32)>>>> = Mutex::new(None);
+/// One run of an actor: its name and the test whose worker ran it.
+type Run = (&'static str, u32);
+
+/// Per test (the test a message was sent by): the runs of its messages.
+static SEEN: Mutex<Option<HashMap<u32, Vec<Run>>>> = Mutex::new(None);
 
 fn record(kind: &'static str, sent_by: u32, ran_in: &Tag) {
     SEEN.lock()
@@ -31,7 +34,7 @@ fn record(kind: &'static str, sent_by: u32, ran_in: &Tag) {
 fn visit(test: u32, n: u32, tag: State<Tag>) -> Result<(), dq::Error> {
     record("visit", test, &tag);
     // Through App::current(): the worker's app, the one this test built.
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         visited_async::send_blocking(test)?;
     }
     Ok(())
@@ -41,7 +44,7 @@ fn visit(test: u32, n: u32, tag: State<Tag>) -> Result<(), dq::Error> {
 async fn visit_async(test: u32, n: u32, tag: State<Tag>) -> Result<(), dq::Error> {
     tokio::task::yield_now().await;
     record("visit_async", test, &tag);
-    if n % 2 == 1 {
+    if !n.is_multiple_of(2) {
         visited_async::send(test).await?;
     }
     Ok(())
