@@ -12,7 +12,7 @@ use dq::SendOptions;
 
 #[dq::actor]
 fn remind(who: String, sent_at_ms: i64) {
-    let waited = dq::now_ms() - sent_at_ms;
+    let waited = dq::broker::now_ms() - sent_at_ms;
     println!("reminding {who} after {waited} ms");
 }
 
@@ -24,7 +24,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (who, ms) in [("carol", 900), ("alice", 300), ("bob", 600)] {
         let m = remind::send_with_options(
             who.to_owned(),
-            dq::now_ms(),
+            dq::broker::now_ms(),
             SendOptions::new().delay(Duration::from_millis(ms)),
         )
         .await?;

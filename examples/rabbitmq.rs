@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use dq::amqp::AmqpBroker;
-use dq::Broker;
+use dq::broker::Broker;
 
 static COUNTED: AtomicUsize = AtomicUsize::new(0);
 

@@ -9,8 +9,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use dq::broker::Broker;
 use dq::redis::RedisBroker;
-use dq::{Broker, Message};
+use dq::Message;
 
 static GREETED: AtomicUsize = AtomicUsize::new(0);
 

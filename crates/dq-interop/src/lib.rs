@@ -36,7 +36,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dq::Broker;
+use dq::broker::Broker;
 use serde_json::Value;
 
 /// The python of the Dramatiq 2.2.1 virtualenv: env `DQ_PYTHON`, set by `cargo xtask interop`.
@@ -330,7 +330,7 @@ impl Scenario {
     /// test sends by name, like any client of a worker it does not link).
     pub async fn dq_app(&self) -> dq::App {
         dq::App::builder_shared(self.dq_broker().await)
-            .middleware_arcs(dq::default_middleware())
+            .middleware_arcs(dq::middleware::default_middleware())
             .without_linked_actors()
             .build()
             .expect("producer app")

@@ -86,7 +86,7 @@ fn handoff(kind: BrokerKind, first: Lang) {
         sc.records("delayed")
     );
     assert!(
-        dq::now_ms() < eta,
+        dq::broker::now_ms() < eta,
         "the test was too slow to stop the worker before the eta: raise DELAY_MS"
     );
 

@@ -26,7 +26,7 @@ fn assert_plain_key(sc: &Scenario, m: &dq::Message) {
     let key = format!(
         "{}:{}:{}:{}",
         sc.results_namespace.as_deref().unwrap(),
-        dq::base_queue_name(&m.queue_name),
+        dq::broker::base_queue_name(&m.queue_name),
         m.actor_name,
         m.message_id
     );

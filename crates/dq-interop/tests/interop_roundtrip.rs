@@ -146,7 +146,11 @@ fn roundtrip(kind: BrokerKind, producer: Lang, worker_lang: Lang) {
     assert_eq!(sent.len(), sends.len());
     let (types_msg, delayed_msg, flaky_msg, doomed_msg) = (&sent[0], &sent[1], &sent[2], &sent[3]);
     for m in &sent {
-        assert_eq!(dq::base_queue_name(&m.queue_name), sc.queue, "{m:?}");
+        assert_eq!(
+            dq::broker::base_queue_name(&m.queue_name),
+            sc.queue,
+            "{m:?}"
+        );
     }
     assert_eq!(delayed_msg.queue_name, format!("{}.DQ", sc.queue));
     let eta = delayed_msg

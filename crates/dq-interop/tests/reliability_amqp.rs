@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use dq::amqp::AmqpBroker;
-use dq::{Broker, QueueStats};
+use dq::broker::{Broker, QueueStats};
 
 use crate::reliability_util::{
     kill_twice_and_finish, send_records, wait_drained, AmqpQueue, KillRun, PrivateRabbit, Recorder,

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dq::broker::Broker;
 use dq::redis::RedisBroker;
-use dq::{Broker, Message};
+use dq::Message;
 
 use crate::reliability_util::{rss_kib, PrivateRedis, TempDir, Worker};
 

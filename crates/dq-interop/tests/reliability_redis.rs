@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use dq::broker::{Broker, QueueStats};
 use dq::redis::RedisBroker;
-use dq::{Broker, QueueStats};
 
 use crate::reliability_util::{
     kill_twice_and_finish, send_records, wait_drained, KillRun, PrivateRedis, Recorder,

@@ -10,7 +10,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use dq::amqp::AmqpBroker;
-use dq::{Broker, Message, QueueStats};
+use dq::broker::{Broker, QueueStats};
+use dq::Message;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 
@@ -167,8 +168,8 @@ impl Drop for RedisNamespace {
 /// goes through the delay queue, due within 3 s, so that a kill or an outage also catches
 /// delayed messages a worker holds in memory until they are due.
 pub(crate) async fn send_records(broker: &dyn Broker, queue: &str, key: &str, n: u64) {
-    let delay_queue = dq::delay_queue_name(queue);
-    let now = dq::now_ms();
+    let delay_queue = dq::broker::delay_queue_name(queue);
+    let now = dq::broker::now_ms();
     let mut i = 0;
     while i < n {
         let end = (i + 1000).min(n);
@@ -653,8 +654,8 @@ impl Drop for AmqpQueue {
     fn drop(&mut self) {
         let names = [
             self.name.clone(),
-            dq::delay_queue_name(&self.name),
-            dq::dead_letter_queue_name(&self.name),
+            dq::broker::delay_queue_name(&self.name),
+            dq::broker::dead_letter_queue_name(&self.name),
         ];
         let url = self.url.clone();
         // A runtime of its own on a thread of its own: drop cannot await, and the test's runtime

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use dq::{Actor, ActorError, ArgsError, FailureKind, Invocation, Message};
+use dq::middleware::{Actor, Invocation};
+use dq::{ActorError, ArgsError, FailureKind, Message};
 use serde_json::{json, Value};
 
 use crate::actors::{add, asks_for_retry, move_point, nothing, send_welcome, sum_later};

@@ -1,6 +1,7 @@
 //! Actors register themselves at link time.
 
-use dq::{Actor, Message, Registry};
+use dq::middleware::{Actor, Registry};
+use dq::Message;
 use serde_json::json;
 
 use crate::actors::{add, sum_later};

@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use dq::{App, Broker, Error, Hooks, Invocation, Message, Middleware, SendOptions, StubBroker};
+use dq::broker::Broker;
+use dq::middleware::{Hooks, Invocation, Middleware};
+use dq::{App, Error, Message, SendOptions, StubBroker};
 use serde_json::json;
 
 use crate::actors::{add, send_welcome};
@@ -103,7 +105,7 @@ fn send_through_the_global_app() {
         assert_eq!(got[1].args_value().unwrap(), json!([3, 4]));
         assert_eq!(undelayed.options.max_retries(), Some(Some(0)));
 
-        let before = dq::now_ms();
+        let before = dq::broker::now_ms();
         let delayed = send_welcome::send_with_options(
             "a@b.c".into(),
             None,

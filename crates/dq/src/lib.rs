@@ -39,14 +39,11 @@
 //! | `ratelimit` | no | `dq::ratelimit`: rate limiters and barriers (dq-ratelimit) |
 //! | `full` | no | all of the above |
 
-pub use dq_core::async_trait;
+// What application code names: actors, apps, sending, workers, state, errors.
 pub use dq_core::{
-    base_queue_name, check, compute_backoff, current_message, dead_letter_queue_name,
-    delay_queue_name, now_ms, Acker, Actor, ActorContext, ActorError, ActorOptions, App,
-    AppBuilder, AppScope, ArgsError, Broker, BrokerError, BrokerErrorKind, Consumer, Control,
-    DeadLetter, DecodeError, Delivery, Error, FailureKind, Hooks, Invocation, Job, Message,
-    Middleware, MiddlewareError, Options, Outcome, QueueStats, Registry, Result, Retry,
-    SendOptions, Shutdown, State, StateError, States, TimeLimitExceeded, Token,
+    check, current_message, ActorError, App, AppBuilder, AppScope, ArgsError, BrokerError,
+    DecodeError, Error, FailureKind, Message, Result, Retry, SendOptions, Shutdown, State,
+    StateBuildError, StateBuilder, StateError, States, TimeLimitExceeded,
 };
 pub use dq_core::{group, pipeline, Group, GroupChild, Pipeline, PipelineStep};
 
@@ -54,6 +51,61 @@ pub use dq_core::{group, pipeline, Group, GroupChild, Pipeline, PipelineStep};
 pub use dq_macros::actor;
 
 pub use dq_worker::{Worker, WorkerError, WorkerOptions};
+
+/// What broker authors (and tools that read brokers directly) need: the [`Broker`](broker::Broker)
+/// trait, consumers, deliveries and acks, and the names Dramatiq gives a queue's delay and
+/// dead-letter queues.
+///
+/// Application code rarely names these; bring [`broker::Broker`] into scope to call a broker's
+/// own methods (`close`, `queue_stats`, `purge`) on a broker you built.
+///
+/// ```
+/// use dq::broker::{delay_queue_name, dead_letter_queue_name};
+///
+/// assert_eq!(delay_queue_name("emails"), "emails.DQ");
+/// assert_eq!(dead_letter_queue_name("emails"), "emails.XQ");
+/// ```
+pub mod broker {
+    pub use dq_core::{
+        base_queue_name, dead_letter_queue_name, delay_queue_name, is_valid_queue_name, now_ms,
+        redact_url, Acker, Broker, BrokerError, BrokerErrorKind, Consumer, DeadLetter, Delivery,
+        QueueStats, Token,
+    };
+}
+
+/// Dramatiq's middleware (the default stack and the optional ones) and what middleware authors
+/// need: the [`Middleware`](middleware::Middleware) trait and its hooks, the jobs and outcomes
+/// it sees, actors and their options, and the registry.
+///
+/// ```
+/// use dq::middleware::{async_trait, Control, Hooks, Job, Middleware, MiddlewareError};
+/// use dq::App;
+///
+/// /// Prints every message before it runs.
+/// struct Audit;
+///
+/// #[async_trait]
+/// impl Middleware for Audit {
+///     fn name(&self) -> &str { "Audit" }
+///     fn hooks(&self) -> Hooks { Hooks::BEFORE_PROCESS }
+///     async fn before_process(&self, _app: &App, job: &mut Job) -> Result<Control, MiddlewareError> {
+///         println!("running {}", job.message);
+///         Ok(Control::Continue)
+///     }
+/// }
+///
+/// let app = dq::app(dq::StubBroker::new()).middleware(Audit).build().unwrap();
+/// # drop(app);
+/// ```
+pub mod middleware {
+    pub use dq_core::{
+        async_trait, compute_backoff, compute_backoff_with, short_type_name, Actor, ActorContext,
+        ActorOptions, ActorResult, BoxActorFuture, Control, GroupBarrier, Handler, Hooks,
+        Invocation, Job, Middleware, MiddlewareError, Options, Outcome, Registry, Scoped,
+        BUILTIN_ACTOR_OPTIONS, MAX_BACKOFF_MS,
+    };
+    pub use dq_middleware::*;
+}
 
 /// The Redis broker: [`redis::RedisBroker`].
 #[cfg(feature = "redis")]
@@ -86,11 +138,6 @@ pub mod ratelimit {
     pub use dq_ratelimit::*;
 }
 
-/// Dramatiq's middleware: the default stack and the optional ones.
-pub mod middleware {
-    pub use dq_middleware::*;
-}
-
 #[cfg(feature = "stub")]
 pub use dq_broker_stub::StubBroker;
 
@@ -98,12 +145,6 @@ pub use dq_broker_stub::StubBroker;
 #[cfg(feature = "stub")]
 pub mod stub {
     pub use dq_broker_stub::*;
-}
-
-/// Dramatiq's default middleware, in its order: AgeLimit, TimeLimit, ShutdownNotifications,
-/// Callbacks, Pipelines, Retries.
-pub fn default_middleware() -> Vec<std::sync::Arc<dyn Middleware>> {
-    dq_middleware::default_middleware()
 }
 
 /// Starts building an app on `broker` with the default middleware and every linked actor.
@@ -115,8 +156,8 @@ pub fn default_middleware() -> Vec<std::sync::Arc<dyn Middleware>> {
 ///     .unwrap();
 /// app.set_global();
 /// ```
-pub fn app(broker: impl Broker) -> AppBuilder {
-    App::builder(broker).middleware_arcs(default_middleware())
+pub fn app(broker: impl broker::Broker) -> AppBuilder {
+    App::builder(broker).middleware_arcs(middleware::default_middleware())
 }
 
 /// Sets `broker`, with the default middleware and every linked actor, as the global app that
@@ -126,7 +167,7 @@ pub fn app(broker: impl Broker) -> AppBuilder {
 /// dq::set_broker(dq::StubBroker::new()).unwrap();
 /// assert!(dq::App::global().is_ok());
 /// ```
-pub fn set_broker(broker: impl Broker) -> Result<App> {
+pub fn set_broker(broker: impl broker::Broker) -> Result<App> {
     let app = app(broker).build()?;
     app.set_global();
     Ok(app)

@@ -175,8 +175,8 @@ async fn cleanup(url: &str, queue: &str) -> Res<()> {
     let channel = conn.create_channel().await?;
     for q in [
         queue.to_owned(),
-        dq::delay_queue_name(queue),
-        dq::dead_letter_queue_name(queue),
+        dq::broker::delay_queue_name(queue),
+        dq::broker::dead_letter_queue_name(queue),
     ] {
         channel
             .queue_delete(q.into(), lapin::options::QueueDeleteOptions::default())

@@ -43,7 +43,8 @@ fn main() {
     dq::cli::Cli::new()
         .configure(move |mut app| {
             app = app.without_linked_actors();
-            let linked = dq::Registry::linked().expect("the benchmark's actors have unique names");
+            let linked = dq::middleware::Registry::linked()
+                .expect("the benchmark's actors have unique names");
             for actor in linked.iter() {
                 let mut actor = (**actor).clone();
                 actor.options.queue_name = queue.clone();

@@ -35,7 +35,7 @@ fn record(path: &str, tag: &str, extra: Value) -> Result<(), String> {
         "kwargs_raw": m.kwargs.get(),
         "options": m.options.0,
         "retries": m.options.retries(),
-        "at_ms": dq::now_ms(),
+        "at_ms": dq::broker::now_ms(),
     });
     if let (Some(line), Value::Object(extra)) = (line.as_object_mut(), extra) {
         line.extend(extra);
