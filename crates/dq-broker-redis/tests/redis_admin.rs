@@ -1,6 +1,6 @@
 //! What the admin tool uses: listing queues, deleting and requeueing dead letters.
 
-use dq_core::{now_ms, Broker, Token};
+use dq_core::{now_ms, Broker, RetryCount, Token};
 
 use crate::util::{decode, enqueue, fetch_n, message, Ns};
 
@@ -83,7 +83,7 @@ async fn requeued_dead_letters_run_again() {
         .map(|d| dq_core::Message::decode(&d.body).unwrap().message_id)
         .collect();
     let requeued = broker
-        .requeue_dead_letters("default", Some(&ids[1..]))
+        .requeue_dead_letters("default", Some(&ids[1..]), RetryCount::Keep)
         .await
         .unwrap();
     assert_eq!(requeued, ids[1..].to_vec());

@@ -1,7 +1,7 @@
 //! The admin operations: listing queues, deleting and requeueing dead letters.
 
 use dq_broker_stub::{JoinError, StubBroker};
-use dq_core::{Broker, Message};
+use dq_core::{Broker, Message, RetryCount};
 
 use crate::{joined, msg, nums, tokens, PATIENCE};
 
@@ -104,7 +104,7 @@ async fn requeued_dead_letters_go_back_to_their_queue_without_eta() {
         "no-such-id".to_owned(),
     ];
     let requeued = broker
-        .requeue_dead_letters("q", Some(&picked))
+        .requeue_dead_letters("q", Some(&picked), RetryCount::Reset)
         .await
         .unwrap();
     assert_eq!(requeued, picked[..2]);
@@ -124,9 +124,51 @@ async fn requeued_dead_letters_go_back_to_their_queue_without_eta() {
     assert_eq!(third.message_id, delayed.message_id);
     c.acker().ack(&tokens(&back)).await.unwrap();
 
-    let rest = broker.requeue_dead_letters("q", None).await.unwrap();
+    let rest = broker
+        .requeue_dead_letters("q", None, RetryCount::Keep)
+        .await
+        .unwrap();
     assert_eq!(rest, ready_ids[..1]);
     assert_eq!(broker.stats("q").await.unwrap().dead, 0);
+}
+
+#[tokio::test]
+async fn requeueing_resets_retries_unless_asked_to_keep_them() {
+    let broker = StubBroker::new();
+    for n in [1, 2] {
+        let mut m = msg("q", n);
+        m.options.set_retries(3);
+        broker.enqueue(&mut m).await.unwrap();
+    }
+    let mut c = broker.consume("q", 2).await.unwrap();
+    let got = c.fetch(PATIENCE).await.unwrap();
+    for d in &got {
+        c.acker().nack(&d.token, "retries exceeded").await.unwrap();
+    }
+    let letters = broker.dead_letters("q", 10).await.unwrap();
+    let ids = |i: usize| Some(vec![letters[i].id.clone()]);
+    let reset = broker
+        .requeue_dead_letters("q", ids(0).as_deref(), RetryCount::Reset)
+        .await
+        .unwrap();
+    let kept = broker
+        .requeue_dead_letters("q", ids(1).as_deref(), RetryCount::Keep)
+        .await
+        .unwrap();
+    assert_eq!((reset.len(), kept.len()), (1, 1));
+    let back = c.fetch(PATIENCE).await.unwrap();
+    let retries: Vec<(i64, u32)> = back
+        .iter()
+        .map(|d| Message::decode(&d.body).unwrap())
+        .map(|m| {
+            (
+                m.args_value().unwrap()[0].as_i64().unwrap(),
+                m.options.retries(),
+            )
+        })
+        .collect();
+    assert_eq!(retries, [(1, 0), (2, 3)]);
+    c.acker().ack(&tokens(&back)).await.unwrap();
 }
 
 #[tokio::test]
@@ -137,7 +179,7 @@ async fn a_letter_that_is_not_a_message_stays_dead() {
     let got = c.fetch(PATIENCE).await.unwrap();
     c.acker().nack(&got[0].token, "undecodable").await.unwrap();
     assert!(broker
-        .requeue_dead_letters("q", None)
+        .requeue_dead_letters("q", None, RetryCount::Reset)
         .await
         .unwrap()
         .is_empty());
@@ -212,7 +254,10 @@ async fn requeueing_without_deleting_refuses_rather_than_duplicates() {
     let stub = StubBroker::new();
     dead_letter(&stub, "nd", &[1, 2]).await;
     let broker = NoDelete(stub.clone());
-    let e = broker.requeue_dead_letters("nd", None).await.unwrap_err();
+    let e = broker
+        .requeue_dead_letters("nd", None, RetryCount::Reset)
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), dq_core::BrokerErrorKind::Unsupported, "{e}");
     let stats = stub.stats("nd").await.unwrap();
     assert_eq!(

@@ -23,7 +23,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use dq_core::{
-    is_valid_queue_name, App, Broker, BrokerError, BrokerErrorKind, DeadLetter, Message,
+    is_valid_queue_name, App, Broker, BrokerError, BrokerErrorKind, DeadLetter, Message, RetryCount,
 };
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -102,6 +102,10 @@ enum DeadLetters {
         /// Only this queue. Default: every queue.
         #[arg(short = 'q', long)]
         queue: Option<String>,
+        /// Keep each message's retry count. Default: reset it to 0, as Python's dashboard
+        /// does, so the message gets its actor's every retry again.
+        #[arg(long)]
+        keep_retries: bool,
     },
     /// Delete dead letters for good.
     Purge {
@@ -442,7 +446,12 @@ async fn dead_letters(
                 describe_queues(&queues)
             )));
         }
-        DeadLetters::Requeue { ids, all, queue } => {
+        DeadLetters::Requeue {
+            ids,
+            all,
+            queue,
+            keep_retries,
+        } => {
             let queues = queues_or_all(broker, queue.as_deref(), "one with --queue").await?;
             // Requeueing enqueues each message, then deletes its letter: on a broker that cannot
             // delete letters it would enqueue them and then fail, leaving duplicates. Deleting
@@ -460,6 +469,11 @@ async fn dead_letters(
                     _ => {}
                 }
             }
+            let retries = if keep_retries {
+                RetryCount::Keep
+            } else {
+                RetryCount::Reset
+            };
             let mut missing: Vec<&str> = ids.iter().map(String::as_str).collect();
             let mut total = 0;
             for q in &queues {
@@ -483,14 +497,22 @@ async fn dead_letters(
                     Some(picked)
                 };
                 let done = broker
-                    .requeue_dead_letters(q, picked.as_deref())
+                    .requeue_dead_letters(q, picked.as_deref(), retries)
                     .await
                     .with_context(|| format!("requeueing dead letters of {q}"))?;
                 let skipped = picked
                     .as_ref()
                     .map_or(0, |p| p.len() - done.len().min(p.len()));
                 if !done.is_empty() {
-                    let _ = writeln!(out, "Requeued {} message(s) of {q}.", done.len());
+                    let _ = writeln!(
+                        out,
+                        "Requeued {} message(s) of {q} under their own message ids, {}.",
+                        done.len(),
+                        match retries {
+                            RetryCount::Reset => "with retries reset to 0",
+                            RetryCount::Keep => "with their retry counts kept",
+                        }
+                    );
                 }
                 if skipped > 0 {
                     let _ = writeln!(

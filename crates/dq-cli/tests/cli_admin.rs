@@ -152,6 +152,7 @@ async fn dead_letters_on_redis() {
     let mut sent = Vec::new();
     for i in 0..3 {
         let mut m = Message::new("jobs", "work", &(i,), &()).unwrap();
+        m.options.set_retries(2);
         broker.enqueue(&mut m).await.unwrap();
         sent.push(m);
     }
@@ -193,12 +194,25 @@ async fn dead_letters_on_redis() {
     // Requeue one by id, then the rest.
     let o = scope.dq(&["dead-letters", "requeue", &letters[1].id]);
     check(&o, 0);
-    assert_eq!(stdout(&o), "Requeued 1 message(s) of jobs.\n");
+    assert_eq!(
+        stdout(&o),
+        "Requeued 1 message(s) of jobs under their own message ids, with retries reset to 0.\n"
+    );
     let s = broker.stats("jobs").await.unwrap();
     assert_eq!((s.ready, s.dead), (1, 2), "{s:?}");
-    let o = scope.dq(&["dead-letters", "requeue", "--all", "-q", "jobs"]);
+    let o = scope.dq(&[
+        "dead-letters",
+        "requeue",
+        "--all",
+        "-q",
+        "jobs",
+        "--keep-retries",
+    ]);
     check(&o, 0);
-    assert_eq!(stdout(&o), "Requeued 2 message(s) of jobs.\n");
+    assert_eq!(
+        stdout(&o),
+        "Requeued 2 message(s) of jobs under their own message ids, with their retry counts kept.\n"
+    );
     let s = broker.stats("jobs").await.unwrap();
     assert_eq!((s.ready, s.dead), (3, 0), "{s:?}");
     let o = scope.dq(&["dead-letters", "requeue", "--all"]);
@@ -212,12 +226,20 @@ async fn dead_letters_on_redis() {
     let mut ids = Vec::new();
     while ids.len() < 3 {
         for d in consumer.fetch(Duration::from_millis(200)).await.unwrap() {
-            ids.push(Message::decode(&d.body).unwrap().message_id);
+            let m = Message::decode(&d.body).unwrap();
+            ids.push((m.message_id, m.options.retries()));
         }
     }
     consumer.close().await.unwrap();
     ids.sort();
-    let mut want: Vec<_> = sent.iter().map(|m| m.message_id.clone()).collect();
+    let reset = Message::decode(&letters[1].body).unwrap().message_id;
+    let mut want: Vec<_> = sent
+        .iter()
+        .map(|m| {
+            let retries = if m.message_id == reset { 0 } else { 2 };
+            (m.message_id.clone(), retries)
+        })
+        .collect();
     want.sort();
     assert_eq!(ids, want);
 
@@ -297,7 +319,10 @@ async fn queues_send_and_dead_letters_on_rabbitmq() {
     check(&o, 0);
     assert_eq!(
         stdout(&o),
-        format!("Requeued 1 message(s) of {}.\n", q.name)
+        format!(
+            "Requeued 1 message(s) of {} under their own message ids, with retries reset to 0.\n",
+            q.name
+        )
     );
     let s = broker.stats(&q.name).await.unwrap();
     assert_eq!((s.ready, s.dead), (1, 1), "{s:?}");

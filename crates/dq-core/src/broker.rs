@@ -130,9 +130,11 @@ pub trait Broker: Send + Sync + 'static {
     /// requeued, oldest first. An id that is not a dead letter (any more) is skipped, and so is
     /// a letter whose body is not a valid message: it stays a dead letter.
     ///
-    /// A message goes back as it was dead-lettered, with its `message_id` and options (so
-    /// `retries` keeps counting), except that it is addressed to `queue` itself and has no
-    /// `eta`: one dead-lettered from the delay queue runs at once. **Delivery:** each message is
+    /// A message goes back as it was dead-lettered, with its `message_id` and options, except
+    /// that it is addressed to `queue` itself, has no `eta` (one dead-lettered from the delay
+    /// queue runs at once) and, with [`RetryCount::Reset`], has `retries` set to 0 as Python's
+    /// dashboard does, so it gets its actor's every retry again. [`RetryCount::Keep`] keeps
+    /// the count: a message that had used its retries runs once more. **Delivery:** each message is
     /// enqueued before its letter is deleted, so a failure half-way leaves a duplicate, never a
     /// loss.
     ///
@@ -145,6 +147,7 @@ pub trait Broker: Send + Sync + 'static {
         &self,
         queue: &str,
         ids: Option<&[String]>,
+        retries: RetryCount,
     ) -> Result<Vec<String>, BrokerError> {
         /// Bounds the memory and the size of one broker call when requeueing everything.
         const BATCH: usize = 500;
@@ -166,6 +169,9 @@ pub trait Broker: Send + Sync + 'static {
                 if let Ok(mut message) = Message::decode(&letter.body) {
                     message.queue_name = q.to_owned();
                     message.options.remove_eta();
+                    if retries == RetryCount::Reset {
+                        message.options.set_retries(0);
+                    }
                     batch.push(message);
                     batch_ids.push(letter.id);
                 }
@@ -179,6 +185,16 @@ pub trait Broker: Send + Sync + 'static {
         }
         Ok(requeued)
     }
+}
+
+/// What [`Broker::requeue_dead_letters`] does with a message's `retries`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RetryCount {
+    /// Set to 0, as Python's dashboard does: the message gets every retry again.
+    #[default]
+    Reset,
+    /// Kept: a message that had used all its retries runs once more, then is dead-lettered.
+    Keep,
 }
 
 /// A message in a dead-letter queue. `Debug` shows the body as text.

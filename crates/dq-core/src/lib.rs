@@ -42,7 +42,7 @@ pub use actor::{
 pub use app::{App, AppBuilder, AppScope, StateError, DEFAULT_MAX_MESSAGE_SIZE};
 pub use async_trait::async_trait;
 pub use backoff::{compute_backoff, compute_backoff_with, MAX_BACKOFF_MS};
-pub use broker::{Acker, Broker, Consumer, DeadLetter, Delivery, QueueStats, Token};
+pub use broker::{Acker, Broker, Consumer, DeadLetter, Delivery, QueueStats, RetryCount, Token};
 pub use composition::{group, pipeline, Group, GroupBarrier, GroupChild, Pipeline, PipelineStep};
 pub use context::{check, current_message, ActorContext, Scoped};
 pub use error::{

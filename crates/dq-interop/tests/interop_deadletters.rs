@@ -43,7 +43,7 @@ fn requeue(kind: BrokerKind, worker_lang: Lang) {
 
     std::fs::write(&gate_file, "").expect("gate file");
     let requeued = rt
-        .block_on(broker.requeue_dead_letters(&sc.queue, None))
+        .block_on(broker.requeue_dead_letters(&sc.queue, None, dq::broker::RetryCount::Reset))
         .expect("requeue");
     assert_eq!(requeued, [letters[0].id.clone()]);
 

@@ -69,7 +69,7 @@ pub mod broker {
     pub use dq_core::{
         base_queue_name, dead_letter_queue_name, delay_queue_name, is_valid_queue_name, now_ms,
         redact_url, Acker, Broker, BrokerError, BrokerErrorKind, Consumer, DeadLetter, Delivery,
-        QueueStats, Token,
+        QueueStats, RetryCount, Token,
     };
 }
 
