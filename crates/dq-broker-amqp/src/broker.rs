@@ -380,7 +380,8 @@ impl Inner {
         if n == 0 {
             info!(url = %self.redacted, role = role.name(), "connected to rabbitmq");
         } else {
-            info!(url = %self.redacted, role = role.name(), "reconnected to rabbitmq");
+            // The worker says once that the broker is back; one line per connection is a detail.
+            debug!(url = %self.redacted, role = role.name(), "reconnected to rabbitmq");
         }
         let link = Arc::new(Link {
             conn,
@@ -738,7 +739,8 @@ impl Broker for AmqpBroker {
                 Err(e) if attempt >= ENQUEUE_ATTEMPTS => return Err(e),
                 Err(e) => {
                     let pause = enqueue_backoff(attempt - 1);
-                    warn!(error = %e, count = todo.len(), retry_in_ms = pause.as_millis() as u64, "enqueue failed; retrying");
+                    // The caller gets the error if every attempt fails.
+                    debug!(error = %e, count = todo.len(), retry_in_ms = pause.as_millis() as u64, "enqueue failed; retrying");
                     tokio::time::sleep(pause).await;
                 }
                 Ok(()) if attempt >= ENQUEUE_ATTEMPTS => {

@@ -514,7 +514,7 @@ impl AmqpConsumer {
         match self.start().await {
             Ok(()) => {
                 if self.failures > 0 || self.retry_at.is_some() {
-                    info!(queue = %self.queue, "consuming again after losing rabbitmq");
+                    debug!(queue = %self.queue, "consuming again after losing rabbitmq");
                 }
                 self.failures = 0;
                 self.retry_at = None;

@@ -558,7 +558,8 @@ async fn apply(
                     return Err(err);
                 }
                 if attempt == 0 {
-                    tracing::warn!(queue = %queue, error = %err, "redis unavailable; retrying acks");
+                    // The worker logs the outage once; this is a detail of it.
+                    tracing::debug!(queue = %queue, error = %err, "redis unavailable; retrying acks");
                 }
                 let pause = (50u64 << attempt.min(6)).min(2_000);
                 attempt = attempt.saturating_add(1);

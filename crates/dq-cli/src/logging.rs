@@ -40,6 +40,19 @@ fn logger_name(target: &str) -> String {
     }
 }
 
+/// The broker client libraries whose records dq logs at DEBUG: lapin and its AMQP crates (the
+/// Redis client logs nothing of its own).
+const BROKER_CLIENTS: [&str; 3] = ["lapin", "amq_protocol", "tcp_stream"];
+
+/// Whether `target` is one of [`BROKER_CLIENTS`] or a module of one.
+fn is_broker_client(target: &str) -> bool {
+    BROKER_CLIENTS.iter().any(|c| {
+        target
+            .strip_prefix(c)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::") || rest.starts_with('_'))
+    })
+}
+
 /// Python's level names.
 fn level_name(level: &Level) -> &'static str {
     match *level {
@@ -104,6 +117,16 @@ where
         };
         let mut fields = Fields::default();
         event.record(&mut fields);
+        // A broker client's own records are details of what dq logs once itself (a lost
+        // broker is one WARN when it goes and one INFO when it is back): DEBUG, whatever level
+        // the client gave them, which stays in a field.
+        let level = if is_broker_client(target) {
+            use fmt::Write as _;
+            let _ = write!(fields.rest, " client_level={}", level_name(meta.level()));
+            "DEBUG"
+        } else {
+            level_name(meta.level())
+        };
         writeln!(
             writer,
             "[{}] [PID {}] [{}] [{}] [{}] {}{}",
@@ -111,7 +134,7 @@ where
             std::process::id(),
             thread_name,
             logger,
-            level_name(meta.level()),
+            level,
             fields.message,
             fields.rest,
         )
@@ -164,11 +187,19 @@ fn filter(verbose: u8) -> EnvFilter {
     if let Ok(f) = EnvFilter::try_from_default_env() {
         return f;
     }
-    EnvFilter::new(match verbose {
+    // Broker clients' records are DEBUG lines (see `is_broker_client`), so they are off
+    // until `-v`.
+    let mut directives = String::from(match verbose {
         0 => "info",
         1 => "debug",
         _ => "trace",
-    })
+    });
+    if verbose == 0 {
+        for client in BROKER_CLIENTS {
+            directives.push_str(&format!(",{client}=off"));
+        }
+    }
+    EnvFilter::new(directives)
 }
 
 /// Installs the global subscriber. Errors when one is installed already, which `--skip-logging`
@@ -255,6 +286,29 @@ mod tests {
             || tracing::error!(target: "redis::aio", "gone"),
         );
         assert!(got.ends_with("[redis.aio] [ERROR] gone\n"), "{got}");
+    }
+
+    #[test]
+    fn broker_clients_records_are_debug_lines_off_by_default() {
+        let got = line(
+            "dq.WorkerProcess(0)",
+            || tracing::error!(target: "lapin::io_loop", error = "reset by peer", "error doing IO"),
+        );
+        assert!(
+            got.ends_with(
+                "[lapin.io_loop] [DEBUG] error doing IO error=reset by peer client_level=ERROR\n"
+            ),
+            "{got}"
+        );
+        assert!(is_broker_client("lapin"));
+        assert!(is_broker_client("amq_protocol_tcp::tcp"));
+        assert!(!is_broker_client("lapinou"));
+        assert!(!is_broker_client("dq_broker_amqp::broker"));
+        if std::env::var_os("RUST_LOG").is_none() {
+            let quiet = filter(0).to_string();
+            assert!(quiet.contains("lapin=off"), "{quiet}");
+            assert!(!filter(1).to_string().contains("lapin=off"));
+        }
     }
 
     #[test]

@@ -134,6 +134,7 @@ async fn amqp_node_restarted_mid_run_loses_nothing() {
     );
     let stats = broker.stats(queue).await.expect("stats");
     assert_eq!(stats, QueueStats::default(), "messages left behind");
+    worker.assert_outages_logged_once(1);
     eprintln!(
         "amqp restart: {MESSAGES} messages in {:.1?}; {at_stop} done at stop; node stopped in \
          {stopped_in:.1?}, started in {started_in:.1?}, down {down_for:.1?}; {runs} runs ({} \

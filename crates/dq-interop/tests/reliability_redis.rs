@@ -154,6 +154,7 @@ async fn redis_restarted_mid_run_loses_nothing() {
     );
     let stats = broker.stats(QUEUE).await.expect("stats");
     assert_eq!(stats, QueueStats::default(), "messages left behind");
+    worker.assert_outages_logged_once(2);
     eprintln!(
         "redis restart: {MESSAGES} messages in {:.1?}; {at_shutdown} done at shutdown, \
          {while_down} while down, {at_crash} at the crash; {runs} runs ({} repeated)",

@@ -2,7 +2,7 @@
 //! records into, and private Redis and RabbitMQ servers they may stop and start (the shared ones
 //! on the default ports are never touched).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -348,6 +348,68 @@ impl Worker {
             self.status = self.child.try_wait().ok().flatten();
         }
         self.status
+    }
+
+    /// Checks what the worker logged across `outages` broker outages it recovered from: no
+    /// ERROR line (nothing needed a person), and per worker process one WARNING when each
+    /// outage began and one INFO when it was over (outages close together may be one for the
+    /// worker). Lines of the broker client are DEBUG, so not in the log at all.
+    pub(crate) fn assert_outages_logged_once(&self, outages: usize) {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let pid = |line: &str| {
+            line.split("[PID ")
+                .nth(1)
+                .and_then(|r| r.split(']').next())
+                .map(str::to_owned)
+                .unwrap_or_default()
+        };
+        let errors: Vec<&str> = text.lines().filter(|l| l.contains("] [ERROR] ")).collect();
+        assert!(
+            errors.is_empty(),
+            "ERROR lines for an outage dq recovers from:\n{}",
+            errors.join("\n")
+        );
+        let mut lost: BTreeMap<String, usize> = BTreeMap::new();
+        let mut back: BTreeMap<String, usize> = BTreeMap::new();
+        for line in text.lines() {
+            if line.contains("] [WARNING] lost the broker while ") {
+                *lost.entry(pid(line)).or_default() += 1;
+            } else if line.contains("] [INFO] the broker is back after ") {
+                *back.entry(pid(line)).or_default() += 1;
+            }
+        }
+        let others: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("] [WARNING] ") && !l.contains("lost the broker while "))
+            .collect();
+        let said: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                l.contains("lost the broker while ") || l.contains("the broker is back after ")
+            })
+            .collect();
+        let summary = format!(
+            "lost per process {lost:?}, back per process {back:?}:\n{}\nother warnings:\n{}",
+            said.join("\n"),
+            others.join("\n")
+        );
+        assert!(
+            !lost.is_empty(),
+            "no outage logged: {summary}\n{}",
+            self.log_tail()
+        );
+        // Outages closer together than the worker's quiet period are one for it.
+        assert!(
+            lost.values().all(|&n| (1..=outages).contains(&n)),
+            "{summary}"
+        );
+        assert_eq!(lost, back, "{summary}");
+        assert!(others.is_empty(), "{summary}");
+        assert!(
+            !text.contains("client_level="),
+            "broker client lines at INFO:\n{}",
+            self.log_tail()
+        );
     }
 
     /// The last lines of the worker's log, for failure messages.

@@ -146,8 +146,15 @@ async fn move_to_queue(shared: &Shared, mut h: Held) -> Result<(), Held> {
                 .settle(Some(h.message), h.ticket, Verdict::Ack);
             Ok(())
         }
+        Err(dq_core::Error::Broker(e)) if e.is_transient() => {
+            shared
+                .health
+                .failed("moving a delayed message to its queue", &e);
+            h.eta_ms = now_ms() + 1000;
+            Err(h)
+        }
         Err(e) => {
-            warn!(error = %e, message_id = %h.message.message_id, actor = %h.message.actor_name, "could not move delayed message to its queue; retrying in 1s");
+            warn!(error = %e, message_id = %h.message.message_id, actor = %h.message.actor_name, queue = %h.message.queue_name, "could not move delayed message to its queue; retrying in 1s");
             h.eta_ms = now_ms() + 1000;
             Err(h)
         }

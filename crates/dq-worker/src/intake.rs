@@ -40,6 +40,7 @@ pub(crate) async fn consume_loop(
         match consumer.fetch(timeout).await {
             Ok(deliveries) => {
                 failures = 0;
+                shared.health.ok();
                 for d in deliveries {
                     accept(&shared, d, &acker, consumer.queue()).await;
                 }
@@ -48,7 +49,9 @@ pub(crate) async fn consume_loop(
                 failures = failures.saturating_add(1);
                 let pause = backoff(failures);
                 if e.is_transient() {
-                    warn!(queue = consumer.queue(), error = %e, retry_in_ms = pause.as_millis() as u64, "consumer lost the broker; reconnecting");
+                    shared
+                        .health
+                        .failed(&format!("fetching from {}", consumer.queue()), &e);
                 } else {
                     error!(queue = consumer.queue(), error = %e, retry_in_ms = pause.as_millis() as u64, "consumer failed; restarting");
                 }

@@ -36,6 +36,7 @@ mod deadline;
 mod delay;
 mod error;
 mod execution;
+mod health;
 mod inflight;
 mod intake;
 mod options;

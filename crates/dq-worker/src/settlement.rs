@@ -11,7 +11,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use dq_core::{Acker, Job, Message, Token};
+use dq_core::{Acker, BrokerError, BrokerErrorKind, Job, Message, Token};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tracing::{error, warn};
@@ -202,9 +202,14 @@ async fn settle_batch(shared: &Shared, batch: Vec<Settlement>) {
         ack(shared, &g.messages, &g.tokens, &g.acker).await;
     }
     for g in requeues {
-        if let Err(e) = g.acker.requeue(&g.tokens).await {
-            let first = g.messages.first().map(|m| m.message_id.as_str());
-            error!(error = %e, message_id = first.unwrap_or_default(), count = g.tokens.len(), "requeue failed; the message will be redelivered");
+        match g.acker.requeue(&g.tokens).await {
+            Ok(()) => shared.health.ok(),
+            // Still unacked in the broker, which delivers it again: nothing is lost.
+            Err(e) if recoverable(&e) => shared.health.failed("requeueing", &e),
+            Err(e) => {
+                let first = g.messages.first().map(|m| m.message_id.as_str());
+                error!(error = %e, message_id = first.unwrap_or_default(), count = g.tokens.len(), "requeue failed; the message will be redelivered");
+            }
         }
     }
     drop(guards);
@@ -257,11 +262,19 @@ async fn dead_letter(
     let mut attempt = 0;
     loop {
         match acker.nack(token, reason).await {
-            Ok(()) => break,
+            Ok(()) => {
+                shared.health.ok();
+                break;
+            }
             Err(e) if e.is_transient() && attempt < 20 => {
                 attempt += 1;
-                warn!(error = %e, "nack failed; retrying");
+                shared.health.failed("dead-lettering", &e);
                 tokio::time::sleep(backoff(attempt)).await;
+            }
+            Err(e) if recoverable(&e) => {
+                // The broker delivers it again, and it is dead-lettered then.
+                shared.health.failed("dead-lettering", &e);
+                return;
             }
             Err(e) => {
                 // Still unacked: the broker redelivers it later, so it is not lost.
@@ -295,11 +308,19 @@ async fn ack(shared: &Shared, messages: &[Message], tokens: &[Token], acker: &Ar
     let mut attempt = 0;
     loop {
         match acker.ack(tokens).await {
-            Ok(()) => break,
+            Ok(()) => {
+                shared.health.ok();
+                break;
+            }
             Err(e) if e.is_transient() && attempt < 20 => {
                 attempt += 1;
-                warn!(error = %e, message_id = %first, count = tokens.len(), "ack failed; retrying");
+                shared.health.failed("acking", &e);
                 tokio::time::sleep(backoff(attempt)).await;
+            }
+            Err(e) if recoverable(&e) => {
+                // A delivery of a connection that died: the broker delivers it again.
+                shared.health.failed("acking", &e);
+                return;
             }
             Err(e) => {
                 error!(error = %e, message_id = %first, count = tokens.len(), "ack failed; the message will be redelivered");
@@ -314,4 +335,11 @@ async fn ack(shared: &Shared, messages: &[Message], tokens: &[Token], acker: &Ar
             }
         }
     }
+}
+
+/// Whether a failed settle leaves the message safe in the broker, to be delivered again, for a
+/// reason the worker recovers from by itself: the broker is away, or the delivery's channel
+/// died with a lost connection (`Closed`).
+fn recoverable(e: &BrokerError) -> bool {
+    e.is_transient() || e.kind() == BrokerErrorKind::Closed
 }

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use crate::deadline::Deadlines;
 use crate::delay::Held;
 use crate::execution::Watched;
+use crate::health::BrokerHealth;
 use crate::inflight::Counts;
 use crate::intake::Item;
 use crate::queue::WorkQueue;
@@ -74,6 +75,8 @@ pub(crate) struct Shared {
     /// False once the worker stops: threads take no more queued messages.
     pub(crate) dispatching: AtomicBool,
     pub(crate) settler: Settler,
+    /// Whether the broker answers: an outage is logged once, when it starts and ends.
+    pub(crate) health: BrokerHealth,
 }
 
 impl Shared {
@@ -93,6 +96,7 @@ impl Shared {
             deadlines: Deadlines::new(threads),
             dispatching: AtomicBool::new(true),
             settler: Settler::default(),
+            health: BrokerHealth::default(),
         }
     }
 
