@@ -224,7 +224,7 @@ impl AmqpBroker {
         if let Some(p) = publisher {
             if p.usable() {
                 if let Err(e) = p.channel.close(200, "closed by dq".into()).await {
-                    tracing::debug!(error = %e, "closing the publisher channel");
+                    tracing::debug!(error = %dq_core::ErrorChain(&e), "closing the publisher channel");
                 }
             }
         }
@@ -233,7 +233,7 @@ impl AmqpBroker {
             if let Some(link) = link {
                 if link.conn.status().connected() {
                     if let Err(e) = link.conn.close(200, "closed by dq".into()).await {
-                        tracing::debug!(error = %e, "closing the {} connection", slot.role.name());
+                        tracing::debug!(error = %dq_core::ErrorChain(&e), "closing the {} connection", slot.role.name());
                     }
                     tracing::debug!(role = slot.role.name(), status = ?link.conn.status(), "closed");
                 }
@@ -740,7 +740,7 @@ impl Broker for AmqpBroker {
                 Err(e) => {
                     let pause = enqueue_backoff(attempt - 1);
                     // The caller gets the error if every attempt fails.
-                    debug!(error = %e, count = todo.len(), retry_in_ms = pause.as_millis() as u64, "enqueue failed; retrying");
+                    debug!(error = %dq_core::ErrorChain(&e), count = todo.len(), retry_in_ms = pause.as_millis() as u64, "enqueue failed; retrying");
                     tokio::time::sleep(pause).await;
                 }
                 Ok(()) if attempt >= ENQUEUE_ATTEMPTS => {

@@ -530,7 +530,7 @@ impl AmqpConsumer {
 
     /// Records a lost channel and the error `fetch` returns for it.
     fn lost(&mut self, e: BrokerError) -> BrokerError {
-        debug!(queue = %self.queue, error = %e, "lost the consumer channel; reconnecting");
+        debug!(queue = %self.queue, error = %dq_core::ErrorChain(&e), "lost the consumer channel; reconnecting");
         self.lose();
         // Try again at once: the failure may have been the channel alone.
         self.retry_at = None;

@@ -46,9 +46,17 @@ impl AmqpBrokerError {
 }
 
 impl From<AmqpBrokerError> for BrokerError {
+    /// The same text, with the failure underneath (for `Connect`) as the source, so the chain
+    /// says each part once.
     fn from(e: AmqpBrokerError) -> BrokerError {
-        let context = e.to_string();
-        BrokerError::new(e.kind(), context).with_source(e)
+        let kind = e.kind();
+        match e {
+            AmqpBrokerError::Connect { url, source } => {
+                BrokerError::new(kind, format!("cannot connect to rabbitmq at {url}"))
+                    .with_source(source)
+            }
+            other => BrokerError::new(kind, other.to_string()),
+        }
     }
 }
 

@@ -369,7 +369,9 @@ async fn heartbeat(inner: Weak<Inner>, every: Duration) {
         match inner.lanes.query::<()>(inner.lanes.pick(), &cmd).await {
             Ok(()) => inner.last_beat.store(now, Ordering::Relaxed),
             // A worker logs an outage once; the beats it misses meanwhile are details.
-            Err(e) => tracing::debug!(error = %e, url = %inner.url, "redis heartbeat failed"),
+            Err(e) => {
+                tracing::debug!(error = %dq_core::ErrorChain(&e), url = %inner.url, "redis heartbeat failed")
+            }
         }
     }
 }

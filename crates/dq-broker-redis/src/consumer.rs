@@ -554,12 +554,12 @@ async fn apply(
                 let give_up =
                     !err.is_transient() || (closing && started.elapsed() >= inner.close_timeout);
                 if give_up {
-                    tracing::error!(queue = %queue, error = %err, "could not settle messages");
+                    tracing::error!(queue = %queue, error = %dq_core::ErrorChain(&err), "could not settle messages");
                     return Err(err);
                 }
                 if attempt == 0 {
                     // The worker logs the outage once; this is a detail of it.
-                    tracing::debug!(queue = %queue, error = %err, "redis unavailable; retrying acks");
+                    tracing::debug!(queue = %queue, error = %dq_core::ErrorChain(&err), "redis unavailable; retrying acks");
                 }
                 let pause = (50u64 << attempt.min(6)).min(2_000);
                 attempt = attempt.saturating_add(1);

@@ -45,9 +45,17 @@ impl RedisBrokerError {
 }
 
 impl From<RedisBrokerError> for BrokerError {
+    /// The same text, with the failure underneath (for `Connect`) as the source, so the chain
+    /// says each part once.
     fn from(e: RedisBrokerError) -> BrokerError {
-        let context = e.to_string();
-        BrokerError::new(e.kind(), context).with_source(e)
+        let kind = e.kind();
+        match e {
+            RedisBrokerError::Connect { url, source } => {
+                BrokerError::new(kind, format!("cannot connect to redis at {url}"))
+                    .with_source(source)
+            }
+            other => BrokerError::new(kind, other.to_string()),
+        }
     }
 }
 

@@ -99,7 +99,7 @@ async fn listen(
         {
             Ok(Ok(p)) => p,
             Ok(Err(e)) => {
-                tracing::debug!(error = %e, "redis notification channel: cannot connect");
+                tracing::debug!(error = %dq_core::ErrorChain(&e), "redis notification channel: cannot connect");
                 continue;
             }
             Err(_) => continue,

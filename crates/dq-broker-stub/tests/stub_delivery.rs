@@ -346,7 +346,9 @@ async fn bad_requests_are_rejected() {
         .unwrap_err();
     assert_eq!(err.kind(), BrokerErrorKind::Rejected);
     assert!(
-        err.to_string().contains("not issued by the stub broker"),
+        dq_core::ErrorChain(&err)
+            .to_string()
+            .contains("not issued by the stub broker"),
         "{err}"
     );
     assert!(c.acker().nack(&foreign, "x").await.is_err());

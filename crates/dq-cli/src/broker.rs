@@ -51,34 +51,9 @@ impl ConnectError {
     }
 }
 
-/// `e` and its sources, joined with ": ". Errors that print their source themselves (as
-/// `BrokerError` does) would repeat it, so each level contributes only its own part, and a part
-/// already said is left out.
+/// `e` and its sources, each part said once (see [`ErrorChain`](dq_core::ErrorChain)).
 pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut texts = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(s) = source {
-        texts.push(s.to_string());
-        source = s.source();
-    }
-    let mut out = String::new();
-    for (i, text) in texts.iter().enumerate() {
-        let own = match texts.get(i + 1) {
-            Some(next) => text
-                .strip_suffix(next.as_str())
-                .and_then(|t| t.strip_suffix(": "))
-                .unwrap_or(text),
-            None => text,
-        };
-        if own.is_empty() || out.contains(own) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(own);
-    }
-    out
+    dq_core::ErrorChain(e).to_string()
 }
 
 /// The URL to use: `--broker-url`, else the one from the environment. `None` when neither says
@@ -186,8 +161,7 @@ mod tests {
         let top = BrokerError::new(BrokerErrorKind::Connection, text).with_source(connect);
         assert_eq!(
             error_chain(&top),
-            "broker connection failed: cannot connect to redis at redis://h:1: \
-             broker connection failed: ping: refused"
+            "broker connection failed: cannot connect to redis at redis://h:1: ping: refused"
         );
     }
 

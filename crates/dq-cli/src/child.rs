@@ -10,7 +10,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing::{debug, error, info, warn};
 
 use crate::args::WorkerArgs;
-use crate::broker::{connect, url_from, ConnectError, DEFAULT_BROKER_URL};
+use crate::broker::{connect, error_chain, url_from, ConnectError, DEFAULT_BROKER_URL};
 use crate::exit;
 use crate::logging::PROCESS;
 use crate::Cli;
@@ -131,7 +131,7 @@ async fn serve(cli: Cli, args: WorkerArgs, index: usize) -> i32 {
                 "{n} message(s) were still running after --worker-shutdown-timeout; the broker \
                  will redeliver them."
             ),
-            Err(e) => warn!(target: PROCESS, "Worker did not stop cleanly: {e}"),
+            Err(e) => warn!(target: PROCESS, "Worker did not stop cleanly: {}", error_chain(&e)),
         },
         _ = second_stop_signal(&mut term, &mut hup, first) => {
             warn!(target: PROCESS, "Killing worker process...");
@@ -142,7 +142,7 @@ async fn serve(cli: Cli, args: WorkerArgs, index: usize) -> i32 {
     // the process exits; a broker that does not answer does not hold the exit for long.
     match tokio::time::timeout(Duration::from_secs(5), worker.app().close()).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!(target: PROCESS, "Closing the broker: {e}"),
+        Ok(Err(e)) => warn!(target: PROCESS, "Closing the broker: {}", error_chain(&e)),
         Err(_) => warn!(target: PROCESS, "Closing the broker took over 5 s; giving up."),
     }
     info!(target: PROCESS, "Worker process stopped.");
@@ -173,7 +173,7 @@ async fn start(cli: &Cli, args: &WorkerArgs) -> Result<Worker, i32> {
         builder = configure(builder);
     }
     let app = builder.build().map_err(|e| {
-        error!(target: PROCESS, "Invalid actor definitions: {e}");
+        error!(target: PROCESS, "Invalid actor definitions: {}", error_chain(&e));
         exit::USAGE
     })?;
     app.set_global();
@@ -201,7 +201,7 @@ async fn start(cli: &Cli, args: &WorkerArgs) -> Result<Worker, i32> {
                 WorkerError::Broker(b) => ConnectError::from_broker(b).exit_code(),
                 _ => exit::KILLED,
             };
-            error!(target: PROCESS, "Worker failed to start: {e}");
+            error!(target: PROCESS, "Worker failed to start: {}", error_chain(&e));
             Err(code)
         }
     }

@@ -20,7 +20,7 @@ pub(crate) enum PidFileError {
         pid: i32,
     },
     /// It could not be read or written.
-    #[error("pid file {path}: {source}")]
+    #[error("pid file {path}")]
     Io {
         /// The file.
         path: PathBuf,

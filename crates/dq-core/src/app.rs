@@ -241,7 +241,7 @@ pub enum StateError {
         type_name: &'static str,
     },
     /// A state given to [`AppBuilder::state_with`] could not be built.
-    #[error("building state {type_name} failed: {source}")]
+    #[error("building state {type_name} failed")]
     Build {
         /// The state's type.
         type_name: &'static str,

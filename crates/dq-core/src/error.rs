@@ -67,7 +67,7 @@ pub enum Error {
 #[non_exhaustive]
 pub enum DecodeError {
     /// The bytes are not JSON of the expected shape.
-    #[error("invalid message json: {source}")]
+    #[error("invalid message json")]
     Json {
         /// The parser's error.
         #[source]
@@ -92,7 +92,7 @@ pub enum ArgsError {
     #[error("malformed arguments: {0}")]
     Malformed(String),
     /// One parameter did not decode.
-    #[error("argument {name:?} (position {index}) of {actor}: {source}")]
+    #[error("argument {name:?} (position {index}) of {actor}")]
     Invalid {
         /// The actor.
         actor: String,
@@ -241,11 +241,63 @@ impl fmt::Display for BrokerError {
             BrokerErrorKind::Unsupported => "not supported by this broker",
             BrokerErrorKind::Other => "broker error",
         };
-        write!(f, "{kind}: {}", self.context)?;
-        if let Some(s) = &self.source {
-            write!(f, ": {s}")?;
+        // The cause is `source()`'s, not the text's: print the whole story with `ErrorChain`.
+        write!(f, "{kind}: {}", self.context)
+    }
+}
+
+/// Shows an error and its causes, each said once: `what failed: why: root cause`.
+///
+/// dq's errors follow the Rust convention that an error's `Display` does not repeat its
+/// `source()`; this is how logs and the command line print the whole chain. A part a level
+/// repeats from an earlier one (a cause that already prints its own cause, or a kind like
+/// "broker connection failed" said at two levels) is left out.
+///
+/// ```
+/// use dq_core::{BrokerError, BrokerErrorKind, ErrorChain};
+///
+/// let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+/// let ping = BrokerError::new(BrokerErrorKind::Connection, "ping").with_source(io);
+/// let start = BrokerError::new(BrokerErrorKind::Connection, "starting the worker").with_source(ping);
+/// assert_eq!(start.to_string(), "broker connection failed: starting the worker");
+/// assert_eq!(
+///     ErrorChain(&start).to_string(),
+///     "broker connection failed: starting the worker: ping: Connection refused"
+/// );
+/// ```
+#[derive(Clone, Copy)]
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut said: Vec<String> = Vec::new();
+        let mut level: Option<&(dyn std::error::Error + 'static)> = Some(self.0);
+        while let Some(e) = level {
+            let text = e.to_string();
+            // Levels that print their cause themselves (as many libraries' errors do): keep
+            // the part that is their own.
+            let own = match e.source().map(|s| s.to_string()) {
+                Some(next) if !next.is_empty() => text
+                    .strip_suffix(next.as_str())
+                    .and_then(|t| t.strip_suffix(": "))
+                    .map_or(text.clone(), str::to_owned),
+                _ => text.clone(),
+            };
+            for part in own.split(": ") {
+                let part = part.trim();
+                if !part.is_empty() && !said.iter().any(|s| s == part) {
+                    said.push(part.to_owned());
+                }
+            }
+            level = e.source();
         }
-        Ok(())
+        f.write_str(&said.join(": "))
+    }
+}
+
+impl fmt::Debug for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 
@@ -259,16 +311,28 @@ impl std::error::Error for BrokerError {
 
 /// A middleware hook failed. Before-hooks abort the enqueue or the run; after-process hooks stop
 /// the ack, so the message is requeued rather than lost.
+///
+/// `Display` is `middleware NAME: MESSAGE` (`middleware NAME` with an empty message, when the
+/// source says it all); the cause is `source()`'s, for [`ErrorChain`].
 #[derive(Debug, thiserror::Error)]
-#[error("middleware {middleware}: {message}")]
 pub struct MiddlewareError {
     /// The middleware's name.
     pub middleware: String,
-    /// What went wrong.
+    /// What went wrong, in the middleware's words (may be empty when the source says it).
     pub message: String,
     /// The cause, if any.
     #[source]
     pub source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl fmt::Display for MiddlewareError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "middleware {}", self.middleware)?;
+        if !self.message.is_empty() {
+            write!(f, ": {}", self.message)?;
+        }
+        Ok(())
+    }
 }
 
 impl MiddlewareError {

@@ -46,7 +46,8 @@ pub use broker::{Acker, Broker, Consumer, DeadLetter, Delivery, QueueStats, Retr
 pub use composition::{group, pipeline, Group, GroupBarrier, GroupChild, Pipeline, PipelineStep};
 pub use context::{check, current_message, ActorContext, Scoped};
 pub use error::{
-    ArgsError, BrokerError, BrokerErrorKind, DecodeError, Error, MiddlewareError, Result,
+    ArgsError, BrokerError, BrokerErrorKind, DecodeError, Error, ErrorChain, MiddlewareError,
+    Result,
 };
 pub use message::{
     base_queue_name, dead_letter_queue_name, delay_queue_name, encode_args, encode_kwargs,

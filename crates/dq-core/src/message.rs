@@ -475,7 +475,9 @@ mod tests {
         assert!(Message::decode(bad.as_bytes()).is_err());
         let missing = r#"{"queue_name":"q","actor_name":"a","args":[],"kwargs":{}}"#;
         let err = Message::decode(missing.as_bytes()).unwrap_err();
-        assert!(err.to_string().contains("options"), "{err}");
+        let text = crate::ErrorChain(&err).to_string();
+        assert!(text.starts_with("invalid message json: "), "{text}");
+        assert!(text.contains("options"), "{text}");
     }
 
     #[test]

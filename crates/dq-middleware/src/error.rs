@@ -65,16 +65,9 @@ pub enum Error {
 }
 
 impl Error {
-    /// Wraps this error for the worker, with the whole cause chain in the message so that a log
-    /// line that shows only the top-level error still says what the broker answered.
+    /// Wraps this error for the worker, as the source of a [`MiddlewareError`] that adds only
+    /// the middleware's name: [`ErrorChain`](dq_core::ErrorChain) prints the rest once.
     pub(crate) fn into_middleware_error(self, middleware: &str) -> MiddlewareError {
-        let mut text = self.to_string();
-        let mut cause = std::error::Error::source(&self);
-        while let Some(c) = cause {
-            text.push_str(": ");
-            text.push_str(&c.to_string());
-            cause = c.source();
-        }
-        MiddlewareError::caused_by(middleware, text, self)
+        MiddlewareError::caused_by(middleware, "", self)
     }
 }

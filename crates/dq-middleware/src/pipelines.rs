@@ -123,13 +123,10 @@ impl Middleware for Pipelines {
                     message_id = %job.message.message_id,
                     actor = %job.message.actor_name,
                     queue = %job.message.queue_name,
-                    error = %e,
+                    error = %dq_core::ErrorChain(&e),
                     "Cannot enqueue the next pipeline stage; dead-lettering the message."
                 );
-                let reason = match std::error::Error::source(&e) {
-                    Some(cause) => format!("{e}: {cause}"),
-                    None => e.to_string(),
-                };
+                let reason = dq_core::ErrorChain(&e).to_string();
                 job.fail(reason);
                 return Ok(());
             }

@@ -112,9 +112,6 @@ async fn a_refused_callback_is_an_error() {
         .after_process(&app, &mut job, &failure("E", "x"))
         .await
         .unwrap_err();
-    assert!(
-        err.message.contains("on_failure callback"),
-        "{}",
-        err.message
-    );
+    let text = dq_core::ErrorChain(&err).to_string();
+    assert!(text.contains("on_failure callback"), "{text}");
 }

@@ -123,9 +123,6 @@ async fn a_refused_next_stage_is_an_error() {
         .after_process(&app, &mut job, &Outcome::Success(json!(1)))
         .await
         .unwrap_err();
-    assert!(
-        err.message.contains("next pipeline stage"),
-        "{}",
-        err.message
-    );
+    let text = dq_core::ErrorChain(&err).to_string();
+    assert!(text.contains("next pipeline stage"), "{text}");
 }

@@ -238,7 +238,11 @@ async fn a_refused_retry_is_an_error_so_the_message_is_not_acked() {
         .await
         .unwrap_err();
     assert_eq!(err.middleware, "Retries");
-    assert!(err.message.contains("could not enqueue the retry"), "{err}");
+    let text = dq_core::ErrorChain(&err).to_string();
+    assert!(
+        text.starts_with("middleware Retries: could not enqueue the retry of message "),
+        "{text}"
+    );
     let source = std::error::Error::source(&err).expect("has a cause");
     assert!(matches!(
         source.downcast_ref::<dq_middleware::Error>(),

@@ -37,7 +37,7 @@ pub enum Error {
     #[error(transparent)]
     RateLimitExceeded(#[from] RateLimitExceeded),
     /// The backend failed (Redis unreachable, a command refused, ...).
-    #[error("rate limiter backend failed while {operation}: {source}")]
+    #[error("rate limiter backend failed while {operation}")]
     Backend {
         /// What was being done.
         operation: &'static str,

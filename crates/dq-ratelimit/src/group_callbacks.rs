@@ -157,7 +157,7 @@ fn decode_callbacks(current: &Message, callbacks: &[Value]) -> Vec<Message> {
             Err(e) => {
                 tracing::error!(
                     message_id = %current.message_id,
-                    error = %e,
+                    error = %dq_core::ErrorChain(&e),
                     "a group completion callback of message {} is not a message; skipping it",
                     current.message_id
                 );

@@ -143,7 +143,7 @@ impl Drop for Permit {
         let task = async move {
             if let Err(e) = release.run().await {
                 // The slot comes back when the key's TTL passes.
-                tracing::warn!(key = %key, error = %e, "cannot give a rate limit slot back");
+                tracing::warn!(key = %key, error = %dq_core::ErrorChain(&e), "cannot give a rate limit slot back");
             }
         };
         match tokio::runtime::Handle::try_current() {

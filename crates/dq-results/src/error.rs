@@ -32,7 +32,7 @@ pub enum Error {
         message: String,
     },
     /// The stored result is not JSON, or does not fit the type asked for.
-    #[error("the result of message {message_id} does not decode: {source}")]
+    #[error("the result of message {message_id} does not decode")]
     Decode {
         /// The message whose result was asked for.
         message_id: String,
@@ -41,7 +41,7 @@ pub enum Error {
         source: serde_json::Error,
     },
     /// The backend failed (Redis unreachable, a command refused, ...).
-    #[error("result backend failed while {operation}: {source}")]
+    #[error("result backend failed while {operation}")]
     Backend {
         /// What was being done.
         operation: &'static str,

@@ -154,7 +154,7 @@ async fn move_to_queue(shared: &Shared, mut h: Held) -> Result<(), Held> {
             Err(h)
         }
         Err(e) => {
-            warn!(error = %e, message_id = %h.message.message_id, actor = %h.message.actor_name, queue = %h.message.queue_name, "could not move delayed message to its queue; retrying in 1s");
+            warn!(error = %dq_core::ErrorChain(&e), message_id = %h.message.message_id, actor = %h.message.actor_name, queue = %h.message.queue_name, "could not move delayed message to its queue; retrying in 1s");
             h.eta_ms = now_ms() + 1000;
             Err(h)
         }

@@ -5,13 +5,13 @@
 #[non_exhaustive]
 pub enum WorkerError {
     /// The broker could not be reached or refused a declaration at start.
-    #[error("worker could not start: {0}")]
+    #[error("worker could not start")]
     Broker(#[from] dq_core::BrokerError),
     /// A boot or shutdown hook failed.
-    #[error("worker hook failed: {0}")]
+    #[error("worker hook failed")]
     Middleware(#[from] dq_core::MiddlewareError),
     /// An actor takes a state the app does not hold, or a state built at boot failed.
-    #[error("worker could not start: {0}")]
+    #[error("worker could not start")]
     State(#[from] dq_core::StateError),
     /// There is nothing to consume: no actors, or `queues` matched none of their queues.
     #[error("no queues to consume (actors' queues: {known:?}, asked for: {asked:?})")]

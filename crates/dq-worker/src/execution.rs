@@ -171,7 +171,7 @@ async fn prepare(shared: &Shared, item: Item) -> Option<Prepared> {
             Ok(Control::Continue) => {}
             Ok(Control::Skip) => return Some(Prepared::Skipped(job, ticket)),
             Err(e) => {
-                error!(middleware = m.name(), error = %e, message_id = %job.message.message_id, actor = %job.message.actor_name, queue = %job.message.queue_name, "before_process hook failed; requeueing");
+                error!(middleware = m.name(), error = %dq_core::ErrorChain(&e), message_id = %job.message.message_id, actor = %job.message.actor_name, queue = %job.message.queue_name, "before_process hook failed; requeueing");
                 shared
                     .settler
                     .settle(Some(job.message), ticket, Verdict::Requeue);
@@ -196,7 +196,7 @@ async fn conclude(shared: &Shared, mut job: Job, ticket: Ticket, outcome: Outcom
     }
     for m in &shared.hooks.after_process {
         if let Err(e) = m.after_process(&shared.app, &mut job, &outcome).await {
-            error!(middleware = m.name(), error = %e, message_id = %job.message.message_id, actor = %job.message.actor_name, queue = %job.message.queue_name, "after_process hook failed; requeueing instead of acking");
+            error!(middleware = m.name(), error = %dq_core::ErrorChain(&e), message_id = %job.message.message_id, actor = %job.message.actor_name, queue = %job.message.queue_name, "after_process hook failed; requeueing instead of acking");
             shared
                 .settler
                 .settle(Some(job.message), ticket, Verdict::Requeue);
@@ -210,7 +210,7 @@ async fn conclude(shared: &Shared, mut job: Job, ticket: Ticket, outcome: Outcom
 async fn conclude_skipped(shared: &Shared, mut job: Job, ticket: Ticket) {
     for m in &shared.hooks.after_skip {
         if let Err(e) = m.after_skip(&shared.app, &mut job).await {
-            error!(middleware = m.name(), error = %e, message_id = %job.message.message_id, actor = %job.message.actor_name, queue = %job.message.queue_name, "after_skip hook failed; requeueing");
+            error!(middleware = m.name(), error = %dq_core::ErrorChain(&e), message_id = %job.message.message_id, actor = %job.message.actor_name, queue = %job.message.queue_name, "after_skip hook failed; requeueing");
             shared
                 .settler
                 .settle(Some(job.message), ticket, Verdict::Requeue);
@@ -342,13 +342,13 @@ fn log_failure(job: &Job, e: &ActorError) {
     use dq_core::FailureKind;
     match e.kind() {
         FailureKind::Retry(_) | FailureKind::RateLimitExceeded => {
-            debug!(message_id = %job.message.message_id, actor = %job.message.actor_name, queue = %job.message.queue_name, error = %e, "message {} asked to be retried", job.message)
+            debug!(message_id = %job.message.message_id, actor = %job.message.actor_name, queue = %job.message.queue_name, error = %dq_core::ErrorChain(e), "message {} asked to be retried", job.message)
         }
         FailureKind::TimeLimitExceeded => {
             warn!(message_id = %job.message.message_id, actor = %job.message.actor_name, queue = %job.message.queue_name, "time limit exceeded while processing message {}", job.message)
         }
         _ => {
-            warn!(message_id = %job.message.message_id, actor = %job.message.actor_name, queue = %job.message.queue_name, error = %e, "failed to process message {} with unhandled error", job.message)
+            warn!(message_id = %job.message.message_id, actor = %job.message.actor_name, queue = %job.message.queue_name, error = %dq_core::ErrorChain(e), "failed to process message {} with unhandled error", job.message)
         }
     }
 }

@@ -43,7 +43,7 @@ impl BrokerHealth {
         match times.as_mut() {
             Some(t) => {
                 t.last_failure = now;
-                debug!(error = %error, "{doing} failed; the broker is still away");
+                debug!(error = %dq_core::ErrorChain(error), "{doing} failed; the broker is still away");
             }
             None => {
                 *times = Some(Times {
@@ -51,7 +51,7 @@ impl BrokerHealth {
                     last_failure: now,
                 });
                 self.down.store(true, Ordering::Release);
-                warn!(error = %error, "lost the broker while {doing}; retrying with backoff until it is back");
+                warn!(error = %dq_core::ErrorChain(error), "lost the broker while {doing}; retrying with backoff until it is back");
             }
         }
     }

@@ -53,7 +53,7 @@ pub(crate) async fn consume_loop(
                         .health
                         .failed(&format!("fetching from {}", consumer.queue()), &e);
                 } else {
-                    error!(queue = consumer.queue(), error = %e, retry_in_ms = pause.as_millis() as u64, "consumer failed; restarting");
+                    error!(queue = consumer.queue(), error = %dq_core::ErrorChain(&e), retry_in_ms = pause.as_millis() as u64, "consumer failed; restarting");
                 }
                 tokio::time::sleep(pause).await;
             }
@@ -87,12 +87,18 @@ async fn accept(shared: &Shared, d: Delivery, acker: &Arc<dyn Acker>, queue: &st
     }
     let message = match Message::decode(&d.body) {
         Ok(m) => m,
-        Err(e) => return dead_letter(None, d.token, format!("undecodable message: {e}")),
+        Err(e) => {
+            return dead_letter(
+                None,
+                d.token,
+                format!("undecodable message: {}", dq_core::ErrorChain(&e)),
+            )
+        }
     };
     if let Some(eta) = message.options.eta() {
         for m in &shared.hooks.delay {
             if let Err(e) = m.before_delay_message(&shared.app, &message).await {
-                warn!(middleware = m.name(), error = %e, "before_delay_message hook failed");
+                warn!(middleware = m.name(), error = %dq_core::ErrorChain(&e), "before_delay_message hook failed");
             }
         }
         let held = Held::new(eta, message, Ticket::uncounted(d.token, acker.clone()));
@@ -112,7 +118,13 @@ async fn accept(shared: &Shared, d: Delivery, acker: &Arc<dyn Acker>, queue: &st
     let states = shared.states.get_or_init(|| shared.app.states().clone());
     let call = match (actor.handler)(&message, states) {
         Ok(call) => call,
-        Err(e) => return dead_letter(Some(message), d.token, format!("invalid arguments: {e}")),
+        Err(e) => {
+            return dead_letter(
+                Some(message),
+                d.token,
+                format!("invalid arguments: {}", dq_core::ErrorChain(&e)),
+            )
+        }
     };
     shared.work.push(
         actor.priority(),

@@ -208,7 +208,7 @@ async fn settle_batch(shared: &Shared, batch: Vec<Settlement>) {
             Err(e) if recoverable(&e) => shared.health.failed("requeueing", &e),
             Err(e) => {
                 let first = g.messages.first().map(|m| m.message_id.as_str());
-                error!(error = %e, message_id = first.unwrap_or_default(), count = g.tokens.len(), "requeue failed; the message will be redelivered");
+                error!(error = %dq_core::ErrorChain(&e), message_id = first.unwrap_or_default(), count = g.tokens.len(), "requeue failed; the message will be redelivered");
             }
         }
     }
@@ -231,7 +231,7 @@ pub(crate) async fn requeue_all(tickets: impl IntoIterator<Item = Ticket>) -> us
         if let Err(e) = g.acker.requeue(&g.tokens).await {
             // Still unacked in the broker: it is redelivered when the consumer closes or the
             // broker notices this worker is gone.
-            warn!(error = %e, count = g.tokens.len(), "could not requeue prefetched messages");
+            warn!(error = %dq_core::ErrorChain(&e), count = g.tokens.len(), "could not requeue prefetched messages");
         }
     }
     drop(guards);
@@ -255,7 +255,7 @@ async fn dead_letter(
     if let Some(m) = message {
         for mw in &shared.hooks.nack {
             if let Err(e) = mw.before_nack(&shared.app, m, reason).await {
-                warn!(middleware = mw.name(), error = %e, "before_nack hook failed");
+                warn!(middleware = mw.name(), error = %dq_core::ErrorChain(&e), "before_nack hook failed");
             }
         }
     }
@@ -278,7 +278,7 @@ async fn dead_letter(
             }
             Err(e) => {
                 // Still unacked: the broker redelivers it later, so it is not lost.
-                error!(error = %e, "nack failed; the message stays in the broker");
+                error!(error = %dq_core::ErrorChain(&e), "nack failed; the message stays in the broker");
                 return;
             }
         }
@@ -286,7 +286,7 @@ async fn dead_letter(
     if let Some(m) = message {
         for mw in &shared.hooks.nack_rev {
             if let Err(e) = mw.after_nack(&shared.app, m, reason).await {
-                warn!(middleware = mw.name(), error = %e, "after_nack hook failed");
+                warn!(middleware = mw.name(), error = %dq_core::ErrorChain(&e), "after_nack hook failed");
             }
         }
     }
@@ -297,7 +297,7 @@ async fn ack(shared: &Shared, messages: &[Message], tokens: &[Token], acker: &Ar
     for mw in &shared.hooks.ack {
         for message in messages {
             if let Err(e) = mw.before_ack(&shared.app, message).await {
-                warn!(middleware = mw.name(), error = %e, "before_ack hook failed");
+                warn!(middleware = mw.name(), error = %dq_core::ErrorChain(&e), "before_ack hook failed");
             }
         }
     }
@@ -323,7 +323,7 @@ async fn ack(shared: &Shared, messages: &[Message], tokens: &[Token], acker: &Ar
                 return;
             }
             Err(e) => {
-                error!(error = %e, message_id = %first, count = tokens.len(), "ack failed; the message will be redelivered");
+                error!(error = %dq_core::ErrorChain(&e), message_id = %first, count = tokens.len(), "ack failed; the message will be redelivered");
                 return;
             }
         }
@@ -331,7 +331,7 @@ async fn ack(shared: &Shared, messages: &[Message], tokens: &[Token], acker: &Ar
     for mw in &shared.hooks.ack_rev {
         for message in messages {
             if let Err(e) = mw.after_ack(&shared.app, message).await {
-                warn!(middleware = mw.name(), error = %e, "after_ack hook failed");
+                warn!(middleware = mw.name(), error = %dq_core::ErrorChain(&e), "after_ack hook failed");
             }
         }
     }

@@ -140,7 +140,7 @@ impl SyncThreads {
             });
         if let Err(e) = spawned {
             // Out of threads: the job waits for a running one to be free rather than fail.
-            tracing::error!(error = %e, "cannot start a worker thread");
+            tracing::error!(error = %dq_core::ErrorChain(&e), "cannot start a worker thread");
             self.spawned.fetch_sub(1, Ordering::AcqRel);
         }
     }

@@ -153,9 +153,9 @@ impl Worker {
         drop(state);
         for m in app.middleware_with(Hooks::WORKER).iter().rev() {
             if let Err(e) = m.after_worker_boot(app).await {
-                warn!(middleware = m.name(), error = %e, "after_worker_boot hook failed; stopping the worker");
+                warn!(middleware = m.name(), error = %dq_core::ErrorChain(&e), "after_worker_boot hook failed; stopping the worker");
                 if let Err(stop) = self.stop().await {
-                    warn!(error = %stop, "worker did not stop cleanly");
+                    warn!(error = %dq_core::ErrorChain(&stop), "worker did not stop cleanly");
                 }
                 return Err(e.into());
             }
@@ -212,7 +212,7 @@ impl Worker {
             Err(e) => {
                 for c in opened {
                     if let Err(close) = c.close().await {
-                        warn!(error = %close, "consumer did not close cleanly");
+                        warn!(error = %dq_core::ErrorChain(&close), "consumer did not close cleanly");
                     }
                 }
                 Err(e)
@@ -312,7 +312,7 @@ impl Worker {
         let app = &self.shared.app;
         for m in app.middleware_with(Hooks::WORKER) {
             if let Err(e) = m.before_worker_shutdown(app).await {
-                warn!(middleware = m.name(), error = %e, "before_worker_shutdown hook failed");
+                warn!(middleware = m.name(), error = %dq_core::ErrorChain(&e), "before_worker_shutdown hook failed");
             }
         }
         // The dispatcher stops first, as Dramatiq's worker threads do: a message not started
@@ -372,12 +372,12 @@ impl Worker {
         }
         for c in consumers {
             if let Err(e) = c.close().await {
-                warn!(error = %e, "consumer did not close cleanly");
+                warn!(error = %dq_core::ErrorChain(&e), "consumer did not close cleanly");
             }
         }
         for m in app.middleware_with(Hooks::WORKER).iter().rev() {
             if let Err(e) = m.after_worker_shutdown(app).await {
-                warn!(middleware = m.name(), error = %e, "after_worker_shutdown hook failed");
+                warn!(middleware = m.name(), error = %dq_core::ErrorChain(&e), "after_worker_shutdown hook failed");
             }
         }
         if timed_out > 0 {
@@ -398,7 +398,7 @@ async fn shutdown_signal() -> &'static str {
                 _ = term.recv() => "SIGTERM",
             },
             Err(e) => {
-                warn!(error = %e, "cannot listen for SIGTERM; stopping on SIGINT only");
+                warn!(error = %dq_core::ErrorChain(&e), "cannot listen for SIGTERM; stopping on SIGINT only");
                 let _ = tokio::signal::ctrl_c().await;
                 "SIGINT"
             }

@@ -42,8 +42,8 @@
 // What application code names: actors, apps, sending, workers, state, errors.
 pub use dq_core::{
     check, current_message, ActorError, App, AppBuilder, AppScope, ArgsError, BrokerError,
-    DecodeError, Error, FailureKind, Message, Result, Retry, SendOptions, Shutdown, State,
-    StateBuildError, StateBuilder, StateError, States, TimeLimitExceeded,
+    DecodeError, Error, ErrorChain, FailureKind, Message, Result, Retry, SendOptions, Shutdown,
+    State, StateBuildError, StateBuilder, StateError, States, TimeLimitExceeded,
 };
 pub use dq_core::{group, pipeline, Group, GroupChild, Pipeline, PipelineStep};
 

@@ -128,9 +128,11 @@ async fn a_missing_state_stops_the_worker_naming_actor_and_type() {
         }
         other => panic!("expected a missing state, got {other:?}"),
     }
-    let text = e.to_string();
+    let text = dq::ErrorChain(&e).to_string();
     assert!(
-        text.contains("charge_async") && text.contains("Client"),
+        text.starts_with("worker could not start: ")
+            && text.contains("charge_async")
+            && text.contains("Client"),
         "{text}"
     );
     // Nothing started: the worker can be started again once fixed, and stop says so.
@@ -179,5 +181,6 @@ async fn a_state_that_fails_to_build_stops_the_worker() {
         matches!(&e, WorkerError::State(StateError::Build { type_name, .. }) if type_name.ends_with("::Client")),
         "{e:?}"
     );
-    assert!(e.to_string().contains("payment gateway unreachable"), "{e}");
+    let text = dq::ErrorChain(&e).to_string();
+    assert!(text.contains("payment gateway unreachable"), "{text}");
 }
