@@ -27,7 +27,7 @@ pub const RESULTS_NAMESPACE_ENV: &str = dq_core::env::RESULTS_NAMESPACE;
 /// a builder's default, checked when the builder builds.
 pub fn default_url() -> String {
     match std::env::var(URL_ENV) {
-        Ok(url) if !url.is_empty() => url,
+        Ok(url) if !url.trim().is_empty() => url,
         _ => DEFAULT_URL.to_owned(),
     }
 }
