@@ -839,3 +839,21 @@ impl Broker for RedisBroker {
             .map_err(|e| broker_error(e, "ping"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_url_in_the_environment_is_an_invalid_url_naming_the_variable() {
+        let env = dq_redis_conn::RedisEnv::read_from(|var| {
+            (var == URL_ENV).then(|| "redis://:hunter2@".to_owned())
+        });
+        let e = env_error(env.unwrap_err());
+        assert!(matches!(e, RedisBrokerError::InvalidUrl { .. }), "{e:?}");
+        assert_eq!(e.kind(), BrokerErrorKind::Rejected);
+        let text = e.to_string();
+        assert!(text.contains("(from DQ_REDIS_URL)"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+}
