@@ -94,10 +94,12 @@ impl RedisBackend {
     /// ```no_run
     /// use dq_results::{RedisBackend, Results};
     ///
-    /// # fn demo(app: dq_core::AppBuilder) -> Result<dq_core::AppBuilder, dq_results::Error> {
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let backend = RedisBackend::from_env()?;
-    /// let app = app.middleware(Results::new(backend));
-    /// # Ok(app) }
+    /// let app = dq_core::App::builder(dq_broker_stub::StubBroker::new())
+    ///     .middleware(Results::new(backend))
+    ///     .build()?;
+    /// # drop(app); Ok(()) }
     /// ```
     pub fn from_env() -> Result<RedisBackend> {
         RedisBackendBuilder::from_env()?.build()
