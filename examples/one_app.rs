@@ -25,10 +25,11 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
 use dq::cli::{BoxError, Cli};
-use dq::middleware::CurrentMessage;
+use dq::middleware::{
+    async_trait, Control, CurrentMessage, Hooks, Job, Middleware, MiddlewareError,
+};
 use dq::results::{MessageResult, RedisBackend, Results};
-use dq::{async_trait, App, AppBuilder, Control, Hooks, Job, Message, Middleware};
-use dq::{MiddlewareError, State};
+use dq::{App, AppBuilder, Message, State};
 use serde::Deserialize;
 
 /// Tells this file which side to play; an application has two binaries instead.
