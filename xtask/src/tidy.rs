@@ -7,6 +7,8 @@
 //! - **No client types in public signatures.** No public item of a published library crate may
 //!   name a type of the Redis or RabbitMQ clients (`redis`, `deadpool_redis`, `lapin`), nor of a
 //!   crate the table allows to name them (dq-redis-conn): those are internal glue, never API.
+//! - **Features build only what they name** ([`features`]): for each set of the facade's
+//!   features, `cargo tree` shows no broker client, CLI or optional crate it does not ask for.
 //!
 //! The second check reads the source with `syn` rather than rustdoc's JSON (nightly only). It
 //! follows `use` imports within a module (renames, groups, globs, `use super::*`) and private
@@ -23,6 +25,8 @@ use syn::spanned::Spanned;
 use syn::visit::Visit;
 
 use crate::{cmd, Ctx};
+
+mod features;
 
 /// The client crates whose types stay out of dq's public API, by the name code uses for them.
 const CLIENT_CRATES: &[&str] = &["redis", "deadpool_redis", "lapin"];
@@ -70,6 +74,8 @@ pub(crate) fn run(ctx: &Ctx) -> Result<()> {
             ));
         }
     }
+    let (feature_problems, feature_sets) = features::check(ctx, &meta)?;
+    problems.extend(feature_problems);
     if !problems.is_empty() {
         for p in &problems {
             println!("tidy: {p}");
@@ -79,7 +85,8 @@ pub(crate) fn run(ctx: &Ctx) -> Result<()> {
     let edges: usize = packages.iter().map(|p| p.deps.len()).sum();
     println!(
         "tidy: ok: {} crates and {edges} edges as ARCHITECTURE.md maps them; {checked} library \
-         crates name no client type in a public signature",
+         crates name no client type in a public signature; {feature_sets} sets of dq's features \
+         build only what they name",
         packages.len()
     );
     Ok(())

@@ -26,8 +26,8 @@ use crate::url::{self, DEFAULT_URL};
 /// How many times one enqueue is tried before its error is returned, as Python Dramatiq does.
 const ENQUEUE_ATTEMPTS: u32 = 6;
 
-/// The environment variable holding the broker URL.
-pub const URL_ENV: &str = "DQ_AMQP_URL";
+/// The environment variable holding the broker URL ([`dq_core::env::AMQP_URL`]).
+pub const URL_ENV: &str = dq_core::env::AMQP_URL;
 
 /// A RabbitMQ broker that shares queues with Python Dramatiq 2.2.1.
 ///
@@ -91,6 +91,33 @@ impl fmt::Debug for AmqpBrokerBuilder {
 }
 
 impl AmqpBrokerBuilder {
+    /// A builder with the URL of the environment: `DQ_AMQP_URL` (default
+    /// `amqp://guest:guest@127.0.0.1:5672/%2f`), the variable the worker command reads too.
+    /// Other settings are the defaults; set them on the builder.
+    ///
+    /// The URL is checked here (not connected to): one that does not parse is an
+    /// [`AmqpBrokerError::InvalidUrl`] naming the variable, never showing the password.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), dq_broker_amqp::AmqpBrokerError> {
+    /// use dq_broker_amqp::AmqpBrokerBuilder;
+    ///
+    /// let broker = AmqpBrokerBuilder::from_env()?.max_priority(Some(10)).build().await?;
+    /// # drop(broker); Ok(()) }
+    /// ```
+    pub fn from_env() -> Result<AmqpBrokerBuilder, AmqpBrokerError> {
+        let url = env_url();
+        url::parse(&url).map_err(|e| match e {
+            AmqpBrokerError::InvalidUrl { url, reason } => AmqpBrokerError::InvalidUrl {
+                url,
+                reason: format!("{reason} (from {URL_ENV})"),
+            },
+            other => other,
+        })?;
+        Ok(AmqpBrokerBuilder::default().url(url))
+    }
+
     /// The broker URL: `amqp://user:password@host:port/vhost` or `amqps://...`, with the vhost
     /// percent-encoded (`%2f` is the default vhost `/`) and optional `?heartbeat=S`,
     /// `connection_timeout=MS`, `frame_max` (default 16 KiB, which keeps the client's buffers
@@ -199,7 +226,7 @@ impl AmqpBroker {
     /// A broker at env `DQ_AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`) with
     /// default settings.
     pub async fn from_env() -> Result<AmqpBroker, AmqpBrokerError> {
-        AmqpBroker::builder().build().await
+        AmqpBrokerBuilder::from_env()?.build().await
     }
 
     /// The broker URL with its password replaced by `***`.

@@ -25,6 +25,8 @@ use dq_core::redact_url as redact;
 pub const DEFAULT_URL: &str = dq_redis_conn::DEFAULT_URL;
 /// The environment variable [`RedisBroker::from_env`] reads the URL from.
 pub const URL_ENV: &str = dq_redis_conn::URL_ENV;
+/// The environment variable [`RedisBroker::from_env`] reads the namespace from.
+pub const NAMESPACE_ENV: &str = dq_redis_conn::NAMESPACE_ENV;
 /// Dramatiq's default key namespace.
 pub const DEFAULT_NAMESPACE: &str = "dramatiq";
 
@@ -170,9 +172,32 @@ impl Default for RedisBrokerBuilder {
 }
 
 impl RedisBrokerBuilder {
-    /// A builder whose URL comes from `DQ_REDIS_URL`, or [`DEFAULT_URL`] when it is not set.
-    pub fn from_env() -> RedisBrokerBuilder {
-        RedisBrokerBuilder::default().url(dq_redis_conn::default_url())
+    /// A builder with the settings of the environment: the URL in `DQ_REDIS_URL` (default
+    /// [`DEFAULT_URL`]) and the namespace in `DQ_REDIS_NAMESPACE` (default
+    /// [`DEFAULT_NAMESPACE`]), the variables the worker command, the result backend and the
+    /// rate-limiter backend read too. Other settings are the defaults; set them on the builder.
+    ///
+    /// A URL the client cannot read is a [`RedisBrokerError::InvalidUrl`] (naming the variable),
+    /// here rather than at [`build`](RedisBrokerBuilder::build).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), dq_broker_redis::RedisBrokerError> {
+    /// use std::time::Duration;
+    /// use dq_broker_redis::RedisBrokerBuilder;
+    ///
+    /// let broker = RedisBrokerBuilder::from_env()?
+    ///     .heartbeat_timeout(Duration::from_secs(30))
+    ///     .build()
+    ///     .await?;
+    /// # drop(broker); Ok(()) }
+    /// ```
+    pub fn from_env() -> Result<RedisBrokerBuilder, RedisBrokerError> {
+        let env = dq_redis_conn::RedisEnv::read().map_err(env_error)?;
+        let builder = RedisBrokerBuilder::default().url(env.url());
+        Ok(match env.namespace() {
+            Some(ns) => builder.namespace(ns),
+            None => builder,
+        })
     }
 
     /// The Redis URL: `redis://[[user]:password@]host[:port][/db]`, `rediss://` for TLS, or
@@ -508,6 +533,16 @@ fn glob_escape(s: &str) -> String {
     out
 }
 
+/// The environment's error as ours: a bad URL, with the variable that holds it.
+fn env_error(e: dq_redis_conn::EnvError) -> RedisBrokerError {
+    match e {
+        dq_redis_conn::EnvError::InvalidUrl { var, url, reason } => RedisBrokerError::InvalidUrl {
+            url,
+            reason: format!("{reason} (from {var})"),
+        },
+    }
+}
+
 /// Checks that `queue` is a physical queue (`q` or `q.DQ`) with a valid name.
 fn check_physical(queue: &str) -> Result<(), BrokerError> {
     if queue.ends_with(".XQ") || !is_valid_queue_name(base_queue_name(queue)) {
@@ -525,7 +560,9 @@ impl RedisBroker {
         RedisBrokerBuilder::default()
     }
 
-    /// Connects to the URL in `DQ_REDIS_URL` (default [`DEFAULT_URL`]) with default settings.
+    /// Connects with the settings of the environment ([`RedisBrokerBuilder::from_env`]: the URL
+    /// in `DQ_REDIS_URL`, default [`DEFAULT_URL`], and the namespace in `DQ_REDIS_NAMESPACE`,
+    /// default [`DEFAULT_NAMESPACE`]) and otherwise default settings.
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), dq_broker_redis::RedisBrokerError> {
@@ -534,7 +571,7 @@ impl RedisBroker {
     /// # }
     /// ```
     pub async fn from_env() -> Result<RedisBroker, RedisBrokerError> {
-        RedisBrokerBuilder::from_env().build().await
+        RedisBrokerBuilder::from_env()?.build().await
     }
 
     /// The key namespace.
@@ -802,5 +839,23 @@ impl Broker for RedisBroker {
             .query::<()>(self.inner.lanes.pick(), &redis::cmd("PING"))
             .await
             .map_err(|e| broker_error(e, "ping"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_url_in_the_environment_is_an_invalid_url_naming_the_variable() {
+        let env = dq_redis_conn::RedisEnv::read_from(|var| {
+            (var == URL_ENV).then(|| "redis://:hunter2@".to_owned())
+        });
+        let e = env_error(env.unwrap_err());
+        assert!(matches!(e, RedisBrokerError::InvalidUrl { .. }), "{e:?}");
+        assert_eq!(e.kind(), BrokerErrorKind::Rejected);
+        let text = e.to_string();
+        assert!(text.contains("(from DQ_REDIS_URL)"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
     }
 }

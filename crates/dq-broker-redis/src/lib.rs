@@ -35,7 +35,8 @@
 //! use dq_core::{Broker, Message};
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! // Redis at localhost:6379 unless DQ_REDIS_URL says otherwise.
+//! // Redis at localhost:6379 unless DQ_REDIS_URL says otherwise, in namespace `dramatiq` unless
+//! // DQ_REDIS_NAMESPACE does.
 //! let broker = RedisBroker::from_env().await?;
 //!
 //! // A namespace per tenant keeps their queues apart on one Redis.
@@ -56,7 +57,7 @@
 //! | setting | default | builder method |
 //! |---|---|---|
 //! | URL | `DQ_REDIS_URL` or `redis://127.0.0.1:6379` | [`url`](RedisBrokerBuilder::url) |
-//! | namespace | `dramatiq` | [`namespace`](RedisBrokerBuilder::namespace) |
+//! | namespace | `dramatiq` (`DQ_REDIS_NAMESPACE` with [`from_env`](RedisBrokerBuilder::from_env)) | [`namespace`](RedisBrokerBuilder::namespace) |
 //! | heartbeat timeout | 60 s | [`heartbeat_timeout`](RedisBrokerBuilder::heartbeat_timeout) |
 //! | dead letters kept | 7 days | [`dead_message_ttl`](RedisBrokerBuilder::dead_message_ttl) |
 //! | maintenance | 1000 in 1,000,000 calls | [`maintenance_chance`](RedisBrokerBuilder::maintenance_chance) |
@@ -76,6 +77,7 @@ mod error;
 mod notify;
 
 pub use broker::{
-    RedisBroker, RedisBrokerBuilder, DEFAULT_NAMESPACE, DEFAULT_URL, MAINTENANCE_SCALE, URL_ENV,
+    RedisBroker, RedisBrokerBuilder, DEFAULT_NAMESPACE, DEFAULT_URL, MAINTENANCE_SCALE,
+    NAMESPACE_ENV, URL_ENV,
 };
 pub use error::RedisBrokerError;

@@ -28,7 +28,10 @@ use dq_core::{
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::broker::{connect, error_chain, url_from, ConnectError, DEFAULT_BROKER_URL};
+use crate::broker::{
+    connect, error_chain, namespace_from, url_from, DEFAULT_BROKER_URL, REDIS_NAMESPACE_ENV,
+};
+use crate::error::Error;
 use crate::exit;
 
 /// Look at and fix dq (and Python Dramatiq) queues on Redis or RabbitMQ.
@@ -44,7 +47,7 @@ struct AdminArgs {
     broker_url: Option<String>,
 
     /// The Redis key namespace (Dramatiq's default is "dramatiq"). Ignored by RabbitMQ.
-    #[arg(long, value_name = "NAME", env = "DQ_REDIS_NAMESPACE", global = true)]
+    #[arg(long, value_name = "NAME", env = REDIS_NAMESPACE_ENV, global = true)]
     namespace: Option<String>,
 
     #[command(subcommand)]
@@ -185,7 +188,7 @@ where
 
 /// The exit code an error deserves.
 fn exit_code(e: &anyhow::Error) -> i32 {
-    if let Some(c) = e.downcast_ref::<ConnectError>() {
+    if let Some(c) = e.downcast_ref::<Error>() {
         return c.exit_code();
     }
     if e.downcast_ref::<Usage>().is_some() {
@@ -203,11 +206,9 @@ fn exit_code(e: &anyhow::Error) -> i32 {
 
 async fn execute(args: AdminArgs) -> anyhow::Result<()> {
     let url = url_from(args.broker_url.as_deref()).unwrap_or_else(|| DEFAULT_BROKER_URL.to_owned());
-    let broker = connect(&url, args.namespace.as_deref()).await?;
-    broker
-        .ping()
-        .await
-        .map_err(|e| ConnectError::from_broker(&e))?;
+    let namespace = namespace_from(args.namespace.as_deref());
+    let broker = connect(&url, namespace.as_deref()).await?;
+    broker.ping().await.map_err(|e| Error::from_broker(&e))?;
     let mut out = String::new();
     match args.command {
         Command::Queues { queues } => queues_table(&*broker, queues, &mut out).await?,

@@ -27,7 +27,7 @@ pub(crate) struct WorkerArgs {
     pub(crate) broker_url: Option<String>,
 
     /// The Redis key namespace (Dramatiq's default is "dramatiq"). Ignored by RabbitMQ.
-    #[arg(long, value_name = "NAME", env = "DQ_REDIS_NAMESPACE")]
+    #[arg(long, value_name = "NAME", env = crate::broker::REDIS_NAMESPACE_ENV)]
     pub(crate) namespace: Option<String>,
 
     /// The number of worker processes to run. Default: the number of CPUs.

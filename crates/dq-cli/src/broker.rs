@@ -4,12 +4,18 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use dq_core::{redact_url, Broker, BrokerError, BrokerErrorKind};
+use dq_core::{redact_url, Broker, BrokerError};
 
-/// The environment variable naming a Redis broker URL.
-pub const REDIS_URL_ENV: &str = "DQ_REDIS_URL";
-/// The environment variable naming a RabbitMQ broker URL.
-pub const AMQP_URL_ENV: &str = "DQ_AMQP_URL";
+use crate::error::Error;
+
+/// The environment variable naming a Redis broker URL ([`dq_core::env::REDIS_URL`]), which
+/// the Redis result and rate-limiter backends read too.
+pub const REDIS_URL_ENV: &str = dq_core::env::REDIS_URL;
+/// The environment variable naming the Redis key namespace ([`dq_core::env::REDIS_NAMESPACE`]):
+/// `--namespace`'s fallback, and what [`Cli::build_app`](crate::Cli::build_app) reads.
+pub const REDIS_NAMESPACE_ENV: &str = dq_core::env::REDIS_NAMESPACE;
+/// The environment variable naming a RabbitMQ broker URL ([`dq_core::env::AMQP_URL`]).
+pub const AMQP_URL_ENV: &str = dq_core::env::AMQP_URL;
 /// The broker used when neither a flag, the code, nor the environment names one.
 pub const DEFAULT_BROKER_URL: &str = "redis://127.0.0.1:6379";
 
@@ -19,37 +25,6 @@ pub(crate) type BrokerFuture =
 
 /// Makes the broker a binary sets in code.
 pub(crate) type BrokerFactory = Arc<dyn Fn() -> BrokerFuture + Send + Sync>;
-
-/// Why no broker could be had, sorted by the exit code it deserves.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum ConnectError {
-    /// The URL or a setting is wrong: exit code 2.
-    #[error("{0}")]
-    Config(String),
-    /// The broker could not be reached or refused us: exit code 3.
-    #[error("{0}")]
-    Unreachable(String),
-}
-
-impl ConnectError {
-    /// Sorts a broker error met while connecting or pinging: a refused setting is the
-    /// operator's to fix (2); anything else means the broker is not there for us (3).
-    pub(crate) fn from_broker(e: &BrokerError) -> ConnectError {
-        let text = error_chain(e);
-        match e.kind() {
-            BrokerErrorKind::Rejected | BrokerErrorKind::Unsupported => ConnectError::Config(text),
-            _ => ConnectError::Unreachable(text),
-        }
-    }
-
-    /// The process exit code for this error.
-    pub(crate) fn exit_code(&self) -> i32 {
-        match self {
-            ConnectError::Config(_) => crate::exit::USAGE,
-            ConnectError::Unreachable(_) => crate::exit::BROKER,
-        }
-    }
-}
 
 /// `e` and its sources, each part said once (see [`ErrorChain`](dq_core::ErrorChain)).
 pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -62,21 +37,31 @@ pub(crate) fn url_from(flag: Option<&str>) -> Option<String> {
     if let Some(url) = flag {
         return Some(url.to_owned());
     }
-    [REDIS_URL_ENV, AMQP_URL_ENV]
-        .into_iter()
-        .find_map(|var| std::env::var(var).ok().filter(|v| !v.trim().is_empty()))
+    [REDIS_URL_ENV, AMQP_URL_ENV].into_iter().find_map(env_var)
+}
+
+/// The Redis namespace: `--namespace` (whose own fallback is the variable), else the variable.
+/// Empty counts as unset, as it does for every variable dq reads.
+pub(crate) fn namespace_from(flag: Option<&str>) -> Option<String> {
+    match flag {
+        Some(ns) if !ns.trim().is_empty() => Some(ns.to_owned()),
+        Some(_) => None,
+        None => env_var(REDIS_NAMESPACE_ENV),
+    }
+}
+
+/// Variable `var`, unless it is unset or empty.
+fn env_var(var: &str) -> Option<String> {
+    std::env::var(var).ok().filter(|v| !v.trim().is_empty())
 }
 
 /// Connects to the broker `url` names by its scheme. `namespace` is the Redis key namespace.
-pub(crate) async fn connect(
-    url: &str,
-    namespace: Option<&str>,
-) -> Result<Arc<dyn Broker>, ConnectError> {
+pub(crate) async fn connect(url: &str, namespace: Option<&str>) -> Result<Arc<dyn Broker>, Error> {
     let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
     match scheme.as_deref() {
         Some("redis" | "rediss" | "redis+unix" | "unix") => connect_redis(url, namespace).await,
         Some("amqp" | "amqps") => connect_amqp(url).await,
-        _ => Err(ConnectError::Config(format!(
+        _ => Err(Error::BrokerSettings(format!(
             "unsupported broker url {}: expected redis://, rediss://, amqp:// or amqps://",
             redact_url(url)
         ))),
@@ -84,10 +69,7 @@ pub(crate) async fn connect(
 }
 
 #[cfg(feature = "redis")]
-async fn connect_redis(
-    url: &str,
-    namespace: Option<&str>,
-) -> Result<Arc<dyn Broker>, ConnectError> {
+async fn connect_redis(url: &str, namespace: Option<&str>) -> Result<Arc<dyn Broker>, Error> {
     let mut builder = dq_broker_redis::RedisBroker::builder().url(url);
     if let Some(ns) = namespace {
         builder = builder.namespace(ns);
@@ -96,36 +78,33 @@ async fn connect_redis(
         Ok(b) => Ok(Arc::new(b)),
         Err(e) => {
             let e = BrokerError::from(e);
-            Err(ConnectError::from_broker(&e))
+            Err(Error::from_broker(&e))
         }
     }
 }
 
 #[cfg(not(feature = "redis"))]
-async fn connect_redis(
-    url: &str,
-    _namespace: Option<&str>,
-) -> Result<Arc<dyn Broker>, ConnectError> {
-    Err(ConnectError::Config(format!(
+async fn connect_redis(url: &str, _namespace: Option<&str>) -> Result<Arc<dyn Broker>, Error> {
+    Err(Error::BrokerSettings(format!(
         "{} is a Redis url, but this binary was built without dq-cli's `redis` feature",
         redact_url(url)
     )))
 }
 
 #[cfg(feature = "amqp")]
-async fn connect_amqp(url: &str) -> Result<Arc<dyn Broker>, ConnectError> {
+async fn connect_amqp(url: &str) -> Result<Arc<dyn Broker>, Error> {
     match dq_broker_amqp::AmqpBroker::builder().url(url).build().await {
         Ok(b) => Ok(Arc::new(b)),
         Err(e) => {
             let e = BrokerError::from(e);
-            Err(ConnectError::from_broker(&e))
+            Err(Error::from_broker(&e))
         }
     }
 }
 
 #[cfg(not(feature = "amqp"))]
-async fn connect_amqp(url: &str) -> Result<Arc<dyn Broker>, ConnectError> {
-    Err(ConnectError::Config(format!(
+async fn connect_amqp(url: &str) -> Result<Arc<dyn Broker>, Error> {
+    Err(Error::BrokerSettings(format!(
         "{} is a RabbitMQ url, but this binary was built without dq-cli's `amqp` feature",
         redact_url(url)
     )))
@@ -134,6 +113,7 @@ async fn connect_amqp(url: &str) -> Result<Arc<dyn Broker>, ConnectError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dq_core::BrokerErrorKind;
 
     #[test]
     fn unknown_schemes_are_config_errors() {
@@ -165,11 +145,23 @@ mod tests {
         );
     }
 
+    /// The CLI names the variables the brokers and backends read, not copies of them.
     #[test]
-    fn connect_errors_are_sorted_by_kind() {
-        let refused = BrokerError::new(BrokerErrorKind::Connection, "ping");
-        assert_eq!(ConnectError::from_broker(&refused).exit_code(), 3);
-        let bad = BrokerError::new(BrokerErrorKind::Rejected, "invalid url");
-        assert_eq!(ConnectError::from_broker(&bad).exit_code(), 2);
+    fn the_variables_are_the_brokers() {
+        #[cfg(feature = "redis")]
+        {
+            assert_eq!(REDIS_URL_ENV, dq_broker_redis::URL_ENV);
+            assert_eq!(REDIS_NAMESPACE_ENV, dq_broker_redis::NAMESPACE_ENV);
+            assert_eq!(DEFAULT_BROKER_URL, dq_broker_redis::DEFAULT_URL);
+        }
+        #[cfg(feature = "amqp")]
+        assert_eq!(AMQP_URL_ENV, dq_broker_amqp::URL_ENV);
+        assert_eq!(REDIS_URL_ENV, "DQ_REDIS_URL");
+    }
+
+    #[test]
+    fn empty_namespaces_count_as_unset() {
+        assert_eq!(namespace_from(Some("shop")).as_deref(), Some("shop"));
+        assert_eq!(namespace_from(Some(" ")), None);
     }
 }

@@ -1,19 +1,17 @@
 //! One worker process: connect, build the app from the linked actors, run a [`Worker`] until
 //! TERM, stop it gracefully.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dq_core::{App, Broker};
 use dq_worker::{Worker, WorkerError, WorkerOptions};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing::{debug, error, info, warn};
 
 use crate::args::WorkerArgs;
-use crate::broker::{connect, error_chain, url_from, ConnectError, DEFAULT_BROKER_URL};
+use crate::broker::error_chain;
 use crate::exit;
 use crate::logging::PROCESS;
-use crate::Cli;
+use crate::{Cli, Error};
 
 /// Marks a worker process and carries its index (`0..processes`).
 pub(crate) const INDEX_ENV: &str = "DQ_WORKER_PROCESS";
@@ -152,30 +150,26 @@ async fn serve(cli: Cli, args: WorkerArgs, index: usize) -> i32 {
 /// Connects, checks the broker answers, builds the app and starts the worker; on failure,
 /// logs why and returns the exit code.
 async fn start(cli: &Cli, args: &WorkerArgs) -> Result<Worker, i32> {
-    let broker = broker(cli, args).await.map_err(|e| {
-        let code = e.exit_code();
-        if code == exit::BROKER {
-            error!(target: PROCESS, "Cannot reach the broker: {e}");
-        } else {
-            error!(target: PROCESS, "Invalid broker settings: {e}");
-        }
-        code
-    })?;
-    if let Err(e) = broker.ping().await {
-        let e = ConnectError::from_broker(&e);
-        error!(target: PROCESS, "Cannot reach the broker: {e}");
-        return Err(e.exit_code());
-    }
-
-    let mut builder =
-        App::builder_shared(broker).middleware_arcs(dq_middleware::default_middleware());
-    if let Some(configure) = &cli.configure {
-        builder = configure(builder);
-    }
-    let app = builder.build().map_err(|e| {
-        error!(target: PROCESS, "Invalid actor definitions: {}", error_chain(&e));
-        exit::USAGE
-    })?;
+    let app = cli
+        .connect_app(args.broker_url.as_deref(), args.namespace.as_deref())
+        .await
+        .map_err(|e| {
+            match &e {
+                Error::BrokerUnreachable(why) => {
+                    error!(target: PROCESS, "Cannot reach the broker: {why}");
+                }
+                Error::BrokerSettings(why) => {
+                    error!(target: PROCESS, "Invalid broker settings: {why}");
+                }
+                Error::AppFn(why) => {
+                    error!(target: PROCESS, "The app function failed: {}", error_chain(why.as_ref()));
+                }
+                Error::App(why) => {
+                    error!(target: PROCESS, "Invalid actor definitions: {}", error_chain(why));
+                }
+            }
+            e.exit_code()
+        })?;
     app.set_global();
 
     let known = app.registry().queues();
@@ -198,22 +192,11 @@ async fn start(cli: &Cli, args: &WorkerArgs) -> Result<Worker, i32> {
                 WorkerError::NoQueues { .. } => exit::USAGE,
                 // The app is missing a state an actor takes: fixed in code, not by a restart.
                 WorkerError::State(dq_core::StateError::Missing { .. }) => exit::USAGE,
-                WorkerError::Broker(b) => ConnectError::from_broker(b).exit_code(),
+                WorkerError::Broker(b) => Error::from_broker(b).exit_code(),
                 _ => exit::KILLED,
             };
             error!(target: PROCESS, "Worker failed to start: {}", error_chain(&e));
             Err(code)
         }
     }
-}
-
-/// The broker, chosen as documented on [`Cli::broker`].
-async fn broker(cli: &Cli, args: &WorkerArgs) -> Result<Arc<dyn Broker>, ConnectError> {
-    let flag = args.broker_url.as_deref();
-    if let (None, Some(make)) = (flag, &cli.broker) {
-        return make().await.map_err(|e| ConnectError::from_broker(&e));
-    }
-    let url = url_from(flag).unwrap_or_else(|| DEFAULT_BROKER_URL.to_owned());
-    debug!(target: PROCESS, url = %dq_core::redact_url(&url), "connecting to the broker");
-    connect(&url, args.namespace.as_deref()).await
 }

@@ -37,12 +37,52 @@
 //! | supervisor | starts `--processes` worker processes and restarts one that dies |
 //! | signals | INT / TERM: graceful stop; a second one: kill at once; HUP: graceful reload |
 //! | exit codes | [`exit`]: 0 ok, 1 killed, 2 bad argument or actor, 3 broker unreachable at startup, 4 pid file in use |
+//! | one app | [`Cli::app`]: one function defines the app (middleware, backends, state) for the worker command and, through [`Cli::build_app`], for producers |
 //! | `dq` binary | `dq queues`, `dq dead-letters list / show / requeue / purge`, `dq send`, `dq purge` |
+//!
+//! ## One app for the worker and the producer
+//!
+//! Write the app once, as a function from the [`AppBuilder`] dq-cli starts (the chosen broker,
+//! Dramatiq's default middleware, every linked actor) to the finished one. The worker command
+//! runs it in each worker process; a producer (a web server, a script) gets the same app from
+//! [`Cli::build_app`], on the broker the worker command would choose without flags: the one set
+//! in code, else `DQ_REDIS_URL` (with `DQ_REDIS_NAMESPACE`), else `DQ_AMQP_URL`, else local Redis.
+//!
+//! ```no_run
+//! use dq_core::AppBuilder;
+//!
+//! #[dq::actor]
+//! fn greet(name: String) {
+//!     println!("Hello, {name}!");
+//! }
+//!
+//! /// The middleware, backends and state of both sides, written once.
+//! fn my_app(app: AppBuilder) -> Result<AppBuilder, dq_cli::BoxError> {
+//!     Ok(app.middleware(dq_middleware::CurrentMessage).state(String::from("settings")))
+//! }
+//!
+//! /// The producer (a web server, say).
+//! async fn producer() -> Result<(), Box<dyn std::error::Error>> {
+//!     let app = dq_cli::Cli::new().app(my_app).build_app().await?;
+//!     app.set_global();
+//!     greet::send("Ann".to_owned()).await?;
+//!     app.close().await?;
+//!     Ok(())
+//! }
+//!
+//! /// The worker binary.
+//! fn main() {
+//!     dq_cli::Cli::new().app(my_app).main()
+//! }
+//! ```
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `redis` | yes | `redis://` and `rediss://` broker URLs |
 //! | `amqp` | yes | `amqp://` and `amqps://` broker URLs |
+//!
+//! The `dq` facade turns these on with its own `redis` and `amqp` features: `dq` with
+//! `features = ["cli", "redis"]` builds no RabbitMQ client.
 
 use std::ffi::OsString;
 use std::fs::OpenOptions;
@@ -51,21 +91,23 @@ use std::path::Path;
 use std::sync::Arc;
 
 use clap::{CommandFactory, FromArgMatches};
-use dq_core::{AppBuilder, Broker, BrokerError};
-use tracing::{error, info};
+use dq_core::{App, AppBuilder, Broker, BrokerError};
+use tracing::{debug, error, info};
 
 pub mod admin;
 mod args;
 mod broker;
 mod child;
+mod error;
 mod logging;
 mod pidfile;
 mod supervisor;
 mod watch;
 
-pub use broker::{AMQP_URL_ENV, DEFAULT_BROKER_URL, REDIS_URL_ENV};
+pub use broker::{AMQP_URL_ENV, DEFAULT_BROKER_URL, REDIS_NAMESPACE_ENV, REDIS_URL_ENV};
+pub use error::{BoxError, Error};
 
-use crate::broker::{BrokerFactory, BrokerFuture};
+use crate::broker::{connect, namespace_from, url_from, BrokerFactory, BrokerFuture};
 use crate::logging::{Sink, PROCESS};
 
 /// The exit codes of the worker command and of `dq`, Dramatiq's.
@@ -87,32 +129,40 @@ pub mod exit {
 /// The version the boot line announces.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-type Configure = Arc<dyn Fn(AppBuilder) -> AppBuilder + Send + Sync>;
+/// One step of the app's definition: an app function, or a `configure` closure.
+type AppFn = Arc<dyn Fn(AppBuilder) -> Result<AppBuilder, BoxError> + Send + Sync>;
 
-/// The worker command, with what a binary may set in code: the broker, and extra middleware.
+/// The worker command, with what a binary may set in code: the broker, and the app's
+/// definition (middleware, backends, state), which producers can build too
+/// ([`Cli::build_app`]).
 ///
 /// ```no_run
 /// use dq_broker_redis::RedisBroker;
+/// use dq_core::AppBuilder;
+///
+/// fn my_app(app: AppBuilder) -> Result<AppBuilder, dq_cli::BoxError> {
+///     Ok(app.middleware(dq_middleware::CurrentMessage))
+/// }
 ///
 /// fn main() {
 ///     dq_cli::Cli::new()
 ///         // Used unless --broker-url is given.
 ///         .broker(|| RedisBroker::builder().url("redis://cache:6379").namespace("shop").build())
-///         .configure(|app| app.middleware(dq_middleware::CurrentMessage))
+///         .app(my_app)
 ///         .main()
 /// }
 /// ```
 #[derive(Clone, Default)]
 pub struct Cli {
     broker: Option<BrokerFactory>,
-    configure: Option<Configure>,
+    app_fns: Vec<AppFn>,
 }
 
 impl std::fmt::Debug for Cli {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cli")
             .field("broker", &self.broker.is_some())
-            .field("configure", &self.configure.is_some())
+            .field("app_fns", &self.app_fns.len())
             .finish()
     }
 }
@@ -128,8 +178,10 @@ impl Cli {
     /// The broker is chosen in this order: `--broker-url`; then this; then the URL in
     /// `DQ_REDIS_URL`, then in `DQ_AMQP_URL`; then [`DEFAULT_BROKER_URL`] (Redis on
     /// localhost, where Dramatiq would try RabbitMQ: Redis needs no setup, and `dq queues` can
-    /// list its queues). An error of kind `Connection` or `Timeout` from `make` exits with
-    /// code 3, one of kind `Rejected` (a bad setting) with code 2.
+    /// list its queues). A Redis broker chosen by URL uses the namespace of `--namespace`, else
+    /// of `DQ_REDIS_NAMESPACE`, else Dramatiq's `dramatiq`; this broker sets its own. An error of
+    /// kind `Connection` or `Timeout` from `make` exits with code 3, one of kind `Rejected` (a
+    /// bad setting) with code 2. [`Cli::build_app`] chooses the same way, without the flags.
     pub fn broker<F, Fut, B, E>(mut self, make: F) -> Cli
     where
         F: Fn() -> Fut + Send + Sync + 'static,
@@ -150,15 +202,121 @@ impl Cli {
         self
     }
 
-    /// Adjusts each worker process's app before it is built: it starts with Dramatiq's default
-    /// middleware and every linked actor; add middleware (results, rate limits, Prometheus) or
-    /// actors here.
-    pub fn configure<F>(mut self, f: F) -> Cli
+    /// Sets the function that defines the app: it gets the [`AppBuilder`] dq-cli starts (the
+    /// chosen broker, Dramatiq's default middleware, every linked actor) and adds middleware
+    /// (results, rate limits, Prometheus), backends, [state](AppBuilder::state) or actors. Each
+    /// worker process runs it once at startup, and [`Cli::build_app`] runs it for a producer, so
+    /// a worker binary and a producer that share the function share the app.
+    ///
+    /// An error from `f` (any error type) stops the worker process with exit code 2 and a log
+    /// line saying why, and is [`Error::AppFn`] from [`Cli::build_app`]. State that needs async
+    /// set-up goes in [`AppBuilder::state_with`], which only the worker runs, as it starts.
+    /// Several calls, and [`Cli::configure`], run in the order given.
+    ///
+    /// ```no_run
+    /// use dq_core::AppBuilder;
+    ///
+    /// #[derive(Debug)]
+    /// struct Settings { greeting: String }
+    ///
+    /// fn my_app(app: AppBuilder) -> Result<AppBuilder, std::env::VarError> {
+    ///     let greeting = std::env::var("GREETING")?;
+    ///     Ok(app.state(Settings { greeting }))
+    /// }
+    ///
+    /// fn main() {
+    ///     dq_cli::Cli::new().app(my_app).main()
+    /// }
+    /// ```
+    pub fn app<F, E>(mut self, f: F) -> Cli
+    where
+        F: Fn(AppBuilder) -> Result<AppBuilder, E> + Send + Sync + 'static,
+        E: Into<BoxError>,
+    {
+        self.app_fns
+            .push(Arc::new(move |builder| f(builder).map_err(Into::into)));
+        self
+    }
+
+    /// Adjusts each worker process's app before it is built, like [`Cli::app`] with a function
+    /// that cannot fail. Prefer [`Cli::app`]: a producer can build the same app with
+    /// [`Cli::build_app`], and a definition that needs a fallible step (a backend from the
+    /// environment) returns its error instead of panicking.
+    pub fn configure<F>(self, f: F) -> Cli
     where
         F: Fn(AppBuilder) -> AppBuilder + Send + Sync + 'static,
     {
-        self.configure = Some(Arc::new(f));
-        self
+        self.app(move |builder| Ok::<_, BoxError>(f(builder)))
+    }
+
+    /// Builds the app a worker process of this command would build, for a producer: the same
+    /// broker, chosen as a worker command without `--broker-url` and `--namespace` chooses it
+    /// (the broker set in code, else `DQ_REDIS_URL` with the namespace in `DQ_REDIS_NAMESPACE`,
+    /// else `DQ_AMQP_URL`, else [`DEFAULT_BROKER_URL`]), connected and answering, with
+    /// Dramatiq's default middleware, every linked actor, and the [app functions](Cli::app).
+    ///
+    /// It does not make the app global (call [`App::set_global`], or send with
+    /// `my_actor::send_to(&app, ...)`), and does not build [`AppBuilder::state_with`] states:
+    /// those are the worker's. Call [`App::close`] before the producer exits.
+    ///
+    /// ```no_run
+    /// use dq_core::AppBuilder;
+    ///
+    /// fn my_app(app: AppBuilder) -> Result<AppBuilder, dq_cli::BoxError> {
+    ///     Ok(app.middleware(dq_middleware::CurrentMessage))
+    /// }
+    ///
+    /// #[tokio::main]
+    /// async fn main() {
+    ///     let app = match dq_cli::Cli::new().app(my_app).build_app().await {
+    ///         Ok(app) => app,
+    ///         Err(e) => {
+    ///             eprintln!("error: {e}");
+    ///             std::process::exit(e.exit_code()); // 3 when the broker is unreachable
+    ///         }
+    ///     };
+    ///     app.set_global();
+    ///     // ... my_actor::send(...).await ...
+    ///     let _ = app.close().await;
+    /// }
+    /// ```
+    pub async fn build_app(&self) -> Result<App, Error> {
+        self.connect_app(None, None).await
+    }
+
+    /// The broker, chosen as documented on [`Cli::broker`] from `--broker-url` and `--namespace`
+    /// (`None` when not given), checked to answer, and the app built on it.
+    pub(crate) async fn connect_app(
+        &self,
+        broker_url: Option<&str>,
+        namespace: Option<&str>,
+    ) -> Result<App, Error> {
+        let broker = self.choose_broker(broker_url, namespace).await?;
+        broker.ping().await.map_err(|e| Error::from_broker(&e))?;
+        self.build_on(broker)
+    }
+
+    async fn choose_broker(
+        &self,
+        broker_url: Option<&str>,
+        namespace: Option<&str>,
+    ) -> Result<Arc<dyn Broker>, Error> {
+        if let (None, Some(make)) = (broker_url, &self.broker) {
+            return make().await.map_err(|e| Error::from_broker(&e));
+        }
+        let url = url_from(broker_url).unwrap_or_else(|| DEFAULT_BROKER_URL.to_owned());
+        debug!(target: logging::PROCESS, url = %dq_core::redact_url(&url), "connecting to the broker");
+        connect(&url, namespace_from(namespace).as_deref()).await
+    }
+
+    /// The app on `broker`: default middleware, linked actors, then the app functions in order.
+    fn build_on(&self, broker: Arc<dyn Broker>) -> Result<App, Error> {
+        let mut builder =
+            App::builder_shared(broker).middleware_arcs(dq_middleware::default_middleware());
+        for f in &self.app_fns {
+            builder = f(builder).map_err(Error::AppFn)?;
+        }
+        builder.build().map_err(Error::App)
     }
 
     /// Runs the command with this process's arguments and exits with its [`exit`] code.

@@ -1,12 +1,13 @@
 //! Integration tests of dq-cli, one binary (STYLE.md, section 5). They run the real programs —
-//! the `dq` admin tool and the `test_worker` / `test_worker_v2` example binaries, which `cargo
-//! test` builds — against the real Redis at `DQ_REDIS_URL`, each test in a Redis namespace and a
+//! the `dq` admin tool and the `test_worker` / `test_worker_v2` / `one_app_worker` example
+//! binaries, which `cargo test` builds — against the real Redis at `DQ_REDIS_URL`, each test in a Redis namespace and a
 //! directory of its own, and, for the admin tool and one signal test, the real RabbitMQ at
 //! `DQ_AMQP_URL`, in queues of their own ([`AmqpQueue`]) that are deleted afterwards.
 
 mod cli_admin;
 mod cli_exit_codes;
 mod cli_logging;
+mod cli_one_app;
 mod cli_queues;
 mod cli_signals;
 mod cli_watch;

@@ -27,6 +27,7 @@ mod backoff;
 mod broker;
 mod composition;
 mod context;
+pub mod env;
 mod error;
 mod message;
 mod middleware;

@@ -62,6 +62,22 @@ impl fmt::Debug for RedisBackendBuilder {
 }
 
 impl RedisBackendBuilder {
+    /// Settings from the environment: the URL in `DQ_REDIS_URL` (default
+    /// `redis://127.0.0.1:6379`), the variable the broker, the result backend and the worker
+    /// command read too. Rate-limiter keys have no namespace (as in Dramatiq), so that is all it
+    /// reads. A URL the client cannot read is an [`Error::InvalidConfig`] naming the variable.
+    ///
+    /// ```no_run
+    /// let backend = dq_ratelimit::RedisBackendBuilder::from_env()?.pool_size(4).build()?;
+    /// # drop(backend); Ok::<(), dq_ratelimit::Error>(())
+    /// ```
+    pub fn from_env() -> Result<RedisBackendBuilder> {
+        let env = conn::RedisEnv::read().map_err(|e| match e {
+            conn::EnvError::InvalidUrl { .. } => Error::InvalidConfig(e.to_string()),
+        })?;
+        Ok(RedisBackend::builder().url(env.url()))
+    }
+
     /// The Redis URL (`redis://`, `rediss://` for TLS, `redis+unix://`). It never appears in
     /// logs or errors with its password.
     pub fn url(mut self, url: &str) -> RedisBackendBuilder {
@@ -111,6 +127,20 @@ impl RedisBackend {
     /// A backend on `url` with the other defaults. Connects lazily: see [`RedisBackend::ping`].
     pub fn from_url(url: &str) -> Result<RedisBackend> {
         RedisBackend::builder().url(url).build()
+    }
+
+    /// A backend on the Redis in `DQ_REDIS_URL` ([`RedisBackendBuilder::from_env`]) with the
+    /// other defaults. Connects lazily: see [`RedisBackend::ping`].
+    ///
+    /// ```no_run
+    /// use dq_ratelimit::{ConcurrentRateLimiter, RedisBackend};
+    ///
+    /// let backend = RedisBackend::from_env()?;
+    /// let mutex = ConcurrentRateLimiter::new(backend, "distributed-mutex", 1);
+    /// # drop(mutex); Ok::<(), dq_ratelimit::Error>(())
+    /// ```
+    pub fn from_env() -> Result<RedisBackend> {
+        RedisBackendBuilder::from_env()?.build()
     }
 
     /// Checks that Redis answers.

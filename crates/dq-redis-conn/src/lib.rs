@@ -1,7 +1,8 @@
 //! # dq-redis-conn
 //!
-//! The Redis client plumbing that dq's Redis-backed crates share: the default URL
-//! ([`default_url`], from `DQ_REDIS_URL`), the redacted description of a URL for messages
+//! The Redis client plumbing that dq's Redis-backed crates share: the settings from the
+//! environment ([`RedisEnv`]: `DQ_REDIS_URL`, `DQ_REDIS_NAMESPACE`, `DQ_RESULTS_NAMESPACE`) and the
+//! default URL ([`default_url`]), the redacted description of a URL for messages
 //! ([`describe`]: never the password), the client with its TLS roots ([`client`]: `rediss://`
 //! URLs over rustls with ring), the pool's connection manager without the client's own timeouts
 //! ([`manager`]), a `deadpool-redis` pool of multiplexed connections ([`pool`]), and
@@ -12,8 +13,10 @@
 //! **Key design decision:** this is the one place that holds Redis client plumbing, so the
 //! crates that talk to Redis depend on it instead of on each other: dq-results and dq-ratelimit
 //! have no edge to dq-broker-redis (a sibling, in ARCHITECTURE.md's crate graph), and all three
-//! read the same URL variable and build clients and pools the same way. It is not in
-//! dq-core because dq-core does no I/O and names no client. Its whole purpose is to wrap the
+//! read the same variables and build clients and pools the same way. It is not in
+//! dq-core because dq-core does no I/O and names no client; it depends on dq-core only for the
+//! variables' names (`dq_core::env`, which the worker command reads too, with or without Redis)
+//! and for redacting URLs. Its whole purpose is to wrap the
 //! `redis` and `deadpool-redis` clients for our other crates, so unlike them it names their types
 //! in its public signatures; in exchange it is internal glue: the `dq` facade does not re-export
 //! it, and no crate may re-export it or name its types in a public signature (`cargo xtask tidy`
@@ -34,6 +37,11 @@
 //! # }
 //! ```
 
+mod env;
 mod pool;
 
-pub use pool::{client, default_url, describe, manager, pool, Exclusive, DEFAULT_URL, URL_ENV};
+pub use env::{EnvError, RedisEnv};
+pub use pool::{
+    client, default_url, describe, manager, pool, Exclusive, DEFAULT_URL, NAMESPACE_ENV,
+    RESULTS_NAMESPACE_ENV, URL_ENV,
+};

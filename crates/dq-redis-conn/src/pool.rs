@@ -10,14 +10,24 @@ use deadpool_redis::{Connection, Manager, Pool, PoolConfig, Runtime, Timeouts};
 /// The URL used when none is given and [`URL_ENV`] is not set.
 pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 
-/// The environment variable every Redis-using part of dq reads its URL from.
-pub const URL_ENV: &str = "DQ_REDIS_URL";
+/// The environment variable every Redis-using part of dq reads its URL from
+/// ([`dq_core::env::REDIS_URL`]).
+pub const URL_ENV: &str = dq_core::env::REDIS_URL;
+
+/// The environment variable of the Redis broker's key namespace
+/// ([`dq_core::env::REDIS_NAMESPACE`]).
+pub const NAMESPACE_ENV: &str = dq_core::env::REDIS_NAMESPACE;
+
+/// The environment variable of the Redis result backend's key namespace
+/// ([`dq_core::env::RESULTS_NAMESPACE`]).
+pub const RESULTS_NAMESPACE_ENV: &str = dq_core::env::RESULTS_NAMESPACE;
 
 /// The Redis URL used when none is given: env [`URL_ENV`] when set and not empty, else
-/// [`DEFAULT_URL`].
+/// [`DEFAULT_URL`]. Unlike [`RedisEnv::read`](crate::RedisEnv::read) it does not check the URL:
+/// a builder's default, checked when the builder builds.
 pub fn default_url() -> String {
     match std::env::var(URL_ENV) {
-        Ok(url) if !url.is_empty() => url,
+        Ok(url) if !url.trim().is_empty() => url,
         _ => DEFAULT_URL.to_owned(),
     }
 }

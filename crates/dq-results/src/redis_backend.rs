@@ -87,6 +87,24 @@ impl RedisBackend {
         RedisBackend::builder().url(url).build()
     }
 
+    /// A backend with the settings of the environment ([`RedisBackendBuilder::from_env`]: the
+    /// URL in `DQ_REDIS_URL`, the namespace in `DQ_RESULTS_NAMESPACE`) and the other defaults.
+    /// Connects lazily: see [`RedisBackend::ping`].
+    ///
+    /// ```no_run
+    /// use dq_results::{RedisBackend, Results};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let backend = RedisBackend::from_env()?;
+    /// let app = dq_core::App::builder(dq_broker_stub::StubBroker::new())
+    ///     .middleware(Results::new(backend))
+    ///     .build()?;
+    /// # drop(app); Ok(()) }
+    /// ```
+    pub fn from_env() -> Result<RedisBackend> {
+        RedisBackendBuilder::from_env()?.build()
+    }
+
     /// Checks that Redis answers.
     pub async fn ping(&self) -> Result<()> {
         let mut conn = self.conn().await?;
@@ -103,6 +121,27 @@ impl RedisBackend {
 }
 
 impl RedisBackendBuilder {
+    /// Settings from the environment: the URL in `DQ_REDIS_URL` (default
+    /// `redis://127.0.0.1:6379`), the variable the broker and the worker command read too, and
+    /// the namespace in `DQ_RESULTS_NAMESPACE` (default `dramatiq-results`, Dramatiq's; Python
+    /// and Rust parties sharing results must use the same). A URL the client cannot read is an
+    /// [`Error::InvalidConfig`] naming the variable.
+    ///
+    /// ```no_run
+    /// let backend = dq_results::RedisBackendBuilder::from_env()?.pool_size(4).build()?;
+    /// # drop(backend); Ok::<(), dq_results::Error>(())
+    /// ```
+    pub fn from_env() -> Result<RedisBackendBuilder> {
+        let env = conn::RedisEnv::read().map_err(|e| match e {
+            conn::EnvError::InvalidUrl { .. } => Error::InvalidConfig(e.to_string()),
+        })?;
+        let builder = RedisBackend::builder().url(env.url());
+        Ok(match env.results_namespace() {
+            Some(ns) => builder.namespace(ns),
+            None => builder,
+        })
+    }
+
     /// The Redis URL (`redis://`, `rediss://` for TLS, `redis+unix://`). It never appears in
     /// logs or errors with its password.
     pub fn url(mut self, url: &str) -> RedisBackendBuilder {

@@ -34,7 +34,7 @@
 //! | `stub` | yes | [`StubBroker`], the in-memory broker for tests and embedded use |
 //! | `redis` | no | `dq::redis`: the Redis broker (dq-broker-redis) |
 //! | `amqp` | no | `dq::amqp`: the RabbitMQ broker (dq-broker-amqp) |
-//! | `cli` | no | `dq::cli`: the worker command line, `dq::cli::main()` (dq-cli) |
+//! | `cli` | no | `dq::cli`: the worker command line, `dq::cli::main()` (dq-cli), for the brokers of `redis` / `amqp` |
 //! | `results` | no | `dq::results`: the Results middleware and its backends (dq-results) |
 //! | `ratelimit` | no | `dq::ratelimit`: rate limiters and barriers (dq-ratelimit) |
 //! | `full` | no | all of the above |

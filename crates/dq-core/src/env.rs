@@ -1,0 +1,32 @@
+//! The names of the environment variables dq reads, in one place, so that every crate reading
+//! one (the brokers, the result and rate-limiter backends, the worker command) uses the same name
+//! and a producer and a worker given the same environment choose the same broker.
+//!
+//! This module only names them: dq-core does no I/O. The Redis variables are read together by
+//! `dq_redis_conn::RedisEnv`, `DQ_AMQP_URL` by the RabbitMQ broker, all of them by the worker
+//! command when it chooses a broker.
+//!
+//! | variable | default | read by |
+//! |---|---|---|
+//! | [`REDIS_URL`] | `redis://127.0.0.1:6379` | the Redis broker, the Redis result and rate-limiter backends, the worker command |
+//! | [`REDIS_NAMESPACE`] | `dramatiq` | the Redis broker's `from_env`, the worker command (`--namespace`) |
+//! | [`RESULTS_NAMESPACE`] | `dramatiq-results` | the Redis result backend's `from_env` |
+//! | [`AMQP_URL`] | `amqp://guest:guest@127.0.0.1:5672/%2f` | the RabbitMQ broker, the worker command |
+//!
+//! A variable set to an empty value counts as unset.
+//!
+//! ```
+//! assert_eq!(dq_core::env::REDIS_URL, "DQ_REDIS_URL");
+//! ```
+
+/// The Redis URL of the broker and of the Redis-backed result and rate-limiter backends.
+pub const REDIS_URL: &str = "DQ_REDIS_URL";
+
+/// The Redis broker's key namespace (Dramatiq's default: `dramatiq`).
+pub const REDIS_NAMESPACE: &str = "DQ_REDIS_NAMESPACE";
+
+/// The Redis result backend's key namespace (Dramatiq's default: `dramatiq-results`).
+pub const RESULTS_NAMESPACE: &str = "DQ_RESULTS_NAMESPACE";
+
+/// The RabbitMQ broker URL.
+pub const AMQP_URL: &str = "DQ_AMQP_URL";
