@@ -102,6 +102,18 @@ impl<T> PartialEq for TypedMessage<T> {
     }
 }
 
+impl<T> PartialEq<Message> for TypedMessage<T> {
+    fn eq(&self, other: &Message) -> bool {
+        self.message == *other
+    }
+}
+
+impl<T> PartialEq<TypedMessage<T>> for Message {
+    fn eq(&self, other: &TypedMessage<T>) -> bool {
+        *self == other.message
+    }
+}
+
 impl<T> Deref for TypedMessage<T> {
     type Target = Message;
     fn deref(&self) -> &Message {
@@ -280,6 +292,26 @@ impl<T> fmt::Debug for Sent<T> {
             .field("output", &std::any::type_name::<T>())
             .field("message", &self.message)
             .finish()
+    }
+}
+
+/// Sent messages compare as their messages do, so a test can compare what a send returned with
+/// what the broker holds.
+impl<T> PartialEq for Sent<T> {
+    fn eq(&self, other: &Sent<T>) -> bool {
+        self.message == other.message
+    }
+}
+
+impl<T> PartialEq<Message> for Sent<T> {
+    fn eq(&self, other: &Message) -> bool {
+        self.message == *other
+    }
+}
+
+impl<T> PartialEq<Sent<T>> for Message {
+    fn eq(&self, other: &Sent<T>) -> bool {
+        *self == other.message
     }
 }
 
