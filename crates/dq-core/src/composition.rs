@@ -21,9 +21,9 @@ use serde_json::Value;
 use crate::app::App;
 use crate::error::{MiddlewareError, Result};
 use crate::message::{new_message_id, Message};
-use crate::typed::TypedMessage;
 #[cfg(doc)]
 use crate::middleware::Middleware;
+use crate::typed::TypedMessage;
 
 /// Creates the barrier a group with completion callbacks waits on: `GroupCallbacks` provides
 /// one through [`Middleware::group_barrier`].

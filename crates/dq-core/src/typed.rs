@@ -742,7 +742,10 @@ mod tests {
             match failed.result(&store).await.unwrap_err() {
                 ResultError::Failed {
                     type_name, message, ..
-                } => assert_eq!((type_name.as_str(), message.as_str()), ("ValueError", "boom")),
+                } => assert_eq!(
+                    (type_name.as_str(), message.as_str()),
+                    ("ValueError", "boom")
+                ),
                 other => panic!("{other}"),
             }
             assert!(missing.result(&store).await.unwrap_err().is_missing());
@@ -769,7 +772,9 @@ mod tests {
     fn unit_results_read_from_null() {
         let sent = Sent::<()>::from_message(m("a", json!([])));
         let mut store = Stored::default();
-        store.values.insert(sent.message_id.clone(), Ok(Value::Null));
+        store
+            .values
+            .insert(sent.message_id.clone(), Ok(Value::Null));
         block_on(async { sent.result(&store).await.unwrap() });
     }
 
@@ -820,7 +825,10 @@ mod tests {
         };
         assert_eq!(names(&(a.clone() | b.clone())), ["a", "b"]);
         assert_eq!(names(&(a.message().clone() | b.clone())), ["a", "b"]);
-        assert_eq!(names(&((a.clone() | b.clone()) | a.clone())), ["a", "b", "a"]);
+        assert_eq!(
+            names(&((a.clone() | b.clone()) | a.clone())),
+            ["a", "b", "a"]
+        );
         let g = group([
             GroupChild::from(a.clone()),
             pipe(a.clone()).into(),

@@ -436,7 +436,13 @@ mod tests {
         let args = attr::parse(attr.parse().unwrap()).unwrap();
         let sig = sig::check(&syn::parse_str(item).unwrap()).unwrap();
         let params: Vec<&sig::Param> = sig.params.iter().filter(|p| p.state.is_none()).collect();
-        piped_fns(&args, &params, &format_ident!("opts"), &quote!(dq::__private)).to_string()
+        piped_fns(
+            &args,
+            &params,
+            &format_ident!("opts"),
+            &quote!(dq::__private),
+        )
+        .to_string()
     }
 
     #[test]
@@ -446,7 +452,10 @@ mod tests {
             stage.contains("pub fn piped (a : u8)"),
             "the last message argument is left out: {stage}"
         );
-        assert!(stage.contains("Stage < String , self :: Output >"), "{stage}");
+        assert!(
+            stage.contains("Stage < String , self :: Output >"),
+            "{stage}"
+        );
         // No argument to take a result in.
         assert_eq!(piped_of("", "fn g(db: State<Db>) {}"), "");
         // Declared never to take one.

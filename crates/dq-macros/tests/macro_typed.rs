@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use dq::{pipeline, App, Message, Sent, SendOptions, Stage, StubBroker, TypedMessage};
+use dq::{pipeline, App, Message, SendOptions, Sent, Stage, StubBroker, TypedMessage};
 use serde_json::{json, Value};
 
 use crate::actors::typed::{label, opaque, scale, wraps, Output};
@@ -88,8 +88,6 @@ async fn sends_return_typed_handles_that_are_the_message() {
     assert_eq!(sent.args.get(), "[1,2]");
     let message: Message = sent.clone().into_message();
     assert_eq!(message, sent);
-    let sent: Sent<()> = app
-        .scope(async { nothing::send().await.unwrap() })
-        .await;
+    let sent: Sent<()> = app.scope(async { nothing::send().await.unwrap() }).await;
     assert_eq!(sent.message().actor_name, "nothing");
 }
