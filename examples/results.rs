@@ -60,13 +60,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("add(1, 2) = {sum}");
 
     // A message that has not run has no result: missing, or a timeout when waiting.
-    let later = add::send_with_options(5, 5, SendOptions::new().delay(Duration::from_secs(3600)))
-        .await?;
+    let later =
+        add::send_with_options(5, 5, SendOptions::new().delay(Duration::from_secs(3600))).await?;
     match later.result(&backend).await {
         Err(e @ ResultError::Missing { .. }) => println!("not run yet: {e}"),
         other => println!("unexpected: {other:?}"),
     }
-    match later.wait_result(&backend, Duration::from_millis(100)).await {
+    match later
+        .wait_result(&backend, Duration::from_millis(100))
+        .await
+    {
         Err(e @ ResultError::Timeout { .. }) => println!("not run yet, waiting: {e}"),
         other => println!("unexpected: {other:?}"),
     }
