@@ -289,15 +289,15 @@ impl Group {
         self.children.is_empty()
     }
 
-    /// Adds a message (a [`Message`] or a [`TypedMessage`], by value or by reference) to enqueue
-    /// once every child has succeeded (Dramatiq's `add_completion_callback`). It is enqueued as
-    /// built: same id, no delay.
-    pub fn add_completion_callback(&mut self, message: impl AsRef<Message>) {
+    /// Adds a message (a [`Message`] or a [`TypedMessage`]) to enqueue once every child has
+    /// succeeded (Dramatiq's `add_completion_callback`). It is enqueued as built: same id, no
+    /// delay.
+    pub fn add_completion_callback(&mut self, message: &impl AsRef<Message>) {
         self.completion_callbacks.push(message.as_ref().to_value());
     }
 
     /// [`add_completion_callback`](Group::add_completion_callback), builder style.
-    pub fn with_completion_callback(mut self, message: impl AsRef<Message>) -> Group {
+    pub fn with_completion_callback(mut self, message: &impl AsRef<Message>) -> Group {
         self.add_completion_callback(message);
         self
     }
