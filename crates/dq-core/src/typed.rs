@@ -413,7 +413,7 @@ impl<In, Out> fmt::Debug for Stage<In, Out> {
 ///
 /// A stage that takes something other than the previous stage's result does not compile:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0308
 /// # use dq_core::{pipe, Message, Stage, TypedMessage};
 /// let add = TypedMessage::<i64>::from_message(Message::new("default", "add", &(1, 2), &())?);
 /// let shout: Stage<String, String> =
@@ -445,6 +445,18 @@ impl<T> TypedPipeline<T> {
     /// Adds `stage`, which is given this pipeline's result as its last argument.
     ///
     /// A `pipe_ignore` option on the stage's message is dropped: the stage needs the result.
+    ///
+    /// ```
+    /// use dq_core::{pipe, Message, Stage, TypedMessage, TypedPipeline};
+    ///
+    /// // `count::message("a b".into())?` and `double::piped()?` with `#[dq::actor]`.
+    /// let count = TypedMessage::<usize>::from_message(Message::new("default", "count", &("a b",), &())?);
+    /// let double: Stage<usize, usize> =
+    ///     Stage::from_message(Message::new("default", "double", &(), &())?);
+    /// let pipeline: TypedPipeline<usize> = pipe(count).then(double);
+    /// assert_eq!(pipeline.into_pipeline().len(), 2);
+    /// # Ok::<(), dq_core::Error>(())
+    /// ```
     pub fn then<U>(mut self, stage: Stage<T, U>) -> TypedPipeline<U> {
         let mut message = stage.message;
         message.options.remove("pipe_ignore");
@@ -488,6 +500,17 @@ impl<T> TypedPipeline<T> {
     /// Sends the first message through the current app ([`App::current`]: the app entered with
     /// `app.scope(..)`, the worker's app inside an actor, else the global one); the others follow
     /// as stages succeed. Returns the pipeline, to read its result.
+    ///
+    /// ```
+    /// use dq_core::{pipe, App, TypedMessage};
+    ///
+    /// # async fn demo(app: &App) -> Result<(), dq_core::Error> {
+    /// # let first = TypedMessage::<u64>::from_message(dq_core::Message::new("default", "count", &(), &())?);
+    /// // In an actor, or under `app.scope(..)`, this goes through that app.
+    /// let sent = app.scope(pipe(first).run()).await?;
+    /// println!("the result will be {}'s", sent.last_message().actor_name);
+    /// # Ok(()) }
+    /// ```
     pub async fn run(self) -> Result<SentPipeline<T>> {
         let app = App::current()?;
         self.run_with(&app, None).await
