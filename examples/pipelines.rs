@@ -1,6 +1,8 @@
 //! Pipelines, from the cookbook: chain actors so each one's result becomes the next one's last
-//! argument, with `pipeline([...])` or `a | b`; `pipe_ignore` keeps a result from being passed on;
-//! read the last result with `get_result` and every stage's with `get_results`. Needs no
+//! argument. `dq::pipe(first).then(stage)` checks at compile time that each stage takes what the
+//! one before returns (`my_actor::piped(..)` is the actor with every argument but that last
+//! one); `then_message` adds a stage that ignores the previous result (`pipe_ignore`). The last
+//! stage's result reads back typed; Dramatiq's `get_results` reads every stage's. Needs no
 //! services.
 //!
 //! ```text
@@ -8,12 +10,12 @@
 //! ```
 //!
 //! Reading results needs the Results middleware (use `dq::results::RedisBackend` across
-//! processes).
+//! processes). Dramatiq's untyped `pipeline([...])` and `a | b` build the same messages, from any
+//! messages, checked only when they run.
 
 use std::time::Duration;
 
-use dq::results::{pipeline, MemoryBackend, PipelineResults, Results};
-use dq::{Message, SendOptions};
+use dq::results::{MemoryBackend, PipelineResults, Results};
 
 /// Stands in for an HTTP fetch, so the example needs no network.
 #[dq::actor(store_results = true)]
@@ -59,29 +61,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     app.set_global();
     let worker = dq::Worker::new(app, dq::WorkerOptions::default());
     worker.start().await?;
-    let timeout = Some(Duration::from_secs(5));
+    let timeout = Duration::from_secs(5);
 
-    // `count_words` gets its `text` from the previous stage, so its message is built with the
-    // first argument only: `Message::new` takes any arguments, `count_words::message` all of them.
+    // `count_words` gets its `text` from the previous stage: `piped` takes the other arguments.
     let uri = "http://example.com".to_owned();
-    let pipe = pipeline([
-        get_uri_contents::message(uri.clone())?,
-        Message::new(count_words::QUEUE, count_words::NAME, &(&uri,), &())?,
-    ])
-    .run()
-    .await?;
-    let count: usize = pipe.get_result(&backend, true, timeout).await?;
+    let pipe = dq::pipe(get_uri_contents::message(uri.clone())?)
+        .then(count_words::piped(uri)?)
+        .run()
+        .await?;
+    let count = pipe.wait_result(&backend, timeout).await?; // a usize, as count_words returns
     println!("the pipeline's result: {count}");
 
-    // Pipe notation, and a stage that ignores the previous result.
-    let pipe = (bust_caches::message()?
-        | prepare_codes::message_with_options(SendOptions::new().pipe_ignore(true))?
-        | Message::new(launch_missiles::QUEUE, launch_missiles::NAME, &(), &())?)
-    .run()
-    .await?;
-    let last: String = pipe.get_result(&backend, true, timeout).await?;
+    // A stage that ignores the previous result, then one that takes its own.
+    let pipe = dq::pipe(bust_caches::message()?)
+        .then_message(prepare_codes::message()?)
+        .then(launch_missiles::piped()?)
+        .run()
+        .await?;
+    let last = pipe.wait_result(&backend, timeout).await?;
     println!("{last}");
-    let each: Vec<serde_json::Value> = pipe.get_results(&backend, true, timeout).await?;
+    let each: Vec<serde_json::Value> = pipe.get_results(&backend, true, Some(timeout)).await?;
     println!("every stage's result: {}", serde_json::Value::from(each));
 
     worker.stop().await?;

@@ -1,6 +1,7 @@
 //! Results, from the cookbook: the Results middleware stores what actors with `store_results`
-//! return, and `get_result` reads it back typed, or says why it cannot: missing (not stored yet,
-//! or expired), a timeout (when blocking), or the actor's failure. Needs no services.
+//! return, and the handle a send returns reads it back as the actor's return type, or says why it
+//! cannot: missing (not stored yet, or expired), a timeout (when waiting), or the actor's failure.
+//! Needs no services.
 //!
 //! ```text
 //! cargo run -p examples --example results
@@ -8,11 +9,13 @@
 //!
 //! With Redis, so that other processes (Python Dramatiq ones too) can read the results, use
 //! `dq::results::RedisBackend::from_url("redis://127.0.0.1:6379")?` as the backend; nothing else
-//! changes.
+//! changes. Dramatiq's own `message.get_result(&backend, block, timeout)`
+//! (`dq::results::MessageResult`) reads any message's result, typed ones included.
 
 use std::time::Duration;
 
-use dq::results::{Error as ResultError, MemoryBackend, MessageResult, Results};
+use dq::results::{MemoryBackend, Results};
+use dq::{ResultError, SendOptions};
 
 #[dq::actor(store_results = true)]
 fn add(x: i64, y: i64) -> i64 {
@@ -49,38 +52,42 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     app.set_global();
     let worker = dq::Worker::new(app, dq::WorkerOptions::default());
     worker.start().await?;
-    let timeout = Some(Duration::from_secs(5));
+    let timeout = Duration::from_secs(5);
 
-    let message = add::send(1, 2).await?;
-    let sum: i64 = message.get_result(&backend, true, timeout).await?;
+    // `add::send` returns a `dq::Sent<i64>`: its result is an `i64`.
+    let sent = add::send(1, 2).await?;
+    let sum = sent.wait_result(&backend, timeout).await?;
     println!("add(1, 2) = {sum}");
 
-    // A message that was never sent has no result: missing, or a timeout when blocking.
-    let unsent = add::message(5, 5)?;
-    match unsent.get_result::<i64>(&backend, false, None).await {
-        Err(e @ ResultError::Missing { .. }) => println!("not sent: {e}"),
+    // A message that has not run has no result: missing, or a timeout when waiting.
+    let later =
+        add::send_with_options(5, 5, SendOptions::new().delay(Duration::from_secs(3600))).await?;
+    match later.result(&backend).await {
+        Err(e @ ResultError::Missing { .. }) => println!("not run yet: {e}"),
         other => println!("unexpected: {other:?}"),
     }
-    let short = Some(Duration::from_millis(100));
-    match unsent.get_result::<i64>(&backend, true, short).await {
-        Err(e @ ResultError::Timeout { .. }) => println!("not sent, blocking: {e}"),
+    match later
+        .wait_result(&backend, Duration::from_millis(100))
+        .await
+    {
+        Err(e @ ResultError::Timeout { .. }) => println!("not run yet, waiting: {e}"),
         other => println!("unexpected: {other:?}"),
     }
 
     // A message that failed for good stores its error.
-    let message = divide::send(1, 0).await?;
-    match message.get_result::<i64>(&backend, true, timeout).await {
-        Err(ResultError::Failure {
+    let sent = divide::send(1, 0).await?;
+    match sent.wait_result(&backend, timeout).await {
+        Err(ResultError::Failed {
             type_name, message, ..
         }) => println!("divide(1, 0) failed: {type_name}: {message}"),
         other => println!("unexpected: {other:?}"),
     }
 
-    let message = short_lived::send(7).await?;
-    let value: i64 = message.get_result(&backend, true, timeout).await?;
+    let sent = short_lived::send(7).await?;
+    let value = sent.wait_result(&backend, timeout).await?;
     println!("short_lived(7) = {value}");
     tokio::time::sleep(Duration::from_millis(700)).await;
-    match message.get_result::<i64>(&backend, false, None).await {
+    match sent.result(&backend).await {
         Err(e) if e.is_missing() => println!("700 ms later: {e}"),
         other => println!("unexpected: {other:?}"),
     }

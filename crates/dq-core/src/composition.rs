@@ -23,6 +23,7 @@ use crate::error::{MiddlewareError, Result};
 use crate::message::{new_message_id, Message};
 #[cfg(doc)]
 use crate::middleware::Middleware;
+use crate::typed::TypedMessage;
 
 /// Creates the barrier a group with completion callbacks waits on: `GroupCallbacks` provides
 /// one through [`Middleware::group_barrier`].
@@ -171,35 +172,29 @@ impl Pipeline {
     }
 }
 
-impl BitOr<Message> for Message {
+/// `a | b`: a pipeline of `a` and then `b`, where `b` is a message (typed or not) or a pipeline,
+/// whose messages are spliced in.
+impl<R: Into<PipelineStep>> BitOr<R> for Message {
     type Output = Pipeline;
-    /// `a | b`: the pipeline `[a, b]`.
-    fn bitor(self, rhs: Message) -> Pipeline {
-        Pipeline::new([self, rhs])
+    fn bitor(self, rhs: R) -> Pipeline {
+        Pipeline::new([PipelineStep::Message(self), rhs.into()])
     }
 }
 
-impl BitOr<Pipeline> for Message {
+/// `pipe | b`: the pipeline's messages and then `b`, a message (typed or not) or a pipeline.
+impl<R: Into<PipelineStep>> BitOr<R> for Pipeline {
     type Output = Pipeline;
-    /// `a | pipe`: `a` followed by the pipeline's messages.
-    fn bitor(self, rhs: Pipeline) -> Pipeline {
-        Pipeline::new([PipelineStep::Message(self), PipelineStep::Pipeline(rhs)])
+    fn bitor(self, rhs: R) -> Pipeline {
+        Pipeline::new([PipelineStep::Pipeline(self), rhs.into()])
     }
 }
 
-impl BitOr<Message> for Pipeline {
+/// `a | b` with a typed message on the left: an untyped [`Pipeline`], as with a [`Message`]. For
+/// a pipeline whose stages are checked against each other, see [`pipe`](crate::pipe).
+impl<T, R: Into<PipelineStep>> BitOr<R> for TypedMessage<T> {
     type Output = Pipeline;
-    /// `pipe | b`: the pipeline with `b` added at the end.
-    fn bitor(self, rhs: Message) -> Pipeline {
-        Pipeline::new([PipelineStep::Pipeline(self), PipelineStep::Message(rhs)])
-    }
-}
-
-impl BitOr<Pipeline> for Pipeline {
-    type Output = Pipeline;
-    /// `p | q`: both pipelines' messages, in order.
-    fn bitor(self, rhs: Pipeline) -> Pipeline {
-        Pipeline::new([self, rhs])
+    fn bitor(self, rhs: R) -> Pipeline {
+        Pipeline::new([PipelineStep::Message(self.into_message()), rhs.into()])
     }
 }
 
@@ -294,14 +289,15 @@ impl Group {
         self.children.is_empty()
     }
 
-    /// Adds a message to enqueue once every child has succeeded (Dramatiq's
-    /// `add_completion_callback`). It is enqueued as built: same id, no delay.
-    pub fn add_completion_callback(&mut self, message: &Message) {
-        self.completion_callbacks.push(message.to_value());
+    /// Adds a message (a [`Message`] or a [`TypedMessage`]) to enqueue once every child has
+    /// succeeded (Dramatiq's `add_completion_callback`). It is enqueued as built: same id, no
+    /// delay.
+    pub fn add_completion_callback(&mut self, message: &impl AsRef<Message>) {
+        self.completion_callbacks.push(message.as_ref().to_value());
     }
 
     /// [`add_completion_callback`](Group::add_completion_callback), builder style.
-    pub fn with_completion_callback(mut self, message: &Message) -> Group {
+    pub fn with_completion_callback(mut self, message: &impl AsRef<Message>) -> Group {
         self.add_completion_callback(message);
         self
     }

@@ -60,6 +60,89 @@ pub enum Error {
     /// No actor of that name is registered.
     #[error("actor {0:?} is not registered")]
     UnknownActor(String),
+    /// A message's result could not be read (see [`ResultError`]).
+    #[error(transparent)]
+    Result(#[from] ResultError),
+}
+
+/// Why reading a message's result gave no value: what [`Sent::result`](crate::Sent::result) and
+/// [`Sent::wait_result`](crate::Sent::wait_result) return. The first three are Dramatiq's
+/// `ResultMissing`, `ResultTimeout` and `ResultFailure`, so a caller can tell "not yet" from
+/// "never" by matching.
+///
+/// ```
+/// use dq_core::ResultError;
+///
+/// let e = ResultError::Failed {
+///     message_id: "m1".into(),
+///     type_name: "ValueError".into(),
+///     message: "boom".into(),
+/// };
+/// assert!(e.is_failed());
+/// assert_eq!(e.to_string(), "actor raised ValueError: boom");
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResultError {
+    /// No result is stored (yet, or any more: results expire), and the read did not wait.
+    #[error("the result of message {message_id} is missing")]
+    Missing {
+        /// The message whose result was asked for.
+        message_id: String,
+    },
+    /// The read waited its whole timeout and no result was stored.
+    #[error("timed out waiting for the result of message {message_id}")]
+    Timeout {
+        /// The message whose result was asked for.
+        message_id: String,
+    },
+    /// The actor failed for good (the message was dead-lettered): the stored result is its
+    /// error. The text is Dramatiq's: `actor raised <type>: <message>`.
+    #[error("actor raised {type_name}: {message}")]
+    Failed {
+        /// The message whose result was asked for.
+        message_id: String,
+        /// The error's type name, e.g. the actor's error type, `TimeLimitExceeded` or a Python
+        /// class name.
+        type_name: String,
+        /// The error's message.
+        message: String,
+    },
+    /// The stored result is not JSON, or does not fit the type asked for.
+    #[error("the result of message {message_id} does not decode")]
+    Decode {
+        /// The message whose result was asked for.
+        message_id: String,
+        /// The decoder's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The result store failed (unreachable, a command refused, ...).
+    #[error("result backend failed while {operation}")]
+    Backend {
+        /// What was being done.
+        operation: &'static str,
+        /// The store's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+}
+
+impl ResultError {
+    /// Whether this is [`ResultError::Missing`]: nothing stored yet, ask again later.
+    pub fn is_missing(&self) -> bool {
+        matches!(self, ResultError::Missing { .. })
+    }
+
+    /// Whether this is [`ResultError::Timeout`].
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, ResultError::Timeout { .. })
+    }
+
+    /// Whether this is [`ResultError::Failed`]: the actor failed, no result will come.
+    pub fn is_failed(&self) -> bool {
+        matches!(self, ResultError::Failed { .. })
+    }
 }
 
 /// A message body that is not a valid Dramatiq message.

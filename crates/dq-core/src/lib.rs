@@ -33,8 +33,10 @@ mod message;
 mod middleware;
 mod options;
 mod redact;
+mod result;
 mod send;
 mod state;
+mod typed;
 
 pub use actor::{
     short_type_name, Actor, ActorError, ActorResult, BoxActorFuture, FailureKind, Handler,
@@ -48,7 +50,7 @@ pub use composition::{group, pipeline, Group, GroupBarrier, GroupChild, Pipeline
 pub use context::{check, current_message, ActorContext, Scoped};
 pub use error::{
     ArgsError, BrokerError, BrokerErrorKind, DecodeError, Error, ErrorChain, MiddlewareError,
-    Result,
+    Result, ResultError,
 };
 pub use message::{
     base_queue_name, dead_letter_queue_name, delay_queue_name, encode_args, encode_kwargs,
@@ -57,14 +59,17 @@ pub use message::{
 pub use middleware::{Control, Hooks, Job, Middleware, Outcome};
 pub use options::{ActorOptions, Options, BUILTIN_ACTOR_OPTIONS};
 pub use redact::redact_url;
+pub use result::ResultSource;
 pub use send::SendOptions;
 pub use state::{State, StateBuildError, StateBuilder, StateKey, States};
+pub use typed::{pipe, Sent, SentPipeline, Stage, TypedMessage, TypedPipeline};
 
 /// Items generated code refers to. Not part of the public API.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::actor::{short_type_name, to_result_value, ActorRegistration, ArgReader};
     pub use crate::state::{State, States};
+    pub use crate::typed::{ResultOk, Sent, Stage, TypedMessage};
     pub use inventory;
     pub use serde_json;
 }

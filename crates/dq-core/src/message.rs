@@ -205,6 +205,14 @@ impl Message {
     }
 }
 
+/// So that APIs taking `impl AsRef<Message>` take a [`Message`] as they take a
+/// [`TypedMessage`](crate::TypedMessage) or a [`Sent`](crate::Sent).
+impl AsRef<Message> for Message {
+    fn as_ref(&self) -> &Message {
+        self
+    }
+}
+
 impl PartialEq for Message {
     /// Messages are equal when every field is; `args` and `kwargs` are compared as JSON values, not
     /// as text, so `[1,2]` equals `[1, 2]`.

@@ -27,12 +27,19 @@ use proc_macro::TokenStream;
 /// | `NAME`, `QUEUE` | the actor name (`actor_name`, default the fn's name) and its queue (default `"default"`) |
 /// | `options()` | the actor's `ActorOptions` |
 /// | `actor()` | the `Actor` the worker runs: name, options, argument decoder |
-/// | `message(args..)` | builds a `Message` without sending it (for groups and pipelines) |
+/// | `Output` | what the actor returns when it succeeds (`T` of a `Result<T, E>`, `()` for nothing) |
+/// | `message(args..)` | builds a `TypedMessage<Output>` without sending it (for groups and pipelines; it derefs to and converts into a `Message`) |
 /// | `message_with_options(args.., opts)` | the same, with `SendOptions` applied |
-/// | `send(args..).await` | sends through the global app (`App::set_global`) |
+/// | `piped(args but the last..)` | a `Stage<Last, Output>` of a typed pipeline (`dq::pipe(..).then(..)`): the previous stage's result becomes the last argument |
+/// | `piped_with_options(args but the last.., opts)` | the same, with `SendOptions` applied |
+/// | `send(args..).await` | sends through the current app (`App::current`), returns a `Sent<Output>` that reads the result |
 /// | `send_with_options(args.., opts).await` | with a delay, per-message option overrides, `on_success` / `on_failure` callbacks |
 /// | `send_to(&app, args..).await` | sends through a given app |
 /// | `send_blocking(args..)` | `send` from synchronous code |
+///
+/// `piped` exists for actors with at least one message argument and not declared with
+/// `pipe_ignore`. A stage whose last parameter is not of the type the previous stage returns is
+/// a compile error (`expected Stage<usize, _>, found Stage<String, String>`).
 ///
 /// The generated fns take the same parameters as the actor. Arguments travel positionally in
 /// `args`, as Dramatiq's `actor.send(a, b)` does; the worker also accepts them by keyword (a
@@ -68,6 +75,11 @@ use proc_macro::TokenStream;
 ///     println!("resizing {url} to {width}px");
 /// }
 ///
+/// #[dq::actor]
+/// pub fn audit(level: u8, line: String) {
+///     println!("[{level}] {line}");
+/// }
+///
 /// #[tokio::main(flavor = "current_thread")]
 /// async fn main() -> Result<(), dq::Error> {
 ///     // A plain call runs the fn, here and now.
@@ -83,10 +95,19 @@ use proc_macro::TokenStream;
 ///     )
 ///     .await?;
 ///
+///     // A send returns the message, typed with what the actor returns: its result is a
+///     // `String` (read with `sent.wait_result(&backend, timeout)`, feature `results`).
+///     let sent: dq::Sent<String> = send_welcome::send(8, None).await?;
+///     assert_eq!(sent.actor_name, "send_welcome");
+///
 ///     // A message built but not sent, for a pipeline or a group.
 ///     let msg = send_welcome::message(7, Some("promo".into()))?;
 ///     assert_eq!(msg.queue_name, "emails");
 ///     assert_eq!(msg.args.get(), r#"[7,"promo"]"#);
+///
+///     // A typed pipeline: `send_welcome`'s result is `audit`'s last argument, `line`.
+///     let sent = dq::pipe(msg).then(audit::piped(3)?).run().await?;
+///     assert_eq!(sent.messages()[1].args.get(), "[3]");
 ///     Ok(())
 /// }
 /// ```

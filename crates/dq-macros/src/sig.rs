@@ -43,6 +43,9 @@ pub(crate) struct ActorSig {
     pub(crate) params: Vec<Param>,
     pub(crate) is_async: bool,
     pub(crate) returns: Returns,
+    /// The return type as written (`None` for none), rewritten to mean the same inside the
+    /// companion module, for its `Output` alias.
+    pub(crate) ret_ty: Option<Type>,
 }
 
 /// Checks the signature, reporting every problem at once.
@@ -134,12 +137,35 @@ pub(crate) fn check(f: &ItemFn) -> syn::Result<ActorSig> {
         ReturnType::Type(_, ty) if is_result(ty) => Returns::Result(ty.span()),
         ReturnType::Type(_, ty) => Returns::Value(ty.span()),
     };
+    let ret_ty = match &sig.output {
+        ReturnType::Default => None,
+        ReturnType::Type(_, ty) => {
+            let mut ty = (**ty).clone();
+            // Only the rewriting is wanted here: a return type may be borrowed (`&'static str`
+            // serializes fine), so what check_type says against parameters does not apply.
+            check_type(&mut ty, &mut Errors::default());
+            Some(ty)
+        }
+    };
     errors.finish()?;
     Ok(ActorSig {
         params,
         is_async: sig.asyncness.is_some(),
         returns,
+        ret_ty,
     })
+}
+
+/// Whether `ty` has an `impl Trait` anywhere: such a type cannot be named by a type alias.
+pub(crate) fn has_impl_trait(ty: &Type) -> bool {
+    fn walk(tokens: proc_macro2::TokenStream) -> bool {
+        tokens.into_iter().any(|t| match t {
+            proc_macro2::TokenTree::Ident(i) => i == "impl",
+            proc_macro2::TokenTree::Group(g) => walk(g.stream()),
+            _ => false,
+        })
+    }
+    walk(ty.to_token_stream())
 }
 
 /// `T` of a `State<T>` parameter, recognised by the last path segment (`State`, `dq::State`,
@@ -181,6 +207,8 @@ fn is_result(ty: &Type) -> bool {
 
 /// Rejects parameter types that cannot be decoded into, and rewrites a leading `super::` to
 /// `super::super::`, since the type is also written inside the companion module, one level down.
+/// A leading `Output` becomes `super::Output`: inside the module, `Output` is the generated alias
+/// of the actor's return type, which would shadow the user's own `Output` type.
 fn check_type(ty: &mut Type, errors: &mut Errors) {
     match ty {
         Type::Reference(r) => {
@@ -229,7 +257,10 @@ fn check_type(ty: &mut Type, errors: &mut Errors) {
 fn check_path(path: &mut syn::Path, rewrite_super: bool, errors: &mut Errors) {
     if rewrite_super
         && path.leading_colon.is_none()
-        && path.segments.first().is_some_and(|s| s.ident == "super")
+        && path
+            .segments
+            .first()
+            .is_some_and(|s| s.ident == "super" || s.ident == "Output")
     {
         let span = path.segments[0].ident.span();
         path.segments.insert(0, Ident::new("super", span).into());
@@ -343,9 +374,38 @@ mod tests {
             .collect();
         assert_eq!(states, ["", "super :: super :: Db", "u8"]);
 
+        let ret = check(&f).unwrap().ret_ty.unwrap();
+        assert_eq!(quote::quote!(#ret).to_string(), "io :: Result < () >");
+
+        // `Output` is the companion module's alias, so the user's own is reached through super.
+        let output: ItemFn =
+            syn::parse_str("fn o(a: Output, b: Vec<Output>) -> Output { a }").unwrap();
+        let sig = check(&output).unwrap();
+        let tys: Vec<String> = sig
+            .params
+            .iter()
+            .map(|p| {
+                let ty = &p.ty;
+                quote::quote!(#ty).to_string()
+            })
+            .collect();
+        assert_eq!(tys, ["super :: Output", "Vec < super :: Output >"]);
+        let ret = sig.ret_ty.unwrap();
+        assert_eq!(quote::quote!(#ret).to_string(), "super :: Output");
+
         let unit: ItemFn = syn::parse_str("fn g() -> () {}").unwrap();
         assert!(matches!(check(&unit).unwrap().returns, Returns::Unit));
         let value: ItemFn = syn::parse_str("fn h() -> Vec<u8> { vec![] }").unwrap();
         assert!(matches!(check(&value).unwrap().returns, Returns::Value(_)));
+        let none: ItemFn = syn::parse_str("fn n() {}").unwrap();
+        assert!(check(&none).unwrap().ret_ty.is_none());
+    }
+
+    #[test]
+    fn impl_trait_anywhere_is_found() {
+        let has = |s: &str| has_impl_trait(&syn::parse_str(s).unwrap());
+        assert!(has("impl serde::Serialize"));
+        assert!(has("Result<Vec<impl Sized>, E>"));
+        assert!(!has("Result<Vec<u8>, E>"));
     }
 }

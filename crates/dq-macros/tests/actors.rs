@@ -108,3 +108,36 @@ pub(crate) mod nested {
 #[dq::actor]
 #[cfg(any())]
 pub(crate) fn compiled_out() {}
+
+/// Actors for typed sends and pipelines.
+pub(crate) mod typed {
+    use serde::{Deserialize, Serialize};
+
+    /// A type of the user's named like the `Output` alias every companion module declares.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    pub(crate) struct Output(pub(crate) u8);
+
+    #[dq::actor(queue_name = "typed")]
+    pub(crate) fn wraps(o: Output) -> Output {
+        Output(o.0 + 1)
+    }
+
+    /// Stands in for a connection pool.
+    pub(crate) struct Db;
+
+    /// A state parameter between the message arguments: the last message argument is piped.
+    #[dq::actor(queue_name = "typed")]
+    pub(crate) fn scale(factor: i64, _db: dq::State<Db>, x: i64) -> std::io::Result<i64> {
+        Ok(factor * x)
+    }
+
+    #[dq::actor(queue_name = "typed")]
+    pub(crate) fn label(prefix: String, width: usize, x: i64) -> String {
+        format!("{prefix}{x:>width$}")
+    }
+
+    #[dq::actor(queue_name = "typed")]
+    pub(crate) fn opaque(n: u8) -> impl Serialize {
+        vec![n]
+    }
+}

@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::actors::{add, send_welcome};
 
 /// Declares the middleware options the test actors use, as a rate-limit middleware would.
-struct DeclaresOptions;
+pub(crate) struct DeclaresOptions;
 
 impl Middleware for DeclaresOptions {
     fn name(&self) -> &str {

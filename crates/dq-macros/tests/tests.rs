@@ -9,3 +9,4 @@ mod macro_messages;
 mod macro_options;
 mod macro_registry;
 mod macro_send;
+mod macro_typed;

@@ -13,10 +13,17 @@
 //! reverse, so one result store serves mixed workflows. Reading is typed: ask for the `T` the
 //! actor returns and get it decoded, or [`Error::Decode`].
 //!
+//! The backends are dq-core's [`ResultSource`](dq_core::ResultSource), so the handle a send of a
+//! `#[dq::actor]` returns reads its own result, typed, with no import and no turbofish:
+//! `add::send(1, 2).await?.wait_result(&backend, timeout).await?` is an `i64` for an `add`
+//! returning one (errors: [`dq_core::ResultError`], whose `Missing`, `Timeout` and `Failed`
+//! are this crate's three below). [`MessageResult`] and the group and pipeline readers are
+//! Dramatiq's API, for untyped messages.
+//!
 //! ```
 //! use std::time::Duration;
 //! use dq_broker_stub::StubBroker;
-//! use dq_core::{Actor, ActorOptions, App, Invocation, Message};
+//! use dq_core::{Actor, ActorOptions, App, Invocation, Message, Sent};
 //! use dq_results::{MemoryBackend, MessageResult, Results};
 //! use dq_worker::{Worker, WorkerOptions};
 //!
@@ -37,8 +44,13 @@
 //! let worker = Worker::new(app.clone(), WorkerOptions::default());
 //! worker.start().await?;
 //!
+//! // `#[dq::actor]`'s `add::send(1, 2)` makes this typed handle itself.
 //! let message = app.enqueue(Message::new("default", "add", &(1, 2), &())?, None).await?;
-//! let sum: i64 = message.get_result(&backend, true, Some(Duration::from_secs(5))).await?;
+//! let sent: Sent<i64> = Sent::from_message(message);
+//! assert_eq!(sent.wait_result(&backend, Duration::from_secs(5)).await?, 3);
+//!
+//! // Dramatiq's way, for any message.
+//! let sum: i64 = sent.get_result(&backend, true, Some(Duration::from_secs(5))).await?;
 //! assert_eq!(sum, 3);
 //! worker.stop().await?;
 //! # Ok(()) }
@@ -48,6 +60,7 @@
 //! |---|---|
 //! | [`Results`] | `dramatiq.results.Results(backend, store_results, result_ttl)` |
 //! | [`RedisBackend`], [`MemoryBackend`] | `results.backends.RedisBackend`, `StubBackend` |
+//! | `Sent::result`, `Sent::wait_result` (dq-core) | `message.get_result(backend, block=False)`, `(block=True, timeout)` |
 //! | [`MessageResult::get_result`] | `message.get_result(backend, block, timeout)` |
 //! | [`PipelineResults`] | `pipeline.get_result`, `get_results`, `completed_count` |
 //! | [`GroupResults`] | `group.get_results`, `wait`, `completed_count` |
@@ -64,6 +77,7 @@ mod memory;
 mod middleware;
 mod read;
 mod redis_backend;
+mod source;
 
 pub use backend::{
     decode_stored, failure_value, message_key, ResultBackend, ResultBackendExt, DEFAULT_NAMESPACE,

@@ -47,6 +47,12 @@ pub use dq_core::{
 };
 pub use dq_core::{group, pipeline, Group, GroupChild, Pipeline, PipelineStep};
 
+// Typed sends and pipelines: what `my_actor::send` / `message` / `piped` return, and reading
+// results as the actor's return type through any result store (`dq::results`' backends).
+pub use dq_core::{
+    pipe, ResultError, ResultSource, Sent, SentPipeline, Stage, TypedMessage, TypedPipeline,
+};
+
 #[cfg(feature = "macros")]
 pub use dq_macros::actor;
 
