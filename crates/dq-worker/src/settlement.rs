@@ -207,8 +207,10 @@ async fn settle_batch(shared: &Shared, batch: Vec<Settlement>) {
             // Still unacked in the broker, which delivers it again: nothing is lost.
             Err(e) if recoverable(&e) => shared.health.failed("requeueing", &e),
             Err(e) => {
-                let first = g.messages.first().map(|m| m.message_id.as_str());
-                error!(error = %dq_core::ErrorChain(&e), message_id = first.unwrap_or_default(), count = g.tokens.len(), "requeue failed; the message will be redelivered");
+                let first = g.messages.first();
+                let message_id = first.map_or("", |m| m.message_id.as_str());
+                let actor = first.map_or("", |m| m.actor_name.as_str());
+                error!(error = %dq_core::ErrorChain(&e), message_id, actor, count = g.tokens.len(), "requeue failed; the message will be redelivered");
             }
         }
     }
@@ -255,7 +257,7 @@ async fn dead_letter(
     if let Some(m) = message {
         for mw in &shared.hooks.nack {
             if let Err(e) = mw.before_nack(&shared.app, m, reason).await {
-                warn!(middleware = mw.name(), error = %dq_core::ErrorChain(&e), "before_nack hook failed");
+                warn!(middleware = mw.name(), error = %dq_core::ErrorChain(&e), message_id = %m.message_id, actor = %m.actor_name, queue = %m.queue_name, "before_nack hook failed");
             }
         }
     }
@@ -286,7 +288,7 @@ async fn dead_letter(
     if let Some(m) = message {
         for mw in &shared.hooks.nack_rev {
             if let Err(e) = mw.after_nack(&shared.app, m, reason).await {
-                warn!(middleware = mw.name(), error = %dq_core::ErrorChain(&e), "after_nack hook failed");
+                warn!(middleware = mw.name(), error = %dq_core::ErrorChain(&e), message_id = %m.message_id, actor = %m.actor_name, queue = %m.queue_name, "after_nack hook failed");
             }
         }
     }
@@ -297,14 +299,13 @@ async fn ack(shared: &Shared, messages: &[Message], tokens: &[Token], acker: &Ar
     for mw in &shared.hooks.ack {
         for message in messages {
             if let Err(e) = mw.before_ack(&shared.app, message).await {
-                warn!(middleware = mw.name(), error = %dq_core::ErrorChain(&e), "before_ack hook failed");
+                warn!(middleware = mw.name(), error = %dq_core::ErrorChain(&e), message_id = %message.message_id, actor = %message.actor_name, queue = %message.queue_name, "before_ack hook failed");
             }
         }
     }
-    let first = messages
-        .first()
-        .map(|m| m.message_id.as_str())
-        .unwrap_or_default();
+    let first = messages.first();
+    let message_id = first.map_or("", |m| m.message_id.as_str());
+    let actor = first.map_or("", |m| m.actor_name.as_str());
     let mut attempt = 0;
     loop {
         match acker.ack(tokens).await {
@@ -323,7 +324,7 @@ async fn ack(shared: &Shared, messages: &[Message], tokens: &[Token], acker: &Ar
                 return;
             }
             Err(e) => {
-                error!(error = %dq_core::ErrorChain(&e), message_id = %first, count = tokens.len(), "ack failed; the message will be redelivered");
+                error!(error = %dq_core::ErrorChain(&e), message_id, actor, count = tokens.len(), "ack failed; the message will be redelivered");
                 return;
             }
         }
@@ -331,7 +332,7 @@ async fn ack(shared: &Shared, messages: &[Message], tokens: &[Token], acker: &Ar
     for mw in &shared.hooks.ack_rev {
         for message in messages {
             if let Err(e) = mw.after_ack(&shared.app, message).await {
-                warn!(middleware = mw.name(), error = %dq_core::ErrorChain(&e), "after_ack hook failed");
+                warn!(middleware = mw.name(), error = %dq_core::ErrorChain(&e), message_id = %message.message_id, actor = %message.actor_name, queue = %message.queue_name, "after_ack hook failed");
             }
         }
     }
