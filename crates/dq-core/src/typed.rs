@@ -81,62 +81,73 @@ impl<T> TypedMessage<T> {
     }
 }
 
-impl<T> Clone for TypedMessage<T> {
-    fn clone(&self) -> TypedMessage<T> {
-        TypedMessage::from_message(self.message.clone())
-    }
+/// The impls [`TypedMessage`] and [`Sent`] share: each is a [`Message`] plus a marker of its
+/// actor's output type, cloned, shown, compared, borrowed and unwrapped as the message.
+macro_rules! message_wrapper {
+    ($ty:ident) => {
+        impl<T> Clone for $ty<T> {
+            fn clone(&self) -> $ty<T> {
+                $ty::from_message(self.message.clone())
+            }
+        }
+
+        impl<T> fmt::Debug for $ty<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    .field("output", &std::any::type_name::<T>())
+                    .field("message", &self.message)
+                    .finish()
+            }
+        }
+
+        /// Compares as the messages do, so a test can compare what it built or sent with what
+        /// the broker holds.
+        impl<T> PartialEq for $ty<T> {
+            fn eq(&self, other: &$ty<T>) -> bool {
+                self.message == other.message
+            }
+        }
+
+        impl<T> PartialEq<Message> for $ty<T> {
+            fn eq(&self, other: &Message) -> bool {
+                self.message == *other
+            }
+        }
+
+        impl<T> PartialEq<$ty<T>> for Message {
+            fn eq(&self, other: &$ty<T>) -> bool {
+                *self == other.message
+            }
+        }
+
+        impl<T> Deref for $ty<T> {
+            type Target = Message;
+            fn deref(&self) -> &Message {
+                &self.message
+            }
+        }
+
+        impl<T> AsRef<Message> for $ty<T> {
+            fn as_ref(&self) -> &Message {
+                &self.message
+            }
+        }
+
+        impl<T> From<$ty<T>> for Message {
+            fn from(m: $ty<T>) -> Message {
+                m.message
+            }
+        }
+    };
 }
 
-impl<T> fmt::Debug for TypedMessage<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TypedMessage")
-            .field("output", &std::any::type_name::<T>())
-            .field("message", &self.message)
-            .finish()
-    }
-}
-
-impl<T> PartialEq for TypedMessage<T> {
-    fn eq(&self, other: &TypedMessage<T>) -> bool {
-        self.message == other.message
-    }
-}
-
-impl<T> PartialEq<Message> for TypedMessage<T> {
-    fn eq(&self, other: &Message) -> bool {
-        self.message == *other
-    }
-}
-
-impl<T> PartialEq<TypedMessage<T>> for Message {
-    fn eq(&self, other: &TypedMessage<T>) -> bool {
-        *self == other.message
-    }
-}
-
-impl<T> Deref for TypedMessage<T> {
-    type Target = Message;
-    fn deref(&self) -> &Message {
-        &self.message
-    }
-}
+message_wrapper!(TypedMessage);
+message_wrapper!(Sent);
 
 /// Options and the like may be changed; the actor, and so `T`, stays.
 impl<T> DerefMut for TypedMessage<T> {
     fn deref_mut(&mut self) -> &mut Message {
         &mut self.message
-    }
-}
-
-impl<T> AsRef<Message> for TypedMessage<T> {
-    fn as_ref(&self) -> &Message {
-        &self.message
-    }
-}
-
-impl<T> From<TypedMessage<T>> for Message {
-    fn from(m: TypedMessage<T>) -> Message {
-        m.message
     }
 }
 
@@ -277,60 +288,6 @@ impl<T> Sent<T> {
         T: DeserializeOwned,
     {
         read(source, &self.message, Some(timeout)).await
-    }
-}
-
-impl<T> Clone for Sent<T> {
-    fn clone(&self) -> Sent<T> {
-        Sent::from_message(self.message.clone())
-    }
-}
-
-impl<T> fmt::Debug for Sent<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sent")
-            .field("output", &std::any::type_name::<T>())
-            .field("message", &self.message)
-            .finish()
-    }
-}
-
-/// Sent messages compare as their messages do, so a test can compare what a send returned with
-/// what the broker holds.
-impl<T> PartialEq for Sent<T> {
-    fn eq(&self, other: &Sent<T>) -> bool {
-        self.message == other.message
-    }
-}
-
-impl<T> PartialEq<Message> for Sent<T> {
-    fn eq(&self, other: &Message) -> bool {
-        self.message == *other
-    }
-}
-
-impl<T> PartialEq<Sent<T>> for Message {
-    fn eq(&self, other: &Sent<T>) -> bool {
-        *self == other.message
-    }
-}
-
-impl<T> Deref for Sent<T> {
-    type Target = Message;
-    fn deref(&self) -> &Message {
-        &self.message
-    }
-}
-
-impl<T> AsRef<Message> for Sent<T> {
-    fn as_ref(&self) -> &Message {
-        &self.message
-    }
-}
-
-impl<T> From<Sent<T>> for Message {
-    fn from(s: Sent<T>) -> Message {
-        s.message
     }
 }
 
