@@ -34,6 +34,7 @@ mod options;
 mod redact;
 mod send;
 mod state;
+mod workers;
 
 pub use actor::{
     short_type_name, Actor, ActorError, ActorResult, BoxActorFuture, FailureKind, Handler,
@@ -57,6 +58,7 @@ pub use options::{ActorOptions, Options, BUILTIN_ACTOR_OPTIONS};
 pub use redact::redact_url;
 pub use send::SendOptions;
 pub use state::{State, StateBuildError, StateBuilder, StateKey, States};
+pub use workers::{ActorInfo, WorkerInfo};
 
 /// Items generated code refers to. Not part of the public API.
 #[doc(hidden)]
