@@ -736,7 +736,10 @@ impl Broker for RedisBroker {
                     continue;
                 };
                 // Dramatiq's bookkeeping, and dq's own (the worker registry, `__dq_workers__`).
-                if name.starts_with("__acks__.") || name == "__heartbeats__" || name.starts_with("__dq_") {
+                if name.starts_with("__acks__.")
+                    || name == "__heartbeats__"
+                    || name.starts_with("__dq_")
+                {
                     continue;
                 }
                 let q = base_queue_name(name.strip_suffix(".msgs").unwrap_or(name));

@@ -116,7 +116,9 @@ impl Inner {
                 None => gone.push(id),
                 Some(Ok(info)) => workers.push(info),
                 // A record a future dq cannot be read by this one: skipped, not fatal.
-                Some(Err(e)) => tracing::debug!(worker_id = %id, error = %e, "unreadable worker record"),
+                Some(Err(e)) => {
+                    tracing::debug!(worker_id = %id, error = %e, "unreadable worker record")
+                }
             }
         }
         if !gone.is_empty() {
