@@ -8,6 +8,7 @@ mod cli_admin;
 mod cli_exit_codes;
 mod cli_logging;
 mod cli_queues;
+mod cli_registry;
 mod cli_signals;
 mod cli_watch;
 
