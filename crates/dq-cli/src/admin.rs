@@ -15,7 +15,7 @@
 //!
 //! `dq send`, `dq actors`, `dq workers` and `dq queues` read the worker registry: running
 //! workers publish who they are and the actors they run through their broker
-//! ([`Broker::publish_worker`](dq_core::Broker::publish_worker)), so `dq send` addresses an
+//! ([`Broker::publish_worker`]), so `dq send` addresses an
 //! actor's messages to the queue its workers consume.
 //!
 //! The broker comes from `--broker-url`, else `DQ_REDIS_URL`, else `DQ_AMQP_URL`, else

@@ -37,7 +37,7 @@
 //! | supervisor | starts `--processes` worker processes and restarts one that dies |
 //! | signals | INT / TERM: graceful stop; a second one: kill at once; HUP: graceful reload |
 //! | exit codes | [`exit`]: 0 ok, 1 killed, 2 bad argument or actor, 3 broker unreachable at startup, 4 pid file in use |
-//! | `dq` binary | `dq queues`, `dq dead-letters list / show / requeue / purge`, `dq send`, `dq purge` |
+//! | `dq` binary | `dq queues`, `dq dead-letters list / show / requeue / purge`, `dq send`, `dq actors`, `dq workers`, `dq purge` |
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|

@@ -103,7 +103,8 @@ pub trait Broker: Send + Sync + 'static {
     }
 
     /// The canonical queues this broker holds messages or dead letters for, sorted: what the
-    /// admin tool's `dq queues` lists when no queue is named. The default says the broker cannot
+    /// admin tool's `dq queues` lists when no queue is named, with the queues running workers
+    /// consume ([`workers`](Broker::workers)). The default says the broker cannot
     /// ([`BrokerErrorKind::Unsupported`](crate::BrokerErrorKind::Unsupported)), which is the
     /// truth for RabbitMQ: AMQP has no command that lists queues.
     async fn list_queues(&self) -> Result<Vec<String>, BrokerError> {
