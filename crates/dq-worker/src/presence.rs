@@ -14,8 +14,9 @@ use dq_core::{now_ms, ActorInfo, App, Broker, WorkerInfo};
 use tokio::sync::watch;
 use tracing::debug;
 
-/// How long one publish or withdrawal may take before it is given up until the next one.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one publish or withdrawal may take before it is given up (until the next refresh,
+/// or for good at stop, when the record is left to expire): a broker that slow is away.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What this worker publishes: who it is, the queues it consumes and the actors on them.
 pub(crate) fn worker_info(
@@ -79,14 +80,15 @@ pub(crate) async fn refresh_loop(
     // An interval's first tick is immediate: the record was just published.
     tick.tick().await;
     loop {
-        let stopped = tokio::select! {
-            _ = tick.tick() => false,
-            _ = stop.wait_for(|s| *s) => true,
-        };
-        if stopped {
-            return;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
         }
-        publish(&*broker, &mut info, ttl).await;
+        // A publish waiting on a broker that is away must not hold up the worker's stop.
+        tokio::select! {
+            _ = publish(&*broker, &mut info, ttl) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
     }
 }
 
