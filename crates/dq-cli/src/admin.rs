@@ -78,7 +78,8 @@ enum Command {
     /// List, show, requeue or purge dead-lettered messages.
     #[command(subcommand)]
     DeadLetters(DeadLetters),
-    /// Enqueue a message for an actor, as a producer in any language would (no middleware runs).
+    /// Enqueue a message for an actor, as a producer in any language would (no middleware runs),
+    /// on the queue running workers declare for it.
     Send(SendArgs),
     /// Drop every message of these queues: ready, delayed and dead-lettered.
     Purge {
