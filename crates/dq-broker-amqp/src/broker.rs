@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use dq_core::{
     async_trait, base_queue_name, is_valid_queue_name, Broker, BrokerError, BrokerErrorKind,
-    Consumer, DeadLetter, Message, QueueStats,
+    Consumer, DeadLetter, Message, QueueStats, WorkerInfo,
 };
 use lapin::options::{
     BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
@@ -198,6 +198,7 @@ impl AmqpBrokerBuilder {
             publisher_link: Slot::new(Role::Publisher),
             consumer_link: Slot::new(Role::Consumer),
             publisher: tokio::sync::Mutex::new(None),
+            registry: Default::default(),
         });
         inner
             .link(Role::Publisher)
@@ -362,6 +363,8 @@ pub(crate) struct Inner {
     /// queues the frames, without a lock across both, so two tasks publishing on one channel at
     /// once could swap sequence numbers and one would take the other's confirm as its own.
     publisher: tokio::sync::Mutex<Option<PubChannel>>,
+    /// The worker registry's bookkeeping (see the `workers` module).
+    pub(crate) registry: crate::workers::Registry,
 }
 
 impl Inner {
@@ -630,7 +633,11 @@ impl Inner {
 
 /// Puts every message fetched unacked on `channel` up to `tag` back on `xq`, in one
 /// `basic.nack(multiple, requeue)`.
-async fn give_back(channel: &lapin::Channel, tag: u64, xq: &str) -> Result<(), BrokerError> {
+pub(crate) async fn give_back(
+    channel: &lapin::Channel,
+    tag: u64,
+    xq: &str,
+) -> Result<(), BrokerError> {
     channel
         .basic_nack(
             tag,
@@ -678,7 +685,7 @@ fn check_queue(queue: &str, what: &str) -> Result<(), BrokerError> {
 
 /// Runs `op` on `channel`; a 404 (no such queue) yields `None` and a fresh channel, since it
 /// closed this one.
-async fn if_exists<T, F, Fut>(
+pub(crate) async fn if_exists<T, F, Fut>(
     link: &Link,
     channel: &mut lapin::Channel,
     what: &str,
@@ -702,7 +709,7 @@ where
     }
 }
 
-async fn close_quietly(channel: lapin::Channel) {
+pub(crate) async fn close_quietly(channel: lapin::Channel) {
     if channel.status().connected() {
         let _ = channel.close(200, "done".into()).await;
     }
@@ -956,6 +963,26 @@ impl Broker for AmqpBroker {
         }
         close_quietly(channel).await;
         Ok(deleted)
+    }
+
+    /// Publishes the record to the queue `dq:workers` (durable, classic, `x-max-length`
+    /// 10000), as a transient message whose `expiration` is `ttl`; Dramatiq never declares or
+    /// reads that queue. See [`WORKERS_QUEUE`](crate::WORKERS_QUEUE).
+    async fn publish_worker(&self, info: &WorkerInfo, ttl: Duration) -> Result<(), BrokerError> {
+        self.inner.publish_worker(info, ttl).await
+    }
+
+    /// Publishes a withdrawal to `dq:workers`, which hides the worker's records from readers
+    /// until they expire.
+    async fn withdraw_worker(&self, worker_id: &str) -> Result<(), BrokerError> {
+        self.inner.withdraw_worker(worker_id).await
+    }
+
+    /// Reads `dq:workers` without consuming it: every message is fetched unacked and given
+    /// back, while this reader holds the exclusive queue `dq:workers.lock` so that readers take
+    /// turns.
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, BrokerError> {
+        self.inner.workers().await
     }
 
     /// Connects if needed, then opens and closes a channel: one real round trip.

@@ -59,6 +59,12 @@
 //! the AMQP delivery tag in the rest. Dead letters keep no reason in RabbitMQ: the reason is
 //! logged when a message is nacked.
 //!
+//! The worker registry ([`Broker::publish_worker`](dq_core::Broker::publish_worker), what
+//! `dq actors` reads) is the queue [`WORKERS_QUEUE`] (`dq:workers`), which no Dramatiq queue
+//! name can collide with: each worker publishes its record there as a message expiring with
+//! its TTL, and readers fetch and give back every message, one reader at a time
+//! ([`LOCK_QUEUE`]).
+//!
 //! Secrets: this crate shows URLs only with the password replaced by `***`, in its logs, errors
 //! and `Debug` output alike. lapin, underneath, logs every frame it writes at TRACE level, the
 //! login frame with the password included; keep the `lapin` target at DEBUG or quieter in
@@ -71,8 +77,10 @@ mod consumer;
 mod declare;
 mod error;
 mod url;
+mod workers;
 
 pub use broker::{AmqpBroker, AmqpBrokerBuilder, URL_ENV};
 pub use declare::{queue_arguments, ArgumentValue, QueueArguments, DEFAULT_DEAD_MESSAGE_TTL_MS};
 pub use error::AmqpBrokerError;
 pub use url::DEFAULT_URL;
+pub use workers::{LOCK_QUEUE, MAX_RECORDS, WORKERS_QUEUE};

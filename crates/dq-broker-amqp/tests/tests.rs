@@ -9,4 +9,5 @@ mod amqp_priority;
 mod amqp_publish;
 mod amqp_reconnect;
 mod amqp_vhost;
+mod amqp_workers;
 mod util;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dq_core::{
     base_queue_name, is_valid_queue_name, new_message_id, now_ms, Broker, BrokerError,
-    BrokerErrorKind, Consumer, DeadLetter, Message, QueueStats,
+    BrokerErrorKind, Consumer, DeadLetter, Message, QueueStats, WorkerInfo,
 };
 use rand::Rng;
 use redis::{Cmd, ErrorKind, RedisResult, ServerErrorKind, Value};
@@ -774,7 +774,11 @@ impl Broker for RedisBroker {
                 else {
                     continue;
                 };
-                if name.starts_with("__acks__.") || name == "__heartbeats__" {
+                // Dramatiq's bookkeeping, and dq's own (the worker registry, `__dq_workers__`).
+                if name.starts_with("__acks__.")
+                    || name == "__heartbeats__"
+                    || name.starts_with("__dq_")
+                {
                     continue;
                 }
                 let q = base_queue_name(name.strip_suffix(".msgs").unwrap_or(name));
@@ -831,6 +835,20 @@ impl Broker for RedisBroker {
             deleted += removed;
         }
         Ok(deleted)
+    }
+
+    /// Sets `<ns>:__dq_workers__:<worker_id>` to the record's JSON with `PX ttl`, and indexes it
+    /// in the sorted set `<ns>:__dq_workers__`; Dramatiq reads neither.
+    async fn publish_worker(&self, info: &WorkerInfo, ttl: Duration) -> Result<(), BrokerError> {
+        self.inner.publish_worker(info, ttl).await
+    }
+
+    async fn withdraw_worker(&self, worker_id: &str) -> Result<(), BrokerError> {
+        self.inner.withdraw_worker(worker_id).await
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, BrokerError> {
+        self.inner.workers().await
     }
 
     async fn ping(&self) -> Result<(), BrokerError> {

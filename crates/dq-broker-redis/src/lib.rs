@@ -30,6 +30,11 @@
 //!   is `Connection` (the CLI exits with code 3).
 //! - Passwords in URLs are redacted in logs, `Debug` output and errors.
 //!
+//! The worker registry ([`Broker::publish_worker`](dq_core::Broker::publish_worker), what
+//! `dq actors` reads) lives in keys of dq's own that Dramatiq never touches: a JSON record per
+//! worker at `<ns>:__dq_workers__:<worker_id>`, expiring with its TTL (`PX`), indexed in the
+//! sorted set `<ns>:__dq_workers__` (worker id scored by expiry time).
+//!
 //! ```no_run
 //! use dq_broker_redis::RedisBroker;
 //! use dq_core::{Broker, Message};
@@ -75,6 +80,7 @@ mod conn;
 mod consumer;
 mod error;
 mod notify;
+mod workers;
 
 pub use broker::{
     RedisBroker, RedisBrokerBuilder, DEFAULT_NAMESPACE, DEFAULT_URL, MAINTENANCE_SCALE,

@@ -10,3 +10,4 @@ mod redis_restart;
 mod redis_settle;
 mod redis_tls;
 mod redis_wire;
+mod redis_workers;

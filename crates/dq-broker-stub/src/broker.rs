@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use dq_core::{
     async_trait, base_queue_name, is_valid_queue_name, Broker, BrokerError, Consumer, DeadLetter,
-    Message, QueueStats,
+    Message, QueueStats, WorkerInfo,
 };
 use tokio::time::Instant;
 
@@ -345,6 +345,24 @@ impl Broker for StubBroker {
 
     async fn list_queues(&self) -> Result<Vec<String>, BrokerError> {
         Ok(self.queues())
+    }
+
+    /// Keeps the record in memory until `ttl` passes (on Tokio's clock, so a test with paused
+    /// time can let it expire).
+    async fn publish_worker(&self, info: &WorkerInfo, ttl: Duration) -> Result<(), BrokerError> {
+        self.shared
+            .lock()
+            .publish_worker(info.clone(), Instant::now() + ttl);
+        Ok(())
+    }
+
+    async fn withdraw_worker(&self, worker_id: &str) -> Result<(), BrokerError> {
+        self.shared.lock().withdraw_worker(worker_id);
+        Ok(())
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, BrokerError> {
+        Ok(self.shared.lock().workers(Instant::now()))
     }
 
     async fn delete_dead_letters(

@@ -4,8 +4,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use dq_core::{is_valid_queue_name, now_ms, DeadLetter, Delivery, QueueStats, Token};
+use dq_core::{is_valid_queue_name, now_ms, DeadLetter, Delivery, QueueStats, Token, WorkerInfo};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::error::Error;
 
@@ -201,6 +202,8 @@ pub(crate) struct State {
     next_id: u64,
     next_tag: u64,
     next_consumer: u64,
+    /// The worker registry: each worker's record and when it expires.
+    workers: HashMap<String, (WorkerInfo, Instant)>,
 }
 
 impl State {
@@ -253,6 +256,23 @@ impl State {
         for q in &mut self.queues {
             q.flush();
         }
+    }
+
+    /// Replaces `info.worker_id`'s record, to expire at `expires`.
+    pub(crate) fn publish_worker(&mut self, info: WorkerInfo, expires: Instant) {
+        self.workers.insert(info.worker_id.clone(), (info, expires));
+    }
+
+    pub(crate) fn withdraw_worker(&mut self, id: &str) {
+        self.workers.remove(id);
+    }
+
+    /// The records not expired at `now`, in listing order; expired ones are dropped.
+    pub(crate) fn workers(&mut self, now: Instant) -> Vec<WorkerInfo> {
+        self.workers.retain(|_, (_, expires)| *expires > now);
+        let mut list: Vec<WorkerInfo> = self.workers.values().map(|(w, _)| w.clone()).collect();
+        list.sort_by(WorkerInfo::listing_order);
+        list
     }
 
     /// Registers a consumer of one side of queue `i` and returns its id.

@@ -8,7 +8,15 @@
 //! Requeued 2 message(s) of default.
 //! $ dq send add --args '[1, 2]'
 //! {"queue_name":"default","actor_name":"add","args":[1,2],...}
+//! $ dq actors
+//! ACTOR  QUEUE    PRIORITY  OPTIONS  PROCESSES  LAST SEEN            WORKERS
+//! add    default         0  -                1  2024-05-01 10:00:10  web-1:4101
 //! ```
+//!
+//! `dq send`, `dq actors`, `dq workers` and `dq queues` read the worker registry: running
+//! workers publish who they are and the actors they run through their broker
+//! ([`Broker::publish_worker`]), so `dq send` addresses an
+//! actor's messages to the queue its workers consume.
 //!
 //! The broker comes from `--broker-url`, else `DQ_REDIS_URL`, else `DQ_AMQP_URL`, else
 //! [`DEFAULT_BROKER_URL`]. Exit codes are the worker's
@@ -23,7 +31,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use dq_core::{
-    is_valid_queue_name, App, Broker, BrokerError, BrokerErrorKind, DeadLetter, Message, RetryCount,
+    is_valid_queue_name, App, Broker, BrokerError, BrokerErrorKind, DeadLetter, Message,
+    RetryCount, WorkerInfo,
 };
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -56,16 +65,24 @@ struct AdminArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Show ready, delayed, dead-lettered and unacked message counts per queue, as a table.
+    /// Show ready, delayed, dead-lettered and unacked message counts per queue, and how many
+    /// running worker processes consume it, as a table.
     Queues {
-        /// The queues to show. Default: every queue the broker holds (Redis only: RabbitMQ
-        /// cannot list its queues, so name them).
+        /// The queues to show. Default: every queue the broker holds messages for (Redis only:
+        /// RabbitMQ cannot list its queues) and every queue a running worker consumes, empty
+        /// or not.
         queues: Vec<String>,
     },
+    /// Show the actors running workers declare: queue, priority, options, and which worker
+    /// processes run them.
+    Actors,
+    /// Show the running worker processes: host and pid, id, start, queues and actors.
+    Workers,
     /// List, show, requeue or purge dead-lettered messages.
     #[command(subcommand)]
     DeadLetters(DeadLetters),
-    /// Enqueue a message for an actor, as a producer in any language would (no middleware runs).
+    /// Enqueue a message for an actor, as a producer in any language would (no middleware runs),
+    /// on the queue running workers declare for it.
     Send(SendArgs),
     /// Drop every message of these queues: ready, delayed and dead-lettered.
     Purge {
@@ -131,9 +148,11 @@ struct SendArgs {
     /// Message options, a JSON object (`{"max_retries": 3}`).
     #[arg(long, value_name = "JSON")]
     options: Option<String>,
-    /// The actor's queue.
-    #[arg(short = 'q', long, default_value = "default")]
-    queue: String,
+    /// The queue to send to. Default: the actor's queue, as running workers declare it; needed
+    /// when no running worker declares the actor (to enqueue it for later) or the broker keeps
+    /// no worker registry.
+    #[arg(short = 'q', long)]
+    queue: Option<String>,
     /// Deliver after this many milliseconds (through the delay queue, as Dramatiq does).
     #[arg(long, value_name = "MS")]
     delay: Option<u64>,
@@ -212,6 +231,8 @@ async fn execute(args: AdminArgs) -> anyhow::Result<()> {
     let mut out = String::new();
     match args.command {
         Command::Queues { queues } => queues_table(&*broker, queues, &mut out).await?,
+        Command::Actors => actors_table(&*broker, &mut out).await?,
+        Command::Workers => workers_table(&*broker, &mut out).await?,
         Command::DeadLetters(d) => dead_letters(&*broker, d, &mut out).await?,
         Command::Send(s) => send(broker, s, &mut out).await?,
         Command::Purge { queues } => {
@@ -297,8 +318,41 @@ async fn queues_table(
     named: Vec<String>,
     out: &mut String,
 ) -> anyhow::Result<()> {
+    // `None`: the broker keeps no worker registry, and the table has no WORKERS column.
+    let workers = registry(broker).await?;
     let queues = if named.is_empty() {
-        queues_or_all(broker, None, "them, as in `dq queues default`").await?
+        let listed = match broker.list_queues().await {
+            Ok(qs) => Some(qs),
+            Err(e) if e.kind() == BrokerErrorKind::Unsupported => None,
+            Err(e) => return Err(anyhow::Error::new(e).context("listing queues")),
+        };
+        // Empty queues have no keys in Redis and no listing in RabbitMQ: the queues running
+        // workers consume are known even so.
+        let mut all: std::collections::BTreeSet<String> =
+            listed.iter().flatten().cloned().collect();
+        for w in workers.iter().flatten() {
+            all.extend(w.queues.iter().cloned());
+        }
+        if listed.is_none() {
+            if all.is_empty() {
+                let why = if workers.is_none() {
+                    ""
+                } else {
+                    ", and no worker is running"
+                };
+                return Err(Usage(format!(
+                    "the {} broker cannot list its queues{why}: name them, as in `dq queues default`",
+                    broker.kind()
+                ))
+                .into());
+            }
+            eprintln!(
+                "note: the {} broker cannot list its queues: these are the ones running workers \
+                 consume; name others to see them",
+                broker.kind()
+            );
+        }
+        all.into_iter().collect()
     } else {
         for q in &named {
             check_queue(q)?;
@@ -315,18 +369,152 @@ async fn queues_table(
             .stats(q)
             .await
             .with_context(|| format!("counting the messages of {q}"))?;
-        rows.push(vec![
+        let mut row = vec![
             q.clone(),
             s.ready.to_string(),
             s.delayed.to_string(),
             s.dead.to_string(),
             s.in_flight.to_string(),
-        ]);
+        ];
+        if let Some(workers) = &workers {
+            let consumers = workers.iter().filter(|w| w.queues.contains(q)).count();
+            row.push(consumers.to_string());
+        }
+        rows.push(row);
     }
+    let mut header = vec!["QUEUE", "READY", "DELAYED", "DEAD", "UNACKED"];
+    if workers.is_some() {
+        header.push("WORKERS");
+    }
+    table(&header, &rows, &[false, true, true, true, true, true], out);
+    Ok(())
+}
+
+/// The running workers, or `None` when the broker keeps no worker registry.
+async fn registry(broker: &dyn Broker) -> anyhow::Result<Option<Vec<WorkerInfo>>> {
+    match broker.workers().await {
+        Ok(w) => Ok(Some(w)),
+        Err(e) if e.kind() == BrokerErrorKind::Unsupported => Ok(None),
+        Err(e) => Err(anyhow::Error::new(e).context("reading the worker registry")),
+    }
+}
+
+/// The running workers, or a usage error saying the broker keeps no registry.
+async fn registry_or_usage(broker: &dyn Broker) -> anyhow::Result<Vec<WorkerInfo>> {
+    registry(broker).await?.ok_or_else(|| {
+        Usage(format!(
+            "the {} broker keeps no registry of workers",
+            broker.kind()
+        ))
+        .into()
+    })
+}
+
+/// An actor's options as `key=value` words, `-` when it sets none.
+fn options_text(options: &serde_json::Map<String, Value>) -> String {
+    if options.is_empty() {
+        return "-".to_owned();
+    }
+    options
+        .iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => format!("{k}={s}"),
+            v => format!("{k}={v}"),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+async fn actors_table(broker: &dyn Broker, out: &mut String) -> anyhow::Result<()> {
+    let workers = registry_or_usage(broker).await?;
+    // One row per actor as declared: workers of two builds may declare it differently.
+    let mut rows: std::collections::BTreeMap<(String, String, i32, String), Vec<&WorkerInfo>> =
+        std::collections::BTreeMap::new();
+    for w in &workers {
+        for a in &w.actors {
+            let key = (
+                a.actor_name.clone(),
+                a.queue_name.clone(),
+                a.priority,
+                options_text(&a.options),
+            );
+            rows.entry(key).or_default().push(w);
+        }
+    }
+    if rows.is_empty() {
+        out.push_str(if workers.is_empty() {
+            "No workers are running.\n"
+        } else {
+            "The running workers declare no actors.\n"
+        });
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|((actor, queue, priority, options), ws)| {
+            let last_seen = ws.iter().map(|w| w.last_seen).max();
+            let mut names: Vec<String> = ws.iter().map(|w| w.display_name()).collect();
+            names.sort();
+            vec![
+                actor,
+                queue,
+                priority.to_string(),
+                options,
+                ws.len().to_string(),
+                when(last_seen),
+                names.join(","),
+            ]
+        })
+        .collect();
     table(
-        &["QUEUE", "READY", "DELAYED", "DEAD", "UNACKED"],
+        &[
+            "ACTOR",
+            "QUEUE",
+            "PRIORITY",
+            "OPTIONS",
+            "PROCESSES",
+            "LAST SEEN",
+            "WORKERS",
+        ],
         &rows,
-        &[false, true, true, true, true],
+        &[false, false, true, false, true],
+        out,
+    );
+    Ok(())
+}
+
+async fn workers_table(broker: &dyn Broker, out: &mut String) -> anyhow::Result<()> {
+    let workers = registry_or_usage(broker).await?;
+    if workers.is_empty() {
+        out.push_str("No workers are running.\n");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = workers
+        .iter()
+        .map(|w| {
+            vec![
+                w.display_name(),
+                w.worker_id.clone(),
+                when(Some(w.started_at)),
+                when(Some(w.last_seen)),
+                w.threads.to_string(),
+                w.actors.len().to_string(),
+                w.queues.join(","),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "WORKER",
+            "ID",
+            "STARTED",
+            "LAST SEEN",
+            "THREADS",
+            "ACTORS",
+            "QUEUES",
+        ],
+        &rows,
+        &[false, false, false, false, true, true],
         out,
     );
     Ok(())
@@ -585,12 +773,25 @@ fn json_arg(flag: &str, text: &str, array: bool) -> anyhow::Result<Box<RawValue>
 }
 
 async fn send(broker: Arc<dyn Broker>, s: SendArgs, out: &mut String) -> anyhow::Result<()> {
-    check_queue(&s.queue)?;
+    if let Some(q) = &s.queue {
+        check_queue(q)?;
+    }
     let args = json_arg("--args", &s.args, true)?;
     let kwargs = json_arg("--kwargs", &s.kwargs, false)?;
-    let mut message = Message::from_raw(&s.queue, &s.actor, args, kwargs);
-    if let Some(opts) = &s.options {
-        let raw = json_arg("--options", opts, false)?;
+    let options = s
+        .options
+        .as_deref()
+        .map(|o| json_arg("--options", o, false))
+        .transpose()?;
+    let queue = match s.queue {
+        Some(q) => {
+            warn_if_elsewhere(&*broker, &s.actor, &q).await;
+            q
+        }
+        None => actor_queue(&*broker, &s.actor).await?,
+    };
+    let mut message = Message::from_raw(&queue, &s.actor, args, kwargs);
+    if let Some(raw) = options {
         if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(raw.get()) {
             for (k, v) in map {
                 message.options.insert(k, v);
@@ -608,6 +809,68 @@ async fn send(broker: Arc<dyn Broker>, s: SendArgs, out: &mut String) -> anyhow:
     out.push_str(&String::from_utf8_lossy(&sent.encode()));
     out.push('\n');
     Ok(())
+}
+
+/// The distinct queues running workers declare `actor` on.
+fn declared_queues<'a>(workers: &'a [WorkerInfo], actor: &str) -> Vec<&'a str> {
+    let mut queues: Vec<&str> = workers
+        .iter()
+        .filter_map(|w| w.actor(actor))
+        .map(|a| a.queue_name.as_str())
+        .collect();
+    queues.sort_unstable();
+    queues.dedup();
+    queues
+}
+
+/// The queue running workers consume `actor`'s messages from; a usage error (exit code 2) when
+/// none declares it, when they disagree, or when the broker keeps no worker registry.
+async fn actor_queue(broker: &dyn Broker, actor: &str) -> anyhow::Result<String> {
+    let Some(workers) = registry(broker).await? else {
+        return Err(Usage(format!(
+            "the {} broker keeps no registry of workers, so dq cannot tell which queue actor \
+             {actor:?} uses: name it with -q QUEUE",
+            broker.kind()
+        ))
+        .into());
+    };
+    match declared_queues(&workers, actor).as_slice() {
+        [q] => Ok((*q).to_owned()),
+        [] => {
+            let seen = match workers.len() {
+                0 => "no worker is running".to_owned(),
+                1 => "1 worker is running".to_owned(),
+                n => format!("{n} workers are running"),
+            };
+            Err(Usage(format!(
+                "no running worker declares actor {actor:?} ({seen}), so no queue is known \
+                 for it: check the name with `dq actors`, start a worker that runs it, or name \
+                 its queue with -q QUEUE to enqueue it anyway"
+            ))
+            .into())
+        }
+        qs => Err(Usage(format!(
+            "running workers declare actor {actor:?} on different queues ({}): name one with \
+             -q QUEUE",
+            qs.join(", ")
+        ))
+        .into()),
+    }
+}
+
+/// Warns on stderr when running workers consume `actor`'s messages from queues other than
+/// `queue`, which the operator named: the message is sent, but may wait for a long time.
+async fn warn_if_elsewhere(broker: &dyn Broker, actor: &str, queue: &str) {
+    let Ok(Some(workers)) = registry(broker).await else {
+        return;
+    };
+    let queues = declared_queues(&workers, actor);
+    if !queues.is_empty() && !queues.contains(&queue) {
+        eprintln!(
+            "warning: running workers consume actor {actor:?} from {}, not {queue}",
+            queues.join(", ")
+        );
+    }
 }
 
 #[cfg(test)]
@@ -667,6 +930,217 @@ mod tests {
         assert_eq!(exit_code(&unsupported), 2);
         assert_eq!(exit_code(&anyhow::Error::new(NotFound("x".into()))), 1);
         assert_eq!(exit_code(&anyhow::Error::new(Usage("x".into()))), 2);
+    }
+
+    /// A broker that keeps no worker registry and cannot list its queues, as a third-party
+    /// broker may be: the stub broker with those two left to the trait's defaults.
+    struct Plain(dq::StubBroker);
+
+    #[dq_core::async_trait]
+    impl Broker for Plain {
+        fn kind(&self) -> &'static str {
+            "plain"
+        }
+        async fn declare_queue(&self, queue: &str) -> Result<(), BrokerError> {
+            self.0.declare_queue(queue).await
+        }
+        async fn enqueue(&self, message: &mut Message) -> Result<(), BrokerError> {
+            self.0.enqueue(message).await
+        }
+        async fn consume(
+            &self,
+            queue: &str,
+            prefetch: usize,
+        ) -> Result<Box<dyn dq_core::Consumer>, BrokerError> {
+            self.0.consume(queue, prefetch).await
+        }
+        async fn stats(&self, queue: &str) -> Result<dq_core::QueueStats, BrokerError> {
+            self.0.stats(queue).await
+        }
+        async fn flush(&self, queue: &str) -> Result<(), BrokerError> {
+            self.0.flush(queue).await
+        }
+        async fn dead_letters(
+            &self,
+            queue: &str,
+            limit: usize,
+        ) -> Result<Vec<DeadLetter>, BrokerError> {
+            self.0.dead_letters(queue, limit).await
+        }
+        async fn ping(&self) -> Result<(), BrokerError> {
+            Ok(())
+        }
+    }
+
+    fn send_args(actor: &str, queue: Option<&str>) -> SendArgs {
+        SendArgs {
+            actor: actor.into(),
+            args: "[1]".into(),
+            kwargs: "{}".into(),
+            options: None,
+            queue: queue.map(Into::into),
+            delay: None,
+        }
+    }
+
+    /// Sends through `broker` and returns the message sent.
+    async fn sent(broker: Arc<dyn Broker>, args: SendArgs) -> anyhow::Result<Message> {
+        let mut out = String::new();
+        send(broker, args, &mut out).await?;
+        Ok(Message::decode(out.trim_end().as_bytes()).unwrap())
+    }
+
+    fn worker(id: &str, pid: u32, actors: &[(&str, &str)]) -> WorkerInfo {
+        let mut queues: Vec<String> = actors.iter().map(|(_, q)| (*q).to_owned()).collect();
+        queues.sort();
+        queues.dedup();
+        WorkerInfo {
+            worker_id: id.into(),
+            hostname: "web-1".into(),
+            pid,
+            started_at: 1_714_557_600_000,
+            last_seen: 1_714_557_610_000,
+            threads: 8,
+            queues,
+            actors: actors
+                .iter()
+                .map(|(a, q)| dq_core::ActorInfo {
+                    actor_name: (*a).into(),
+                    queue_name: (*q).into(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn without_a_registry_send_needs_a_queue_and_queues_need_names() {
+        let broker: Arc<dyn Broker> = Arc::new(Plain(dq::StubBroker::new()));
+        let e = sent(broker.clone(), send_args("add", None))
+            .await
+            .unwrap_err();
+        assert_eq!(exit_code(&e), 2);
+        assert_eq!(
+            e.to_string(),
+            "the plain broker keeps no registry of workers, so dq cannot tell which queue actor \
+             \"add\" uses: name it with -q QUEUE"
+        );
+        let m = sent(broker.clone(), send_args("add", Some("math")))
+            .await
+            .unwrap();
+        assert_eq!(m.queue_name, "math");
+
+        let e = queues_table(&*broker, vec![], &mut String::new())
+            .await
+            .unwrap_err();
+        assert_eq!(exit_code(&e), 2);
+        assert!(e.to_string().contains("cannot list its queues"), "{e}");
+        let mut out = String::new();
+        queues_table(&*broker, vec!["math".into()], &mut out)
+            .await
+            .unwrap();
+        // No registry, no WORKERS column.
+        assert_eq!(
+            out,
+            "QUEUE  READY  DELAYED  DEAD  UNACKED\nmath       1        0     0        0\n"
+        );
+        let e = actors_table(&*broker, &mut String::new())
+            .await
+            .unwrap_err();
+        assert_eq!(exit_code(&e), 2);
+    }
+
+    #[tokio::test]
+    async fn send_takes_the_queue_running_workers_declare() {
+        let stub = dq::StubBroker::new();
+        let broker: Arc<dyn Broker> = Arc::new(stub.clone());
+        let e = sent(broker.clone(), send_args("send_email", None))
+            .await
+            .unwrap_err();
+        assert_eq!(exit_code(&e), 2);
+        assert!(
+            e.to_string().starts_with(
+                "no running worker declares actor \"send_email\" (no worker is running)"
+            ),
+            "{e}"
+        );
+        let ttl = Duration::from_secs(60);
+        let w1 = worker("w1", 11, &[("send_email", "emails"), ("add", "default")]);
+        broker.publish_worker(&w1, ttl).await.unwrap();
+        let m = sent(broker.clone(), send_args("send_email", None))
+            .await
+            .unwrap();
+        assert_eq!(m.queue_name, "emails");
+        let e = sent(broker.clone(), send_args("no_such_actor", None))
+            .await
+            .unwrap_err();
+        assert_eq!(exit_code(&e), 2);
+        let text = e.to_string();
+        assert!(
+            text.contains("\"no_such_actor\" (1 worker is running)"),
+            "{text}"
+        );
+        assert!(text.contains("-q QUEUE"), "{text}");
+        // Named, it goes where it is told.
+        let m = sent(broker.clone(), send_args("no_such_actor", Some("later")))
+            .await
+            .unwrap();
+        assert_eq!(m.queue_name, "later");
+
+        // Two builds that disagree: the operator chooses.
+        let w2 = worker("w2", 12, &[("send_email", "mail")]);
+        broker.publish_worker(&w2, ttl).await.unwrap();
+        let e = sent(broker.clone(), send_args("send_email", None))
+            .await
+            .unwrap_err();
+        assert_eq!(exit_code(&e), 2);
+        assert!(
+            e.to_string().contains("different queues (emails, mail)"),
+            "{e}"
+        );
+
+        // `dq queues` knows the empty queues workers consume.
+        let mut out = String::new();
+        queues_table(&*broker, vec![], &mut out).await.unwrap();
+        assert_eq!(
+            out,
+            "QUEUE    READY  DELAYED  DEAD  UNACKED  WORKERS\n\
+             default      0        0     0        0        1\n\
+             emails       1        0     0        0        1\n\
+             later        1        0     0        0        0\n\
+             mail         0        0     0        0        1\n"
+        );
+
+        let mut out = String::new();
+        actors_table(&*broker, &mut out).await.unwrap();
+        let seen = when(Some(w1.last_seen));
+        let pad = " ".repeat(seen.len() - "LAST SEEN".len());
+        assert_eq!(
+            out,
+            format!(
+                "ACTOR       QUEUE    PRIORITY  OPTIONS  PROCESSES  LAST SEEN{pad}  WORKERS\n\
+                 add         default         0  -                1  {seen}  web-1:11\n\
+                 send_email  emails          0  -                1  {seen}  web-1:11\n\
+                 send_email  mail            0  -                1  {seen}  web-1:12\n"
+            )
+        );
+        broker.withdraw_worker("w1").await.unwrap();
+        broker.withdraw_worker("w2").await.unwrap();
+        let mut out = String::new();
+        actors_table(&*broker, &mut out).await.unwrap();
+        assert_eq!(out, "No workers are running.\n");
+    }
+
+    #[test]
+    fn options_read_as_words() {
+        let o =
+            serde_json::json!({"max_retries": 3, "on_retry_exhausted": "alert", "max_age": null});
+        assert_eq!(
+            options_text(o.as_object().unwrap()),
+            "max_retries=3 on_retry_exhausted=alert max_age=null"
+        );
+        assert_eq!(options_text(&serde_json::Map::new()), "-");
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod cli_exit_codes;
 mod cli_logging;
 mod cli_one_app;
 mod cli_queues;
+mod cli_registry;
 mod cli_signals;
 mod cli_watch;
 

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 
 use crate::error::BrokerError;
 use crate::message::{base_queue_name, Message};
+use crate::workers::WorkerInfo;
 
 /// Identifies one delivery to the consumer that handed it out: an AMQP delivery tag, a Redis
 /// `redis_message_id`, or the stub broker's sequence number.
@@ -102,11 +103,62 @@ pub trait Broker: Send + Sync + 'static {
     }
 
     /// The canonical queues this broker holds messages or dead letters for, sorted: what the
-    /// admin tool's `dq queues` lists when no queue is named. The default says the broker cannot
+    /// admin tool's `dq queues` lists when no queue is named, with the queues running workers
+    /// consume ([`workers`](Broker::workers)). The default says the broker cannot
     /// ([`BrokerErrorKind::Unsupported`](crate::BrokerErrorKind::Unsupported)), which is the
     /// truth for RabbitMQ: AMQP has no command that lists queues.
     async fn list_queues(&self) -> Result<Vec<String>, BrokerError> {
         Err(BrokerError::unsupported(self.kind(), "listing queues"))
+    }
+
+    /// Publishes what a running worker is and runs ([`WorkerInfo`]), replacing what it
+    /// published before under the same [`worker_id`](WorkerInfo::worker_id); the record expires
+    /// `ttl` after this call unless published again, so a worker that died disappears by itself.
+    /// A worker calls it once it has declared its queues, then every few seconds, well inside
+    /// `ttl`. Brokers keep the record under names of their own that no Dramatiq process reads or
+    /// writes. The default does nothing: a broker without a registry says so in
+    /// [`workers`](Broker::workers).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use dq_core::{Broker, WorkerInfo};
+    ///
+    /// # async fn demo(broker: &dyn Broker) -> Result<(), dq_core::BrokerError> {
+    /// let me = WorkerInfo { worker_id: dq_core::new_message_id(), ..Default::default() };
+    /// broker.publish_worker(&me, Duration::from_secs(60)).await?;
+    /// // ... and when the worker stops:
+    /// broker.withdraw_worker(&me.worker_id).await?;
+    /// # Ok(()) }
+    /// ```
+    async fn publish_worker(&self, info: &WorkerInfo, ttl: Duration) -> Result<(), BrokerError> {
+        let _ = (info, ttl);
+        Ok(())
+    }
+
+    /// Removes what [`publish_worker`](Broker::publish_worker) published for `worker_id` (a
+    /// worker stopping gracefully). Withdrawing a worker that is not published does nothing.
+    /// The default does nothing.
+    async fn withdraw_worker(&self, worker_id: &str) -> Result<(), BrokerError> {
+        let _ = worker_id;
+        Ok(())
+    }
+
+    /// The workers whose records have not expired or been withdrawn, one record per worker id
+    /// (its latest), sorted by hostname, pid and id: what the admin tool's `dq actors` shows and
+    /// where `dq send` finds an actor's queue. The default says the broker cannot
+    /// ([`BrokerErrorKind::Unsupported`](crate::BrokerErrorKind::Unsupported)).
+    ///
+    /// ```
+    /// # async fn demo(broker: &dyn dq_core::Broker) -> Result<(), dq_core::BrokerError> {
+    /// for w in broker.workers().await? {
+    ///     for a in &w.actors {
+    ///         println!("{} runs {} on {}", w.display_name(), a.actor_name, a.queue_name);
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, BrokerError> {
+        Err(BrokerError::unsupported(self.kind(), "listing workers"))
     }
 
     /// Deletes dead letters of canonical queue `queue` for good: those `ids` names (as

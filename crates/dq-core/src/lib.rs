@@ -37,6 +37,7 @@ mod result;
 mod send;
 mod state;
 mod typed;
+mod workers;
 
 pub use actor::{
     short_type_name, Actor, ActorError, ActorResult, BoxActorFuture, FailureKind, Handler,
@@ -63,6 +64,7 @@ pub use result::ResultSource;
 pub use send::SendOptions;
 pub use state::{State, StateBuildError, StateBuilder, StateKey, States};
 pub use typed::{pipe, Sent, SentPipeline, Stage, TypedMessage, TypedPipeline};
+pub use workers::{ActorInfo, WorkerInfo};
 
 /// Items generated code refers to. Not part of the public API.
 #[doc(hidden)]

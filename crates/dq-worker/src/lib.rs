@@ -21,6 +21,7 @@
 //! | `delay` | delay holder | keeps messages with an `eta` in memory, moves them to their queue when due |
 //! | `settlement` | settle task | acks, dead-letters or requeues every delivery, a batch at a time, retrying transient broker errors |
 //! | `inflight` | in-flight guards | count what `join` and `stop` wait on; a message is done when its guard drops |
+//! | `presence` | registry record | publishes who the worker is and which actors it runs to the broker's worker registry, refreshes it, withdraws it at stop |
 //! | `worker` | [`Worker`] | starts and stops all of the above |
 //!
 //! ```no_run
@@ -40,6 +41,7 @@ mod health;
 mod inflight;
 mod intake;
 mod options;
+mod presence;
 mod queue;
 mod settlement;
 mod shared;

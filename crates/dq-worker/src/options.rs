@@ -24,6 +24,13 @@ pub struct WorkerOptions {
     pub worker_timeout: Duration,
     /// How long `stop` waits for running messages (default 10 minutes).
     pub shutdown_timeout: Duration,
+    /// How often the worker publishes what it runs to its broker's worker registry
+    /// ([`Broker::publish_worker`](dq_core::Broker::publish_worker)), default 10 s; keep it
+    /// well inside `registry_ttl`.
+    pub registry_interval: Duration,
+    /// How long a published record lives unless published again (default 60 s): a worker that
+    /// died disappears from `dq actors` this long after its last publish.
+    pub registry_ttl: Duration,
 }
 
 fn env_usize(name: &str) -> Option<usize> {
@@ -41,6 +48,8 @@ impl Default for WorkerOptions {
                 env_usize("dramatiq_worker_timeout").unwrap_or(1000) as u64,
             ),
             shutdown_timeout: Duration::from_secs(600),
+            registry_interval: Duration::from_secs(10),
+            registry_ttl: Duration::from_secs(60),
         }
     }
 }

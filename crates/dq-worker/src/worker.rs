@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dq_core::{base_queue_name, App, Consumer, Hooks};
+use dq_core::{base_queue_name, new_message_id, App, Consumer, Hooks};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -17,6 +17,7 @@ use crate::error::WorkerError;
 use crate::execution::{dispatch_loop, watch_deadlines};
 use crate::intake::consume_loop;
 use crate::options::WorkerOptions;
+use crate::presence;
 use crate::settlement::{requeue_all, settle_loop};
 use crate::shared::Shared;
 
@@ -30,6 +31,8 @@ struct Running {
     delay: JoinHandle<Vec<Held>>,
     deadlines: JoinHandle<()>,
     settler: JoinHandle<()>,
+    stop_presence: watch::Sender<bool>,
+    presence: JoinHandle<()>,
 }
 
 enum State {
@@ -60,6 +63,7 @@ enum State {
 pub struct Worker {
     shared: Arc<Shared>,
     options: WorkerOptions,
+    id: String,
     state: tokio::sync::Mutex<State>,
 }
 
@@ -72,6 +76,7 @@ impl Worker {
         Worker {
             shared,
             options,
+            id: new_message_id(),
             state: tokio::sync::Mutex::new(State::Idle(held_rx)),
         }
     }
@@ -79,6 +84,12 @@ impl Worker {
     /// The app whose actors this worker runs.
     pub fn app(&self) -> &App {
         &self.shared.app
+    }
+
+    /// This worker's id in its broker's worker registry (a UUID4, new for each `Worker`): the
+    /// [`WorkerInfo::worker_id`](dq_core::WorkerInfo::worker_id) it publishes.
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// The canonical queues this worker consumes.
@@ -93,8 +104,12 @@ impl Worker {
         }
     }
 
-    /// Runs boot hooks, declares actors and queues, and starts consuming. Must be called within a
-    /// Tokio runtime; async actors run on it.
+    /// Runs boot hooks, declares actors and queues, starts consuming, and publishes the worker
+    /// and its actors to the broker's worker registry ([`Broker::publish_worker`], refreshed every
+    /// `registry_interval` until [`stop`](Worker::stop)). Must be called within a Tokio runtime;
+    /// async actors run on it.
+    ///
+    /// [`Broker::publish_worker`]: dq_core::Broker::publish_worker
     pub async fn start(&self) -> Result<(), WorkerError> {
         let mut state = self.state.lock().await;
         let held_rx = match std::mem::replace(&mut *state, State::Stopped) {
@@ -139,6 +154,19 @@ impl Worker {
         let deadlines = tokio::spawn(watch_deadlines(self.shared.clone(), stop_delay.subscribe()));
         let (stop_settle, settle_rx) = watch::channel(false);
         let settler = tokio::spawn(settle_loop(self.shared.clone(), settle_rx));
+        // Published only now that its queues are declared and consumed: a sender that finds an
+        // actor in the registry finds a queue that exists.
+        let mut info = presence::worker_info(app, &self.id, &queues, self.options.threads);
+        let ttl = self.options.registry_ttl;
+        presence::publish(&**app.broker(), &mut info, ttl).await;
+        let (stop_presence, presence_rx) = watch::channel(false);
+        let presence = tokio::spawn(presence::refresh_loop(
+            app.broker().clone(),
+            info,
+            self.options.registry_interval,
+            ttl,
+            presence_rx,
+        ));
         *state = State::Running(Running {
             stop_fetch,
             stop_dispatch,
@@ -149,6 +177,8 @@ impl Worker {
             delay,
             deadlines,
             settler,
+            stop_presence,
+            presence,
         });
         drop(state);
         for m in app.middleware_with(Hooks::WORKER).iter().rev() {
@@ -299,7 +329,8 @@ impl Worker {
 
     /// Graceful shutdown: consumers stop fetching, actors with `notify_shutdown` are told,
     /// running messages finish (up to `shutdown_timeout`), and everything prefetched but not
-    /// started, and every held delayed message, is requeued.
+    /// started, and every held delayed message, is requeued. Last, the worker withdraws its
+    /// record from the broker's worker registry.
     pub async fn stop(&self) -> Result<(), WorkerError> {
         let mut state = self.state.lock().await;
         let running = match std::mem::replace(&mut *state, State::Stopped) {
@@ -375,6 +406,9 @@ impl Worker {
                 warn!(error = %dq_core::ErrorChain(&e), "consumer did not close cleanly");
             }
         }
+        let _ = running.stop_presence.send(true);
+        let _ = running.presence.await;
+        presence::withdraw(&**app.broker(), &self.id).await;
         for m in app.middleware_with(Hooks::WORKER).iter().rev() {
             if let Err(e) = m.after_worker_shutdown(app).await {
                 warn!(middleware = m.name(), error = %dq_core::ErrorChain(&e), "after_worker_shutdown hook failed");

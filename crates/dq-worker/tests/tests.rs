@@ -2,3 +2,4 @@
 //! the default middleware stack.
 
 mod worker_behaviour;
+mod worker_registry;

@@ -59,8 +59,8 @@ pub use dq_macros::actor;
 pub use dq_worker::{Worker, WorkerError, WorkerOptions};
 
 /// What broker authors (and tools that read brokers directly) need: the [`Broker`](broker::Broker)
-/// trait, consumers, deliveries and acks, and the names Dramatiq gives a queue's delay and
-/// dead-letter queues.
+/// trait, consumers, deliveries and acks, the names Dramatiq gives a queue's delay and
+/// dead-letter queues, and the records of the worker registry ([`broker::WorkerInfo`]).
 ///
 /// Application code rarely names these; bring [`broker::Broker`] into scope to call a broker's
 /// own methods (`close`, `queue_stats`, `purge`) on a broker you built.
@@ -74,8 +74,8 @@ pub use dq_worker::{Worker, WorkerError, WorkerOptions};
 pub mod broker {
     pub use dq_core::{
         base_queue_name, dead_letter_queue_name, delay_queue_name, is_valid_queue_name, now_ms,
-        redact_url, Acker, Broker, BrokerError, BrokerErrorKind, Consumer, DeadLetter, Delivery,
-        QueueStats, RetryCount, Token,
+        redact_url, Acker, ActorInfo, Broker, BrokerError, BrokerErrorKind, Consumer, DeadLetter,
+        Delivery, QueueStats, RetryCount, Token, WorkerInfo,
     };
 }
 
