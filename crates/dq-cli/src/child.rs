@@ -19,6 +19,15 @@ pub(crate) const INDEX_ENV: &str = "DQ_WORKER_PROCESS";
 /// be told.
 pub(crate) const MASTER_ENV: &str = "DQ_MAIN_PROCESS_PID";
 
+/// Set for a worker process the main process starts again after the command has been running
+/// (a restart after a crash, a reload): it waits for an unreachable broker instead of exiting
+/// with code 3, which is the rule for the command's own first start only. One broker blip and
+/// one crashed process must not stop every worker.
+pub(crate) const RESPAWN_ENV: &str = "DQ_WORKER_RESPAWN";
+
+/// The pause before trying the broker again, doubling from half a second up to this.
+const RESPAWN_MAX_PAUSE: Duration = Duration::from_secs(30);
+
 /// Runs worker process `index` to its end and returns its exit code.
 pub(crate) fn run(cli: Cli, args: WorkerArgs, index: usize) -> i32 {
     if let Some(code) = follow_the_main_process() {
@@ -104,8 +113,9 @@ async fn serve(cli: Cli, args: WorkerArgs, index: usize) -> i32 {
             return exit::KILLED;
         }
     };
+    let respawned = std::env::var_os(RESPAWN_ENV).is_some();
     let started = tokio::select! {
-        r = start(&cli, &args) => r,
+        r = start_patiently(&cli, &args, respawned) => r,
         _ = stop_signal(&mut term, &mut hup) => {
             info!(target: PROCESS, "Stopped before the worker was ready.");
             return exit::OK;
@@ -147,28 +157,73 @@ async fn serve(cli: Cli, args: WorkerArgs, index: usize) -> i32 {
     exit::OK
 }
 
+/// Why [`start`] failed: the exit code it deserves and the line that says why.
+struct StartFailure {
+    code: i32,
+    why: String,
+}
+
+/// [`start`], tried again with backoff while the broker cannot be reached when this process was
+/// `respawned` (see [`RESPAWN_ENV`]): one WARNING, then DEBUG lines, then one INFO when it is
+/// reached. Otherwise (the command's first start) once: the failure is an ERROR and the code.
+async fn start_patiently(cli: &Cli, args: &WorkerArgs, respawned: bool) -> Result<Worker, i32> {
+    let mut pause = Duration::from_millis(500);
+    let mut since: Option<Instant> = None;
+    loop {
+        match start(cli, args).await {
+            Ok(worker) => {
+                if let Some(first) = since {
+                    info!(
+                        target: PROCESS,
+                        "Reached the broker after {:.1} s.",
+                        first.elapsed().as_secs_f64()
+                    );
+                }
+                return Ok(worker);
+            }
+            Err(f) if f.code == exit::BROKER && respawned => {
+                if since.is_none() {
+                    since = Some(Instant::now());
+                    warn!(
+                        target: PROCESS,
+                        "{}. This worker process was restarted while the command runs, so it keeps \
+                         trying (every {} s at most) instead of exiting.",
+                        f.why,
+                        RESPAWN_MAX_PAUSE.as_secs()
+                    );
+                } else {
+                    debug!(target: PROCESS, "{}; trying again in {} ms", f.why, pause.as_millis());
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RESPAWN_MAX_PAUSE);
+            }
+            Err(f) => {
+                error!(target: PROCESS, "{}", f.why);
+                return Err(f.code);
+            }
+        }
+    }
+}
+
 /// Connects, checks the broker answers, builds the app and starts the worker; on failure,
-/// logs why and returns the exit code.
-async fn start(cli: &Cli, args: &WorkerArgs) -> Result<Worker, i32> {
+/// returns why and the exit code.
+async fn start(cli: &Cli, args: &WorkerArgs) -> Result<Worker, StartFailure> {
     let app = cli
         .connect_app(args.broker_url.as_deref(), args.namespace.as_deref())
         .await
         .map_err(|e| {
-            match &e {
-                Error::BrokerUnreachable(why) => {
-                    error!(target: PROCESS, "Cannot reach the broker: {why}");
-                }
-                Error::BrokerSettings(why) => {
-                    error!(target: PROCESS, "Invalid broker settings: {why}");
-                }
+            let why = match &e {
+                Error::BrokerUnreachable(why) => format!("Cannot reach the broker: {why}"),
+                Error::BrokerSettings(why) => format!("Invalid broker settings: {why}"),
                 Error::AppFn(why) => {
-                    error!(target: PROCESS, "The app function failed: {}", error_chain(why.as_ref()));
+                    format!("The app function failed: {}", error_chain(why.as_ref()))
                 }
-                Error::App(why) => {
-                    error!(target: PROCESS, "Invalid actor definitions: {}", error_chain(why));
-                }
+                Error::App(why) => format!("Invalid actor definitions: {}", error_chain(why)),
+            };
+            StartFailure {
+                code: e.exit_code(),
+                why,
             }
-            e.exit_code()
         })?;
     app.set_global();
 
@@ -195,8 +250,10 @@ async fn start(cli: &Cli, args: &WorkerArgs) -> Result<Worker, i32> {
                 WorkerError::Broker(b) => Error::from_broker(b).exit_code(),
                 _ => exit::KILLED,
             };
-            error!(target: PROCESS, "Worker failed to start: {}", error_chain(&e));
-            Err(code)
+            Err(StartFailure {
+                code,
+                why: format!("Worker failed to start: {}", error_chain(&e)),
+            })
         }
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use crate::child::{INDEX_ENV, MASTER_ENV};
+use crate::child::{INDEX_ENV, MASTER_ENV, RESPAWN_ENV};
 use crate::exit;
 use crate::logging::PROCESS;
 use crate::watch;
@@ -172,6 +172,12 @@ impl Master {
             .env(INDEX_ENV, index.to_string())
             .env(MASTER_ENV, std::process::id().to_string())
             .stdin(Stdio::null());
+        // Only the command's first start of each slot may fail fast on an unreachable broker.
+        if slot.generation > 1 {
+            cmd.env(RESPAWN_ENV, "1");
+        } else {
+            cmd.env_remove(RESPAWN_ENV);
+        }
         if let Some(f) = &self.config.log_file {
             match (f.try_clone(), f.try_clone()) {
                 (Ok(out), Ok(err)) => {
@@ -277,7 +283,12 @@ impl Master {
                 }
             }
             Phase::Running => {
-                if let Some(c @ (exit::USAGE | exit::BROKER)) = code {
+                // A restarted process waits for the broker itself; should one still exit
+                // with 3, it is restarted like any crash, not a reason to stop every worker.
+                let first_start = slot.generation == 1;
+                if let Some(c @ (exit::USAGE | exit::BROKER)) =
+                    code.filter(|&c| c == exit::USAGE || first_start)
+                {
                     error!(
                         target: PROCESS,
                         "Worker process {index} (PID {pid}) {how}: stopping (see its log lines above)."

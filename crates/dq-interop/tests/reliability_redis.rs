@@ -7,9 +7,12 @@ use std::time::{Duration, Instant};
 use dq::broker::{Broker, QueueStats};
 use dq::redis::RedisBroker;
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
 use crate::reliability_util::{
-    kill_twice_and_finish, send_records, wait_drained, KillRun, PrivateRedis, Recorder,
-    RedisNamespace, TempDir, Worker, MESSAGES,
+    children_of, kill_twice_and_finish, send_records, wait_drained, KillRun, PrivateRedis,
+    Recorder, RedisNamespace, TempDir, Worker, MESSAGES,
 };
 
 const QUEUE: &str = "reliability";
@@ -161,4 +164,79 @@ async fn redis_restarted_mid_run_loses_nothing() {
         started.elapsed(),
         runs - MESSAGES
     );
+}
+
+/// A worker process that dies while Redis is down is restarted by the main process and waits
+/// for Redis with backoff, instead of exiting with code 3 and so stopping the whole command:
+/// exit code 3 is the rule for the command's own first start only. Redis comes back and every
+/// message runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_process_restarted_while_redis_is_down_waits_for_it() {
+    let mut redis = PrivateRedis::start(true);
+    let url = redis.url();
+    let namespace = "dq-rel-respawn";
+    let dir = TempDir::new("dq-rel-respawn");
+    let mut rec = Recorder::new();
+    {
+        let broker = producer(&url, namespace).await;
+        send_records(&broker, QUEUE, &rec.key, MESSAGES).await;
+    }
+    let env = worker_env(&url, namespace);
+    let mut worker = Worker::start(&[], &env, dir.path().join("worker.log"));
+    rec.wait_for(
+        MESSAGES / 10,
+        Duration::from_secs(60),
+        "before the outage",
+        &mut worker,
+    )
+    .await;
+    redis.shutdown();
+    let first = worker.worker_pid(Duration::from_secs(5));
+    let _ = kill(Pid::from_raw(first as i32), Signal::SIGKILL);
+    // The main process starts another, which cannot reach Redis.
+    let respawned = dq_test::wait_until(Duration::from_secs(10), || {
+        children_of(worker.pid())
+            .first()
+            .is_some_and(|&p| p != first)
+    });
+    assert!(respawned, "no new worker process:\n{}", worker.log_tail());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        worker.status().is_none(),
+        "the command stopped while Redis was down:\n{}",
+        worker.log_tail()
+    );
+    assert!(
+        worker.log().contains("so it keeps trying"),
+        "the restarted process did not say it waits for the broker:\n{}",
+        worker.log_tail()
+    );
+    redis.restart();
+
+    rec.wait_for(
+        MESSAGES,
+        Duration::from_secs(90),
+        "after Redis came back",
+        &mut worker,
+    )
+    .await;
+    let broker = producer(&url, namespace).await;
+    wait_drained(
+        &broker,
+        QUEUE,
+        &mut rec,
+        &mut worker,
+        Duration::from_secs(60),
+    )
+    .await;
+    let status = worker.stop(Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the worker did not stop cleanly: {status:?}\n{}",
+        worker.log_tail()
+    );
+    let log = worker.log();
+    assert!(log.contains("Reached the broker after"), "{log}");
+    assert!(!log.contains("stopping (see its log lines above)"), "{log}");
+    assert!(!log.contains("] [ERROR] "), "{log}");
 }

@@ -412,6 +412,11 @@ impl Worker {
         );
     }
 
+    /// The worker's whole log.
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// The last lines of the worker's log, for failure messages.
     pub(crate) fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
