@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 
 mod bench;
+mod chaos;
 mod cmd;
 mod examples;
 mod interop;
@@ -119,6 +120,11 @@ const TASKS: &[Task] = &[
         run: bench::run,
     },
     Task {
+        name: "chaos",
+        about: "many faults at once under load, with a ledger: --broker redis|amqp --messages N (100,000) [--seconds S]",
+        run: chaos::run,
+    },
+    Task {
         name: "fixtures",
         about: "regenerate dq-core's golden fixtures (python_messages.json) with Python Dramatiq",
         run: interop::run_regenerate,
@@ -158,10 +164,10 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
-        [name, ..] if name == "bench" => TASKS
-            .iter()
-            .find(|t| t.name == "bench")
-            .expect("bench is a task"),
+        // The tasks that take arguments (they read them from `Ctx::args`).
+        [name, ..] if name == "bench" || name == "chaos" => {
+            TASKS.iter().find(|t| t.name == name).expect("a task")
+        }
         [name, ..] => {
             eprint!("error: task {name:?} takes no arguments\n\n{}", usage());
             return ExitCode::from(2);

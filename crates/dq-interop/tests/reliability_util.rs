@@ -271,15 +271,26 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    /// Starts the worker command with `args` and `env`, logging to `log`.
+    /// Starts the worker command, one worker process, with `args` and `env`, logging to `log`.
     pub(crate) fn start(args: &[&str], env: &HashMap<&str, String>, log: PathBuf) -> Worker {
+        Worker::start_processes(1, args, env, log)
+    }
+
+    /// Starts the worker command with `processes` worker processes.
+    pub(crate) fn start_processes(
+        processes: u32,
+        args: &[&str],
+        env: &HashMap<&str, String>,
+        log: PathBuf,
+    ) -> Worker {
         let out = File::options()
             .create(true)
             .append(true)
             .open(&log)
             .expect("open the worker log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_dq-reliability-worker"));
-        cmd.args(["--processes", "1", "--worker-shutdown-timeout", "10000"])
+        cmd.args(["--processes", &processes.to_string()])
+            .args(["--worker-shutdown-timeout", "10000"])
             .args(args)
             .envs(env)
             // Not to be picked up instead of what the test says.

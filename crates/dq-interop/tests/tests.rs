@@ -11,6 +11,7 @@ mod interop_results;
 mod interop_roundtrip;
 mod reliability_amqp;
 mod reliability_backlog;
+mod reliability_chaos;
 mod reliability_redis;
 mod reliability_util;
 

@@ -5,6 +5,9 @@
 //!   Redis at `DQ_RELIABILITY_RECORD_URL`. That Redis is never the one a test restarts, so
 //!   what a test reads back is what ran, whatever happened to the broker.
 //! - `noop()` does nothing, for the backlog test, which looks at the worker's memory only.
+//! - `flaky(key, n)` fails its first run for each `n` and `slow(key, n)` overruns its 200 ms
+//!   time limit on its first run; both then record like `record` (the chaos run's retried
+//!   actors).
 //!
 //! Both consume the queue named by `DQ_RELIABILITY_QUEUE`, so that concurrent tests on the shared
 //! RabbitMQ never share a queue. The broker is `--broker-url` when given (the RabbitMQ tests),
@@ -64,6 +67,43 @@ async fn record(key: String, n: u64) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// Whether this is the first run of `n` for `key`'s `what` (a set in the recording Redis).
+async fn first_run(key: &str, what: &str, n: u64) -> Result<bool, String> {
+    let mut conn = recorder().await?;
+    redis::cmd("SADD")
+        .arg(format!("{key}:{what}"))
+        .arg(n)
+        .query_async::<u64>(&mut conn)
+        .await
+        .map(|added| added == 1)
+        .map_err(|e| e.to_string())
+}
+
+/// Fails its first run for each `n` (Retries retries it), then records like `record`: the
+/// chaos run's actor that fails and is retried.
+#[dq::actor(max_retries = 1000, min_backoff = 20, max_backoff = 500)]
+async fn flaky(key: String, n: u64) -> Result<(), String> {
+    if first_run(&key, "flaky", n).await? {
+        return Err(format!("flaky({n}) fails its first run"));
+    }
+    record(key, n).await
+}
+
+/// Runs past its 200 ms time limit on its first run for each `n` (the time limit stops it and
+/// Retries retries it), then records like `record`.
+#[dq::actor(
+    max_retries = 1000,
+    min_backoff = 20,
+    max_backoff = 500,
+    time_limit = 200
+)]
+async fn slow(key: String, n: u64) -> Result<(), String> {
+    if first_run(&key, "slow", n).await? {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    record(key, n).await
+}
+
 /// Does nothing: the backlog test measures the worker, not the work.
 #[dq::actor]
 fn noop() {}
@@ -92,7 +132,19 @@ fn main() {
             record.options.queue_name = queue.clone();
             let mut noop = noop::actor();
             noop.options.queue_name = queue.clone();
-            app.without_linked_actors().actor(record).actor(noop)
+            let mut flaky = flaky::actor();
+            flaky.options.queue_name = queue.clone();
+            let mut slow = slow::actor();
+            slow.options.queue_name = queue.clone();
+            let app = match env_u64("DQ_RELIABILITY_MAX_MESSAGE_SIZE") {
+                Some(bytes) => app.max_message_size(usize::try_from(bytes).unwrap_or(usize::MAX)),
+                None => app,
+            };
+            app.without_linked_actors()
+                .actor(record)
+                .actor(noop)
+                .actor(flaky)
+                .actor(slow)
         })
         .main()
 }
