@@ -8,6 +8,10 @@ use dq_results::{RedisBackend, ResultBackendExt};
 use dq_test::{percent_encode, PrivateRedis};
 use serde_json::json;
 
+/// The commands of the README's ACL (KEYS is for the broker's script: not needed here).
+const ACL_COMMANDS: &str =
+    "-@all +@read +@write +@scripting +@pubsub +@connection +@transaction -@dangerous +keys";
+
 /// A password with characters a URL must escape.
 const PASSWORD: &str = "p@ss:w0rd/";
 
@@ -49,7 +53,10 @@ async fn a_redis_with_a_password_and_an_acl_user() {
     let pass = format!(">{PASSWORD}");
     let keys = format!("~{ns}:*");
     let acl = ["ACL", "SETUSER", "results", "reset", "on", &pass, &keys];
-    redis.cli(PASSWORD, &[&acl[..], &["+@all", "-@dangerous"]].concat());
+    redis.cli(
+        PASSWORD,
+        &[&acl[..], &ACL_COMMANDS.split(' ').collect::<Vec<_>>()].concat(),
+    );
     let backend = RedisBackend::builder()
         .url(&redis.url_with("results", PASSWORD))
         .namespace(&ns)
