@@ -392,7 +392,12 @@ async fn a_rabbitmq_user_of_its_own_vhost() {
     // waits in RabbitMQ until they are given back.
     rabbitmqctl(&["clear_permissions", "-p", &vhost.name, &vhost.user]);
     rabbitmqctl(&["close_all_user_connections", &vhost.user, "revoked"]);
-    w.wait_lines("NOT_ALLOWED", 1).await;
+    // The refused operation and RabbitMQ's reason, in one line.
+    w.wait_lines(
+        "(consumer): protocol error: AMQP hard error: NOT-ALLOWED",
+        1,
+    )
+    .await;
     let mut m = marks.message("default", "two");
     let guest = dq_test::require_amqp();
     let guest = format!("{}/{}", guest.rsplit_once('/').unwrap().0, vhost.name);
