@@ -448,9 +448,20 @@ async fn no_secret_in_errors_for_bad_or_unreachable_urls() {
         format!("amqp://ann:{enc}@127.0.0.1:notaport/%2f"),
         format!("amqp://{enc}@127.0.0.1:1/%2f"),
         format!("amqps://ann:{enc}@127.0.0.1:1/%2f"),
+        // Malformed in other places: the parsers' complaints must not quote the user-info.
+        format!("redis://:p%ZZ{enc}@127.0.0.1:1"),
+        format!("redis://:{enc}@127.0.0.1:99999"),
+        format!("redis://:{enc}@127.0.0.1:1/notadb"),
+        format!("redis://ann:{enc}@"),
+        format!(" redis://:{enc}@127.0.0.1:1"),
+        format!("amqp://ann:p%ZZ{enc}@127.0.0.1:1/%2f"),
+        format!("amqp://ann:{enc}@127.0.0.1:99999/%2f"),
+        format!("amqp://ann:{enc}@127.0.0.1:1/%2f?heartbeat=soon&frame_max=big"),
+        format!("amqp://ann:{enc}@/%2f"),
+        format!("amqp://ann:{enc}@127.0.0.1:1/a/b"),
     ];
     for url in &urls {
-        let shown = if url.starts_with("redis") {
+        let shown = if url.trim_start().starts_with("redis") {
             let b = RedisBroker::builder().url(url);
             let e = b.clone().build().await.unwrap_err();
             let be = dq_core::BrokerError::from(e);
