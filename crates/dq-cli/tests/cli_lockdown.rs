@@ -20,6 +20,13 @@ fn assert_no_secret(text: &str) {
         for form in [secret.to_owned(), percent_encode(secret)] {
             assert!(!text.contains(&form), "{form:?} leaked in:\n{text}");
         }
+        // As bytes, the way lapin's DEBUG records dump the login frame.
+        let bytes: Vec<String> = secret.bytes().map(|b| b.to_string()).collect();
+        let bytes = bytes.join(", ");
+        assert!(
+            !text.contains(&bytes),
+            "{secret:?} leaked as bytes in:\n{text}"
+        );
         // Lowercase escapes are as good a URL.
         let lower = percent_encode(secret).to_lowercase();
         assert!(
@@ -419,6 +426,15 @@ async fn a_rabbitmq_user_of_its_own_vhost() {
     marks.wait("two").await;
     let out = stop_worker(w).await;
     assert_no_secret(&format!("{shown_builder} {broker:?} {out}"));
+
+    // With -vv, lapin's records of every frame are logged: the login's is hidden.
+    let args = strings(&["-b", &url, "-p", "1", "-vv"]);
+    let w = Running::start(&example("test_worker"), &args, &[]);
+    w.wait_ready(1).await;
+    let out = stop_worker(w).await;
+    assert!(out.contains("AMQPFrame::Method"), "{out}");
+    assert!(out.contains("hidden: it holds the credentials"), "{out}");
+    assert_no_secret(&out);
 
     // A wrong password, and a user with no permission on the vhost.
     let wrong = vhost.url(&vhost.user, WRONG);
