@@ -159,6 +159,12 @@ async fn a_redis_with_a_password() {
     assert_no_secret(&format!("{shown_builder} {broker:?} {out}"));
     assert_eq!(broker.stats("default").await.unwrap().ready, 0);
 
+    // With -vv, every client record is logged: none shows the password.
+    let args = strings(&["-b", &url, "--namespace", &ns, "-p", "1", "-vv"]);
+    let w = Running::start(&example("test_worker"), &args, &[]);
+    w.wait_ready(1).await;
+    assert_no_secret(&stop_worker(w).await);
+
     // A wrong password: a Connection error whose cause says the login was refused.
     let wrong = redis.url_with("", WRONG);
     let err = RedisBroker::builder()
