@@ -64,15 +64,30 @@ fn level_name(level: &Level) -> &'static str {
     }
 }
 
+/// The AMQP methods that carry the login (the SASL response: user and password, in clear or as
+/// bytes). lapin's DEBUG records dump every frame it writes, these included, so a broker
+/// client's field that shows one is replaced by [`HIDDEN_LOGIN`].
+const LOGIN_FRAMES: [&str; 2] = ["StartOk(", "SecureOk("];
+
+/// What a broker client's field holding a [`LOGIN_FRAMES`] method shows instead.
+const HIDDEN_LOGIN: &str = "<an AMQP login frame, hidden: it holds the credentials>";
+
 /// Collects an event's message and its other fields as ` key=value`.
 #[derive(Default)]
 struct Fields {
     message: String,
     rest: String,
+    /// Whether the event is a broker client's, whose fields may dump login frames.
+    hide_logins: bool,
 }
 
-impl Visit for Fields {
-    fn record_str(&mut self, field: &Field, value: &str) {
+impl Fields {
+    fn push(&mut self, field: &Field, value: &str) {
+        let value = if self.hide_logins && LOGIN_FRAMES.iter().any(|f| value.contains(f)) {
+            HIDDEN_LOGIN
+        } else {
+            value
+        };
         if field.name() == "message" {
             self.message.push_str(value);
         } else {
@@ -80,14 +95,15 @@ impl Visit for Fields {
             let _ = write!(self.rest, " {}={}", field.name(), value);
         }
     }
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.push(field, value);
+    }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        use fmt::Write;
-        if field.name() == "message" {
-            let _ = write!(self.message, "{value:?}");
-        } else {
-            let _ = write!(self.rest, " {}={:?}", field.name(), value);
-        }
+        self.push(field, &format!("{value:?}"));
     }
 }
 
@@ -115,7 +131,10 @@ where
         } else {
             logger_name(target)
         };
-        let mut fields = Fields::default();
+        let mut fields = Fields {
+            hide_logins: is_broker_client(target),
+            ..Fields::default()
+        };
         event.record(&mut fields);
         // A broker client's own records are details of what dq logs once itself (a lost
         // broker is one WARN when it goes and one INFO when it is back): DEBUG, whatever level
@@ -309,6 +328,40 @@ mod tests {
             assert!(quiet.contains("lapin=off"), "{quiet}");
             assert!(!filter(1).to_string().contains("lapin=off"));
         }
+    }
+
+    #[test]
+    fn broker_clients_login_frames_are_hidden() {
+        // lapin's dump of Connection.StartOk: the SASL PLAIN response is "\0ann\0p@ss", as bytes.
+        let frame = "AMQPFrame::Method(Connection(StartOk(StartOk { mechanism: \"PLAIN\", \
+                     response: LongString([0, 97, 110, 110, 0, 112, 64, 115, 115]) })))";
+        let got = line(
+            "dq.WorkerProcess(0)",
+            || tracing::debug!(target: "lapin::io_loop", next_msg = frame, "will write to buffer"),
+        );
+        assert!(
+            got.ends_with(&format!(
+                "[lapin.io_loop] [DEBUG] will write to buffer next_msg={HIDDEN_LOGIN} \
+                 client_level=DEBUG\n"
+            )),
+            "{got}"
+        );
+        let got = line(
+            "dq.WorkerProcess(0)",
+            || tracing::debug!(target: "lapin::io_loop", "sending {:?}", frame),
+        );
+        assert!(!got.contains("112, 64"), "{got}");
+        // Other frames, and dq's own records, are shown as they are.
+        let got = line(
+            "dq.WorkerProcess(0)",
+            || tracing::debug!(target: "lapin::io_loop", next_msg = "Basic(Ack(..))", "write"),
+        );
+        assert!(got.contains("next_msg=Basic(Ack(..))"), "{got}");
+        let got = line(
+            "dq.WorkerProcess(0)",
+            || tracing::info!(target: "dq_worker::worker", "StartOk("),
+        );
+        assert!(got.contains("StartOk("), "{got}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 mod cli_admin;
 mod cli_exit_codes;
+mod cli_lockdown;
 mod cli_logging;
 mod cli_one_app;
 mod cli_queues;

@@ -110,4 +110,31 @@ mod tests {
         );
         check("hunter2", "<unparsable url>");
     }
+
+    #[test]
+    fn hides_percent_encoded_passwords_and_lone_user_infos() {
+        // "p@ss:w0rd/", percent-encoded as a URL must carry it, in either case of hex digits.
+        check(
+            "redis://:p%40ss%3Aw0rd%2F@127.0.0.1:6379/0",
+            "redis://:***@127.0.0.1:6379/0",
+        );
+        check(
+            "amqp://ann:p%40ss%3aw0rd%2f@mq:5672/%2f",
+            "amqp://ann:***@mq:5672/%2f",
+        );
+        // The same password not encoded at all: still hidden whole.
+        check("amqp://ann:p@ss:w0rd/@mq/v", "amqp://ann:***@mq/v");
+        // A user name with an encoded colon keeps its name; what follows the real colon goes.
+        check("redis://a%3Ab:pw@h", "redis://a%3Ab:***@h");
+        // A lone user-info may be a password to some clients: hidden whole.
+        check("redis://p%40ss%3Aw0rd%2F@h:1", "redis://***@h:1");
+        check("amqp://ann@mq/v", "amqp://***@mq/v");
+        // Empty password, and an encoded one in the query.
+        check("redis://ann:@h", "redis://ann:***@h");
+        check(
+            "redis+unix:///s.sock?password=p%40ss%3Aw0rd%2F&db=2",
+            "redis+unix:///s.sock?password=***&db=2",
+        );
+        check("REDIS://:pw@[::1]:6379", "REDIS://:***@[::1]:6379");
+    }
 }

@@ -9,4 +9,5 @@ mod support;
 mod ratelimit_actors;
 mod ratelimit_group_callbacks;
 mod ratelimit_limits;
+mod ratelimit_lockdown;
 mod ratelimit_processes;

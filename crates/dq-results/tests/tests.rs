@@ -9,4 +9,5 @@ mod support;
 mod composition_groups;
 mod composition_pipelines;
 mod results_backends;
+mod results_lockdown;
 mod results_middleware;

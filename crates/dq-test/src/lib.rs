@@ -25,8 +25,11 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+mod private_redis;
 mod probe;
 pub mod stack;
+
+pub use private_redis::{percent_encode, PrivateRedis};
 
 #[doc(hidden)]
 pub use dq_core as __dq_core;
