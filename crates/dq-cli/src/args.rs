@@ -41,7 +41,8 @@ pub(crate) struct WorkerArgs {
 
     /// Listen only on these queues (space- or comma-separated). Default: every queue the linked
     /// actors use.
-    #[arg(short = 'Q', long, value_name = "QUEUE", num_args = 1.., value_delimiter = ',')]
+    #[arg(short = 'Q', long, value_name = "QUEUE", num_args = 1.., value_delimiter = ',',
+          value_parser = queue_name)]
     pub(crate) queues: Vec<String>,
 
     /// Write the main process's PID to this file, and remove it on exit. If the file names a
@@ -94,6 +95,16 @@ pub(crate) struct WorkerArgs {
     pub(crate) verbose: u8,
 }
 
+/// A queue name as Dramatiq accepts it: checked while parsing, so a typo is a usage error
+/// before any worker process starts, not a worker that finds nothing to consume.
+pub(crate) fn queue_name(name: &str) -> Result<String, String> {
+    if dq_core::is_valid_queue_name(name) {
+        Ok(name.to_owned())
+    } else {
+        Err("queue names match [a-zA-Z_][a-zA-Z0-9._-]*".to_owned())
+    }
+}
+
 impl WorkerArgs {
     /// `--processes`, or the number of CPUs.
     pub(crate) fn processes(&self) -> usize {
@@ -141,6 +152,9 @@ mod tests {
             &["--processes", "0"],
             &["--watch-build-command", "make"],
             &["--no-such-flag"],
+            &["--queues", "bad name"],
+            &["-Q", "default,"],
+            &["-Q", "9lives"],
         ] {
             let e = parse(bad).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{bad:?}: {e}");

@@ -40,6 +40,16 @@ pub(crate) fn url_from(flag: Option<&str>) -> Option<String> {
     [REDIS_URL_ENV, AMQP_URL_ENV].into_iter().find_map(env_var)
 }
 
+/// The variable the URL [`url_from`] chooses comes from, if it comes from one: for messages.
+pub(crate) fn url_variable(flag: Option<&str>) -> Option<&'static str> {
+    if flag.is_some() {
+        return None;
+    }
+    [REDIS_URL_ENV, AMQP_URL_ENV]
+        .into_iter()
+        .find(|var| env_var(var).is_some())
+}
+
 /// The Redis namespace: `--namespace` (whose own fallback is the variable), else the variable.
 /// Empty counts as unset, as it does for every variable dq reads.
 pub(crate) fn namespace_from(flag: Option<&str>) -> Option<String> {
@@ -55,16 +65,37 @@ fn env_var(var: &str) -> Option<String> {
     std::env::var(var).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// What the schemes dq knows are, for messages about a URL it cannot use.
+const EXPECTED_SCHEMES: &str = "expected redis://, rediss://, amqp:// or amqps://";
+
 /// Connects to the broker `url` names by its scheme. `namespace` is the Redis key namespace.
-pub(crate) async fn connect(url: &str, namespace: Option<&str>) -> Result<Arc<dyn Broker>, Error> {
+/// `variable` is the environment variable the URL comes from, named in a settings error.
+pub(crate) async fn connect(
+    url: &str,
+    variable: Option<&str>,
+    namespace: Option<&str>,
+) -> Result<Arc<dyn Broker>, Error> {
     let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
-    match scheme.as_deref() {
+    let result = match scheme.as_deref() {
         Some("redis" | "rediss" | "redis+unix" | "unix") => connect_redis(url, namespace).await,
         Some("amqp" | "amqps") => connect_amqp(url).await,
-        _ => Err(Error::BrokerSettings(format!(
-            "unsupported broker url {}: expected redis://, rediss://, amqp:// or amqps://",
+        // Shown only when it has a scheme: a string without one may be a bare password.
+        Some(_) => Err(Error::BrokerSettings(format!(
+            "unsupported broker url {}: {EXPECTED_SCHEMES}",
             redact_url(url)
         ))),
+        None if url.trim().is_empty() => Err(Error::BrokerSettings(format!(
+            "the broker url is empty: {EXPECTED_SCHEMES}"
+        ))),
+        None => Err(Error::BrokerSettings(format!(
+            "the broker url has no scheme: {EXPECTED_SCHEMES}"
+        ))),
+    };
+    match (result, variable) {
+        (Err(Error::BrokerSettings(text)), Some(var)) => {
+            Err(Error::BrokerSettings(format!("{var}: {text}")))
+        }
+        (result, _) => result,
     }
 }
 
@@ -76,10 +107,11 @@ async fn connect_redis(url: &str, namespace: Option<&str>) -> Result<Arc<dyn Bro
     }
     match builder.build().await {
         Ok(b) => Ok(Arc::new(b)),
-        Err(e) => {
-            let e = BrokerError::from(e);
-            Err(Error::from_broker(&e))
+        // The builder's own words: "broker rejected the request" would blame the server.
+        Err(e) if e.kind() == dq_core::BrokerErrorKind::Rejected => {
+            Err(Error::BrokerSettings(error_chain(&e)))
         }
+        Err(e) => Err(Error::from_broker(&BrokerError::from(e))),
     }
 }
 
@@ -95,10 +127,11 @@ async fn connect_redis(url: &str, _namespace: Option<&str>) -> Result<Arc<dyn Br
 async fn connect_amqp(url: &str) -> Result<Arc<dyn Broker>, Error> {
     match dq_broker_amqp::AmqpBroker::builder().url(url).build().await {
         Ok(b) => Ok(Arc::new(b)),
-        Err(e) => {
-            let e = BrokerError::from(e);
-            Err(Error::from_broker(&e))
+        // The builder's own words: "broker rejected the request" would blame the server.
+        Err(e) if e.kind() == dq_core::BrokerErrorKind::Rejected => {
+            Err(Error::BrokerSettings(error_chain(&e)))
         }
+        Err(e) => Err(Error::from_broker(&BrokerError::from(e))),
     }
 }
 
@@ -121,7 +154,7 @@ mod tests {
             .build()
             .unwrap();
         let e = rt
-            .block_on(connect("kafka://user:pw@host", None))
+            .block_on(connect("kafka://user:pw@host", None, None))
             .err()
             .unwrap();
         assert_eq!(e.exit_code(), 2);
