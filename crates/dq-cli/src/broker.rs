@@ -75,8 +75,17 @@ pub(crate) async fn connect(
     variable: Option<&str>,
     namespace: Option<&str>,
 ) -> Result<Arc<dyn Broker>, Error> {
+    // Space around a URL is a copy-and-paste accident; inside it, it would split the line that
+    // shows the URL, and a URL encodes it anyway.
+    let url = url.trim();
     let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
     let result = match scheme.as_deref() {
+        Some(_) if url.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+            Err(Error::BrokerSettings(format!(
+                "the broker url {} holds a space or a control character: percent-encode it",
+                redact_url(&url.escape_debug().to_string())
+            )))
+        }
         Some("redis" | "rediss" | "redis+unix" | "unix") => connect_redis(url, namespace).await,
         Some("amqp" | "amqps") => connect_amqp(url).await,
         // Shown only when it has a scheme: a string without one may be a bare password.

@@ -38,10 +38,10 @@ fn env_usize(name: &str) -> Option<usize> {
 }
 
 /// The longest `dramatiq_worker_timeout` honoured, in milliseconds.
-const MAX_WORKER_TIMEOUT_MS: usize = 60_000;
+const MAX_WORKER_TIMEOUT_MS: usize = 10_000;
 
-/// `dramatiq_worker_timeout`, default 1 s, kept within 1 ms..=60 s: a stop waits up to one
-/// fetch, so a huge value would hang every graceful stop, and 0 would spin the consumers.
+/// `dramatiq_worker_timeout`, default 1 s, kept within 1 ms..=10 s: a graceful stop waits up to
+/// one fetch, so a huge value would hang every stop, and 0 would spin the consumers.
 fn env_worker_timeout() -> Duration {
     let ms =
         env_usize("dramatiq_worker_timeout").map_or(1000, |ms| ms.clamp(1, MAX_WORKER_TIMEOUT_MS));
