@@ -55,7 +55,8 @@ pub(crate) struct WorkerArgs {
     #[arg(long, value_name = "PATH")]
     pub(crate) log_file: Option<PathBuf>,
 
-    /// Do not set up logging: the binary installed its own tracing subscriber.
+    /// Do not set up logging: the binary installed its own tracing subscriber. If it did not,
+    /// only WARNING and ERROR lines are shown.
     #[arg(long)]
     pub(crate) skip_logging: bool,
 

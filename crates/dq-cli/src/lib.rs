@@ -376,8 +376,12 @@ impl Cli {
             },
             _ => None,
         };
-        if !args.skip_logging {
-            let sink = log_file.clone().map_or(Sink::Stderr, Sink::File);
+        let sink = log_file.clone().map_or(Sink::Stderr, Sink::File);
+        if args.skip_logging {
+            if !tracing::dispatcher::has_been_set() {
+                logging::init_last_resort(process, sink);
+            }
+        } else {
             // Fails only when the binary installed a subscriber itself: it is kept.
             if let Ok(Some(why)) = logging::init(process, args.verbose, sink) {
                 // Once, from the main process: the worker processes read the same variable.

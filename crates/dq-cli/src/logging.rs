@@ -213,6 +213,21 @@ fn filter(verbose: u8) -> (EnvFilter, Option<String>) {
     (EnvFilter::new(directives), invalid)
 }
 
+/// For `--skip-logging` in a binary that installed no subscriber: WARNING and ERROR lines only,
+/// as Python's `logging` shows through its last-resort handler when nothing is configured, so a
+/// worker that cannot start still says why.
+pub(crate) fn init_last_resort(process: String, sink: Sink) {
+    let mut directives = String::from("warn");
+    for client in BROKER_CLIENTS {
+        directives.push_str(&format!(",{client}=off"));
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(directives))
+        .event_format(DramatiqFormat::new(process))
+        .with_writer(sink)
+        .try_init();
+}
+
 /// Installs the global subscriber. Errors when one is installed already, which `--skip-logging`
 /// is for: the binary configures logging itself. `Ok(Some(why))` when `RUST_LOG` was ignored
 /// because it does not parse: worth a warning.

@@ -260,6 +260,13 @@ async fn worker_flags_with_bad_values() {
         )
         .after(&broker),
         case(&["--watch", file, "-p", "1"], 2, "not a directory").after(&broker),
+        // The binary installed no subscriber: the error is still shown, as a WARNING or ERROR
+        // is by Python's last-resort handler.
+        case(
+            &["--skip-logging", "-b", "kafka://x", "-p", "1"],
+            2,
+            "unsupported broker url",
+        ),
         // Valid names no actor uses: the documented code 2, from the worker process.
         case(
             &["-Q", "nobody_uses_this", "-p", "1"],
