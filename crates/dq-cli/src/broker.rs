@@ -60,9 +60,12 @@ pub(crate) fn namespace_from(flag: Option<&str>) -> Option<String> {
     }
 }
 
-/// Variable `var`, unless it is unset or empty.
+/// Variable `var`, unless it is unset or empty. A value that is not UTF-8 is kept, lossily, so
+/// that it fails as a URL naming its variable instead of being ignored for the default broker.
 fn env_var(var: &str) -> Option<String> {
-    std::env::var(var).ok().filter(|v| !v.trim().is_empty())
+    std::env::var_os(var)
+        .map(|v| v.to_string_lossy().into_owned())
+        .filter(|v| !v.trim().is_empty())
 }
 
 /// What the schemes dq knows are, for messages about a URL it cannot use.
@@ -168,6 +171,46 @@ mod tests {
             .unwrap();
         assert_eq!(e.exit_code(), 2);
         assert!(!e.to_string().contains("pw"), "{e}");
+    }
+
+    /// The settings error `connect` gives for `url`, found in variable `var`.
+    fn settings_error(url: &str, var: Option<&str>) -> String {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        match rt.block_on(connect(url, var, None)) {
+            Err(Error::BrokerSettings(text)) => text,
+            Err(e) => panic!("{url:?}: {e}"),
+            Ok(_) => panic!("{url:?} connected"),
+        }
+    }
+
+    #[test]
+    fn unusable_urls_say_why_without_showing_a_secret() {
+        let expected = "expected redis://, rediss://, amqp:// or amqps://";
+        for (url, var, says) in [
+            ("", None, format!("the broker url is empty: {expected}")),
+            (" \t", None, format!("the broker url is empty: {expected}")),
+            (
+                "hunter2",
+                None,
+                format!("the broker url has no scheme: {expected}"),
+            ),
+            (
+                "hunter2",
+                Some("DQ_REDIS_URL"),
+                format!("DQ_REDIS_URL: the broker url has no scheme: {expected}"),
+            ),
+            (
+                "redis://:pw@h\nx",
+                None,
+                "the broker url redis://:***@h\\nx holds a space or a control character: \
+                 percent-encode it"
+                    .to_owned(),
+            ),
+        ] {
+            assert_eq!(settings_error(url, var), says, "{url:?}");
+        }
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! documented exit code, a short message that says what is wrong, and never a panic, a
 //! backtrace or a Rust type dump.
 
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -37,7 +39,7 @@ const CLEARED: &[&str] = &[
 #[derive(Clone, Debug)]
 struct Case {
     args: Vec<String>,
-    envs: Vec<(String, String)>,
+    envs: Vec<(String, OsString)>,
     code: i32,
     /// A piece of the message, matched ignoring case.
     says: String,
@@ -59,8 +61,12 @@ fn case(args: &[&str], code: i32, says: &str) -> Case {
 }
 
 impl Case {
-    fn env(mut self, var: &str, value: &str) -> Case {
-        self.envs.push((var.to_owned(), value.to_owned()));
+    fn env(self, var: &str, value: &str) -> Case {
+        self.env_os(var, OsString::from(value))
+    }
+
+    fn env_os(mut self, var: &str, value: OsString) -> Case {
+        self.envs.push((var.to_owned(), value));
         self
     }
 
@@ -390,6 +396,11 @@ fn env_cases() -> Vec<Case> {
             .env("DQ_REDIS_URL", " ")
             .env("DQ_AMQP_URL", "nope"),
         case(none, 2, "DQ_AMQP_URL: invalid amqp url").env("DQ_AMQP_URL", "amqp://:abc"),
+        // Not UTF-8: an error naming the variable, not the default broker.
+        case(none, 2, "DQ_REDIS_URL: invalid redis url").env_os(
+            "DQ_REDIS_URL",
+            OsString::from_vec(b"redis://127.0.0.1:\xff".to_vec()),
+        ),
         case(none, 3, "cannot reach the broker")
             .env("DQ_REDIS_URL", "redis://:s3cret@127.0.0.1:1")
             .hides("s3cret"),
