@@ -633,3 +633,35 @@ async fn a_huge_delay_is_far_in_the_future() {
         assert!(eta > now + century, "--delay {delay}: eta {eta}");
     }
 }
+
+/// A message from another producer with an `eta` far in the past runs at once: the delay
+/// holder's wait cannot overflow (it panicked in debug builds and stopped holding).
+#[tokio::test]
+async fn an_eta_far_in_the_past_runs_at_once() {
+    let scope = Scope::new("cli-edges-eta");
+    let mut w = Running::worker(&scope, &example("test_worker"), &["-p", "1", "-t", "1"]);
+    w.wait_ready(1).await;
+    let args = serde_json::json!([scope.dir_str(), "past"]).to_string();
+    let o = scope.dq(&[
+        "send",
+        "touch",
+        "-q",
+        "default",
+        "--args",
+        &args,
+        "--options",
+        "{\"eta\": -9223372036854775808}",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    scope.wait_mark("past").await;
+    w.signal(Signal::SIGTERM);
+    assert_eq!(w.wait_exit().await, 0, "{}", w.output());
+    for never in NEVER {
+        assert!(!w.output().contains(never), "{}", w.output());
+    }
+}
