@@ -446,15 +446,16 @@ async fn environment_overrides_with_bad_values() {
     run_all(&dq_bin(), admin).await;
 }
 
-/// Dramatiq's variables with values no one means: a worker still starts, and stops when told,
+/// Dramatiq's variables with values no one means, and the longest `--worker-shutdown-timeout`
+/// (a deadline past what an `Instant` holds): a worker still starts, and stops when told,
 /// within 10 s (a huge `dramatiq_worker_timeout` used to hang every graceful stop: dq keeps it
 /// at most 10 s).
 #[tokio::test]
 async fn dramatiq_variables_with_odd_values_do_not_hang_or_panic() {
     let scope = Scope::new("cli-edges-dramatiq-env");
     let mut args = scope.broker_args();
-    args.extend(["-p", "1", "-t", "1"].map(String::from));
     let huge = "18446744073709551615";
+    args.extend(["-p", "1", "-t", "1", "--worker-shutdown-timeout", huge].map(String::from));
     let mut w = Running::start(
         &example("test_worker"),
         &args,
