@@ -212,8 +212,9 @@ impl AmqpBrokerBuilder {
 }
 
 fn env_url() -> String {
-    match std::env::var(URL_ENV) {
-        Ok(v) if !v.trim().is_empty() => v,
+    // Not UTF-8: kept lossily, to fail as a URL rather than be ignored for the default.
+    match std::env::var_os(URL_ENV).map(|v| v.to_string_lossy().into_owned()) {
+        Some(v) if !v.trim().is_empty() => v,
         _ => DEFAULT_URL.to_owned(),
     }
 }

@@ -38,7 +38,8 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::broker::{
-    connect, error_chain, namespace_from, url_from, DEFAULT_BROKER_URL, REDIS_NAMESPACE_ENV,
+    connect, error_chain, namespace_from, url_from, url_variable, DEFAULT_BROKER_URL,
+    REDIS_NAMESPACE_ENV,
 };
 use crate::error::Error;
 use crate::exit;
@@ -226,7 +227,10 @@ fn exit_code(e: &anyhow::Error) -> i32 {
 async fn execute(args: AdminArgs) -> anyhow::Result<()> {
     let url = url_from(args.broker_url.as_deref()).unwrap_or_else(|| DEFAULT_BROKER_URL.to_owned());
     let namespace = namespace_from(args.namespace.as_deref());
-    let broker = connect(&url, namespace.as_deref()).await?;
+    // A bad argument is exit code 2 whether or not the broker is up.
+    check_arguments(&args.command)?;
+    let variable = url_variable(args.broker_url.as_deref());
+    let broker = connect(&url, variable, namespace.as_deref()).await?;
     broker.ping().await.map_err(|e| Error::from_broker(&e))?;
     let mut out = String::new();
     match args.command {
@@ -250,11 +254,51 @@ async fn execute(args: AdminArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Checks what can be checked without the broker: queue names, the actor's name, JSON.
+fn check_arguments(command: &Command) -> anyhow::Result<()> {
+    match command {
+        Command::Queues { queues } | Command::Purge { queues } => {
+            queues.iter().try_for_each(|q| check_queue(q))
+        }
+        Command::DeadLetters(
+            DeadLetters::List { queue, .. }
+            | DeadLetters::Show { queue, .. }
+            | DeadLetters::Requeue { queue, .. }
+            | DeadLetters::Purge { queue },
+        ) => queue.iter().try_for_each(|q| check_queue(q)),
+        Command::Send(s) => {
+            check_actor(&s.actor)?;
+            if let Some(q) = &s.queue {
+                check_queue(q)?;
+            }
+            json_arg("--args", &s.args, true)?;
+            json_arg("--kwargs", &s.kwargs, false)?;
+            if let Some(o) = &s.options {
+                json_arg("--options", o, false)?;
+            }
+            Ok(())
+        }
+        Command::Actors | Command::Workers => Ok(()),
+    }
+}
+
+/// An actor's name: anything a producer may use, but not blank, which no actor can be named.
+fn check_actor(actor: &str) -> anyhow::Result<()> {
+    if actor.trim().is_empty() {
+        Err(Usage("the actor name is empty".to_owned()).into())
+    } else {
+        Ok(())
+    }
+}
+
 fn check_queue(q: &str) -> anyhow::Result<()> {
     if is_valid_queue_name(q) {
         Ok(())
     } else {
-        Err(Usage(format!("invalid queue name {q:?}")).into())
+        Err(Usage(format!(
+            "invalid queue name {q:?}: queue names match [a-zA-Z_][a-zA-Z0-9._-]*"
+        ))
+        .into())
     }
 }
 
@@ -767,12 +811,22 @@ fn json_arg(flag: &str, text: &str, array: bool) -> anyhow::Result<Box<RawValue>
     };
     if !ok {
         let want = if array { "array" } else { "object" };
-        return Err(Usage(format!("{flag} must be a JSON {want}, got {text}")).into());
+        // The JSON's kind, not its text, which may be long.
+        let got = match value {
+            Value::Null => "null",
+            Value::Bool(_) => "a boolean",
+            Value::Number(_) => "a number",
+            Value::String(_) => "a string",
+            Value::Array(_) => "an array",
+            Value::Object(_) => "an object",
+        };
+        return Err(Usage(format!("{flag} must be a JSON {want}, got {got}")).into());
     }
     serde_json::value::to_raw_value(&value).map_err(|e| anyhow!(e))
 }
 
 async fn send(broker: Arc<dyn Broker>, s: SendArgs, out: &mut String) -> anyhow::Result<()> {
+    check_actor(&s.actor)?;
     if let Some(q) = &s.queue {
         check_queue(q)?;
     }
@@ -917,7 +971,7 @@ mod tests {
             "[1,\"a\"]"
         );
         let e = json_arg("--args", "{}", true).unwrap_err();
-        assert_eq!(e.to_string(), "--args must be a JSON array, got {}");
+        assert_eq!(e.to_string(), "--args must be a JSON array, got an object");
         assert!(json_arg("--kwargs", "[", false).unwrap_err().is::<Usage>());
     }
 

@@ -41,7 +41,8 @@ pub(crate) struct WorkerArgs {
 
     /// Listen only on these queues (space- or comma-separated). Default: every queue the linked
     /// actors use.
-    #[arg(short = 'Q', long, value_name = "QUEUE", num_args = 1.., value_delimiter = ',')]
+    #[arg(short = 'Q', long, value_name = "QUEUE", num_args = 1.., value_delimiter = ',',
+          value_parser = queue_name)]
     pub(crate) queues: Vec<String>,
 
     /// Write the main process's PID to this file, and remove it on exit. If the file names a
@@ -54,7 +55,8 @@ pub(crate) struct WorkerArgs {
     #[arg(long, value_name = "PATH")]
     pub(crate) log_file: Option<PathBuf>,
 
-    /// Do not set up logging: the binary installed its own tracing subscriber.
+    /// Do not set up logging: the binary installed its own tracing subscriber. If it did not,
+    /// only WARNING and ERROR lines are shown.
     #[arg(long)]
     pub(crate) skip_logging: bool,
 
@@ -92,6 +94,16 @@ pub(crate) struct WorkerArgs {
     /// Log more: -v for DEBUG, -vv for TRACE (RUST_LOG, when set, takes precedence).
     #[arg(short = 'v', long, action = ArgAction::Count)]
     pub(crate) verbose: u8,
+}
+
+/// A queue name as Dramatiq accepts it: checked while parsing, so a typo is a usage error
+/// before any worker process starts, not a worker that finds nothing to consume.
+pub(crate) fn queue_name(name: &str) -> Result<String, String> {
+    if dq_core::is_valid_queue_name(name) {
+        Ok(name.to_owned())
+    } else {
+        Err("queue names match [a-zA-Z_][a-zA-Z0-9._-]*".to_owned())
+    }
 }
 
 impl WorkerArgs {
@@ -141,6 +153,9 @@ mod tests {
             &["--processes", "0"],
             &["--watch-build-command", "make"],
             &["--no-such-flag"],
+            &["--queues", "bad name"],
+            &["-Q", "default,"],
+            &["-Q", "9lives"],
         ] {
             let e = parse(bad).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{bad:?}: {e}");

@@ -40,6 +40,16 @@ pub(crate) fn url_from(flag: Option<&str>) -> Option<String> {
     [REDIS_URL_ENV, AMQP_URL_ENV].into_iter().find_map(env_var)
 }
 
+/// The variable the URL [`url_from`] chooses comes from, if it comes from one: for messages.
+pub(crate) fn url_variable(flag: Option<&str>) -> Option<&'static str> {
+    if flag.is_some() {
+        return None;
+    }
+    [REDIS_URL_ENV, AMQP_URL_ENV]
+        .into_iter()
+        .find(|var| env_var(var).is_some())
+}
+
 /// The Redis namespace: `--namespace` (whose own fallback is the variable), else the variable.
 /// Empty counts as unset, as it does for every variable dq reads.
 pub(crate) fn namespace_from(flag: Option<&str>) -> Option<String> {
@@ -50,21 +60,54 @@ pub(crate) fn namespace_from(flag: Option<&str>) -> Option<String> {
     }
 }
 
-/// Variable `var`, unless it is unset or empty.
+/// Variable `var`, unless it is unset or empty. A value that is not UTF-8 is kept, lossily, so
+/// that it fails as a URL naming its variable instead of being ignored for the default broker.
 fn env_var(var: &str) -> Option<String> {
-    std::env::var(var).ok().filter(|v| !v.trim().is_empty())
+    std::env::var_os(var)
+        .map(|v| v.to_string_lossy().into_owned())
+        .filter(|v| !v.trim().is_empty())
 }
 
+/// What the schemes dq knows are, for messages about a URL it cannot use.
+const EXPECTED_SCHEMES: &str = "expected redis://, rediss://, amqp:// or amqps://";
+
 /// Connects to the broker `url` names by its scheme. `namespace` is the Redis key namespace.
-pub(crate) async fn connect(url: &str, namespace: Option<&str>) -> Result<Arc<dyn Broker>, Error> {
+/// `variable` is the environment variable the URL comes from, named in a settings error.
+pub(crate) async fn connect(
+    url: &str,
+    variable: Option<&str>,
+    namespace: Option<&str>,
+) -> Result<Arc<dyn Broker>, Error> {
+    // Space around a URL is a copy-and-paste accident; inside it, it would split the line that
+    // shows the URL, and a URL encodes it anyway.
+    let url = url.trim();
     let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
-    match scheme.as_deref() {
+    let result = match scheme.as_deref() {
+        Some(_) if url.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+            Err(Error::BrokerSettings(format!(
+                "the broker url {} holds a space or a control character: percent-encode it",
+                redact_url(&url.escape_debug().to_string())
+            )))
+        }
         Some("redis" | "rediss" | "redis+unix" | "unix") => connect_redis(url, namespace).await,
         Some("amqp" | "amqps") => connect_amqp(url).await,
-        _ => Err(Error::BrokerSettings(format!(
-            "unsupported broker url {}: expected redis://, rediss://, amqp:// or amqps://",
+        // Shown only when it has a scheme: a string without one may be a bare password.
+        Some(_) => Err(Error::BrokerSettings(format!(
+            "unsupported broker url {}: {EXPECTED_SCHEMES}",
             redact_url(url)
         ))),
+        None if url.trim().is_empty() => Err(Error::BrokerSettings(format!(
+            "the broker url is empty: {EXPECTED_SCHEMES}"
+        ))),
+        None => Err(Error::BrokerSettings(format!(
+            "the broker url has no scheme: {EXPECTED_SCHEMES}"
+        ))),
+    };
+    match (result, variable) {
+        (Err(Error::BrokerSettings(text)), Some(var)) => {
+            Err(Error::BrokerSettings(format!("{var}: {text}")))
+        }
+        (result, _) => result,
     }
 }
 
@@ -76,10 +119,11 @@ async fn connect_redis(url: &str, namespace: Option<&str>) -> Result<Arc<dyn Bro
     }
     match builder.build().await {
         Ok(b) => Ok(Arc::new(b)),
-        Err(e) => {
-            let e = BrokerError::from(e);
-            Err(Error::from_broker(&e))
+        // The builder's own words: "broker rejected the request" would blame the server.
+        Err(e) if e.kind() == dq_core::BrokerErrorKind::Rejected => {
+            Err(Error::BrokerSettings(error_chain(&e)))
         }
+        Err(e) => Err(Error::from_broker(&BrokerError::from(e))),
     }
 }
 
@@ -95,10 +139,11 @@ async fn connect_redis(url: &str, _namespace: Option<&str>) -> Result<Arc<dyn Br
 async fn connect_amqp(url: &str) -> Result<Arc<dyn Broker>, Error> {
     match dq_broker_amqp::AmqpBroker::builder().url(url).build().await {
         Ok(b) => Ok(Arc::new(b)),
-        Err(e) => {
-            let e = BrokerError::from(e);
-            Err(Error::from_broker(&e))
+        // The builder's own words: "broker rejected the request" would blame the server.
+        Err(e) if e.kind() == dq_core::BrokerErrorKind::Rejected => {
+            Err(Error::BrokerSettings(error_chain(&e)))
         }
+        Err(e) => Err(Error::from_broker(&BrokerError::from(e))),
     }
 }
 
@@ -121,11 +166,51 @@ mod tests {
             .build()
             .unwrap();
         let e = rt
-            .block_on(connect("kafka://user:pw@host", None))
+            .block_on(connect("kafka://user:pw@host", None, None))
             .err()
             .unwrap();
         assert_eq!(e.exit_code(), 2);
         assert!(!e.to_string().contains("pw"), "{e}");
+    }
+
+    /// The settings error `connect` gives for `url`, found in variable `var`.
+    fn settings_error(url: &str, var: Option<&str>) -> String {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        match rt.block_on(connect(url, var, None)) {
+            Err(Error::BrokerSettings(text)) => text,
+            Err(e) => panic!("{url:?}: {e}"),
+            Ok(_) => panic!("{url:?} connected"),
+        }
+    }
+
+    #[test]
+    fn unusable_urls_say_why_without_showing_a_secret() {
+        let expected = "expected redis://, rediss://, amqp:// or amqps://";
+        for (url, var, says) in [
+            ("", None, format!("the broker url is empty: {expected}")),
+            (" \t", None, format!("the broker url is empty: {expected}")),
+            (
+                "hunter2",
+                None,
+                format!("the broker url has no scheme: {expected}"),
+            ),
+            (
+                "hunter2",
+                Some("DQ_REDIS_URL"),
+                format!("DQ_REDIS_URL: the broker url has no scheme: {expected}"),
+            ),
+            (
+                "redis://:pw@h\nx",
+                None,
+                "the broker url redis://:***@h\\nx holds a space or a control character: \
+                 percent-encode it"
+                    .to_owned(),
+            ),
+        ] {
+            assert_eq!(settings_error(url, var), says, "{url:?}");
+        }
     }
 
     #[test]

@@ -107,7 +107,7 @@ mod watch;
 pub use broker::{AMQP_URL_ENV, DEFAULT_BROKER_URL, REDIS_NAMESPACE_ENV, REDIS_URL_ENV};
 pub use error::{BoxError, Error};
 
-use crate::broker::{connect, namespace_from, url_from, BrokerFactory, BrokerFuture};
+use crate::broker::{connect, namespace_from, url_from, url_variable, BrokerFactory, BrokerFuture};
 use crate::logging::{Sink, PROCESS};
 
 /// The exit codes of the worker command and of `dq`, Dramatiq's.
@@ -306,7 +306,8 @@ impl Cli {
         }
         let url = url_from(broker_url).unwrap_or_else(|| DEFAULT_BROKER_URL.to_owned());
         debug!(target: logging::PROCESS, url = %dq_core::redact_url(&url), "connecting to the broker");
-        connect(&url, namespace_from(namespace).as_deref()).await
+        let variable = url_variable(broker_url);
+        connect(&url, variable, namespace_from(namespace).as_deref()).await
     }
 
     /// The app on `broker`: default middleware, linked actors, then the app functions in order.
@@ -375,10 +376,19 @@ impl Cli {
             },
             _ => None,
         };
-        if !args.skip_logging {
-            let sink = log_file.clone().map_or(Sink::Stderr, Sink::File);
+        let sink = log_file.clone().map_or(Sink::Stderr, Sink::File);
+        if args.skip_logging {
+            if !tracing::dispatcher::has_been_set() {
+                logging::init_last_resort(process, sink);
+            }
+        } else {
             // Fails only when the binary installed a subscriber itself: it is kept.
-            let _ = logging::init(process, args.verbose, sink);
+            if let Ok(Some(why)) = logging::init(process, args.verbose, sink) {
+                // Once, from the main process: the worker processes read the same variable.
+                if index.is_none() {
+                    tracing::warn!(target: PROCESS, "{why}: using the default levels.");
+                }
+            }
         }
         match index {
             Some(i) => child::run(self, args, i),
@@ -410,13 +420,19 @@ fn run_main_process(
         None => None,
         Some(Ok(p)) => Some(p),
         Some(Err(e)) => {
-            error!(target: PROCESS, "{e}");
+            error!(target: PROCESS, "{}", dq_core::ErrorChain(&e));
             return exit::PID_FILE;
         }
     };
     let watch = match &args.watch {
         None => None,
-        Some(dir) => match dir.canonicalize() {
+        Some(dir) => match dir.canonicalize().and_then(|dir| {
+            if dir.is_dir() {
+                Ok(dir)
+            } else {
+                Err(std::io::Error::other("not a directory"))
+            }
+        }) {
             Ok(dir) => Some(supervisor::WatchConfig {
                 build_command: args
                     .watch_build_command

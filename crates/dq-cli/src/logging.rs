@@ -201,10 +201,21 @@ impl<'a> MakeWriter<'a> for Sink {
 }
 
 /// The filter for `-v` given `verbose` times: INFO, then DEBUG, then TRACE, as Dramatiq's
-/// `-v` goes from INFO to DEBUG. `RUST_LOG`, when set, wins.
-fn filter(verbose: u8) -> EnvFilter {
-    if let Ok(f) = EnvFilter::try_from_default_env() {
-        return f;
+/// `-v` goes from INFO to DEBUG. `RUST_LOG`, when set, wins; when it does not parse, it is
+/// ignored and the second value says why. An empty `RUST_LOG` counts as unset, as every
+/// variable dq reads does (tracing's own reading of it would turn every line off).
+fn filter(verbose: u8) -> (EnvFilter, Option<String>) {
+    let mut invalid = None;
+    match std::env::var(EnvFilter::DEFAULT_ENV) {
+        Ok(v) if v.trim().is_empty() => {}
+        Ok(v) => match EnvFilter::try_new(&v) {
+            Ok(f) => return (f, None),
+            Err(e) => invalid = Some(format!("RUST_LOG={v:?} is invalid ({e})")),
+        },
+        Err(std::env::VarError::NotPresent) => {}
+        Err(std::env::VarError::NotUnicode(_)) => {
+            invalid = Some("RUST_LOG is not valid UTF-8".to_owned());
+        }
     }
     // Broker clients' records are DEBUG lines (see `is_broker_client`), so they are off
     // until `-v`.
@@ -218,18 +229,36 @@ fn filter(verbose: u8) -> EnvFilter {
             directives.push_str(&format!(",{client}=off"));
         }
     }
-    EnvFilter::new(directives)
+    (EnvFilter::new(directives), invalid)
+}
+
+/// For `--skip-logging` in a binary that installed no subscriber: WARNING and ERROR lines only,
+/// as Python's `logging` shows through its last-resort handler when nothing is configured, so a
+/// worker that cannot start still says why.
+pub(crate) fn init_last_resort(process: String, sink: Sink) {
+    let mut directives = String::from("warn");
+    for client in BROKER_CLIENTS {
+        directives.push_str(&format!(",{client}=off"));
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(directives))
+        .event_format(DramatiqFormat::new(process))
+        .with_writer(sink)
+        .try_init();
 }
 
 /// Installs the global subscriber. Errors when one is installed already, which `--skip-logging`
-/// is for: the binary configures logging itself.
-pub(crate) fn init(process: String, verbose: u8, sink: Sink) -> Result<(), String> {
+/// is for: the binary configures logging itself. `Ok(Some(why))` when `RUST_LOG` was ignored
+/// because it does not parse: worth a warning.
+pub(crate) fn init(process: String, verbose: u8, sink: Sink) -> Result<Option<String>, String> {
+    let (filter, invalid) = filter(verbose);
     tracing_subscriber::fmt()
-        .with_env_filter(filter(verbose))
+        .with_env_filter(filter)
         .event_format(DramatiqFormat::new(process))
         .with_writer(sink)
         .try_init()
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    Ok(invalid)
 }
 
 #[cfg(test)]
@@ -324,9 +353,9 @@ mod tests {
         assert!(!is_broker_client("lapinou"));
         assert!(!is_broker_client("dq_broker_amqp::broker"));
         if std::env::var_os("RUST_LOG").is_none() {
-            let quiet = filter(0).to_string();
+            let quiet = filter(0).0.to_string();
             assert!(quiet.contains("lapin=off"), "{quiet}");
-            assert!(!filter(1).to_string().contains("lapin=off"));
+            assert!(!filter(1).0.to_string().contains("lapin=off"));
         }
     }
 

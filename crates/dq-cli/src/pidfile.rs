@@ -20,7 +20,7 @@ pub(crate) enum PidFileError {
         pid: i32,
     },
     /// It could not be read or written.
-    #[error("pid file {path}")]
+    #[error("cannot use pid file {path}")]
     Io {
         /// The file.
         path: PathBuf,

@@ -488,7 +488,9 @@ impl App {
         }
         if let Some(d) = delay {
             message.queue_name = delay_queue_name(&message.queue_name);
-            message.options.set_eta(now_ms() + d.as_millis() as i64);
+            // A delay past i64 milliseconds (292 million years) means never, not an overflow.
+            let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+            message.options.set_eta(now_ms().saturating_add(ms));
         }
         self.check_size(&message)?;
         self.inner.broker.enqueue(&mut message).await?;

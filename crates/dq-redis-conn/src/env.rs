@@ -68,7 +68,8 @@ impl RedisEnv {
     /// # Ok::<(), dq_redis_conn::EnvError>(())
     /// ```
     pub fn read() -> Result<RedisEnv, EnvError> {
-        RedisEnv::read_from(|var| std::env::var(var).ok())
+        // Not UTF-8: kept lossily, to fail as a URL naming its variable rather than be ignored.
+        RedisEnv::read_from(|var| std::env::var_os(var).map(|v| v.to_string_lossy().into_owned()))
     }
 
     /// Reads the variables through `lookup` (a variable's value, `None` when unset): for

@@ -26,8 +26,9 @@ pub const RESULTS_NAMESPACE_ENV: &str = dq_core::env::RESULTS_NAMESPACE;
 /// [`DEFAULT_URL`]. Unlike [`RedisEnv::read`](crate::RedisEnv::read) it does not check the URL:
 /// a builder's default, checked when the builder builds.
 pub fn default_url() -> String {
-    match std::env::var(URL_ENV) {
-        Ok(url) if !url.trim().is_empty() => url,
+    // Not UTF-8: kept lossily, to fail as a URL rather than be ignored for the default.
+    match std::env::var_os(URL_ENV).map(|v| v.to_string_lossy().into_owned()) {
+        Some(url) if !url.trim().is_empty() => url,
         _ => DEFAULT_URL.to_owned(),
     }
 }

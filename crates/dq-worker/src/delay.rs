@@ -98,7 +98,7 @@ pub(crate) async fn delay_loop(
         let sleep = async {
             match next {
                 Some(eta) => {
-                    let wait = (eta - now_ms()).max(0) as u64;
+                    let wait = eta.saturating_sub(now_ms()).max(0) as u64;
                     tokio::time::sleep(Duration::from_millis(wait)).await
                 }
                 None => std::future::pending::<()>().await,

@@ -37,6 +37,17 @@ fn env_usize(name: &str) -> Option<usize> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
 
+/// The longest `dramatiq_worker_timeout` honoured, in milliseconds.
+const MAX_WORKER_TIMEOUT_MS: usize = 10_000;
+
+/// `dramatiq_worker_timeout`, default 1 s, kept within 1 ms..=10 s: a graceful stop waits up to
+/// one fetch, so a huge value would hang every stop, and 0 would spin the consumers.
+fn env_worker_timeout() -> Duration {
+    let ms =
+        env_usize("dramatiq_worker_timeout").map_or(1000, |ms| ms.clamp(1, MAX_WORKER_TIMEOUT_MS));
+    Duration::from_millis(ms as u64)
+}
+
 impl Default for WorkerOptions {
     fn default() -> WorkerOptions {
         WorkerOptions {
@@ -44,9 +55,7 @@ impl Default for WorkerOptions {
             queues: None,
             queue_prefetch: env_usize("dramatiq_queue_prefetch"),
             delay_prefetch: env_usize("dramatiq_delay_queue_prefetch"),
-            worker_timeout: Duration::from_millis(
-                env_usize("dramatiq_worker_timeout").unwrap_or(1000) as u64,
-            ),
+            worker_timeout: env_worker_timeout(),
             shutdown_timeout: Duration::from_secs(600),
             registry_interval: Duration::from_secs(10),
             registry_ttl: Duration::from_secs(60),
