@@ -804,8 +804,13 @@ async fn send(broker: Arc<dyn Broker>, s: SendArgs, out: &mut String) -> anyhow:
         check_queue(q)?;
     }
     // Checked before the broker is asked anything, so a typo costs no round trip.
-    let mut message =
-        send_message("default", &s.actor, &s.args, &s.kwargs, s.options.as_deref())?;
+    let mut message = send_message(
+        "default",
+        &s.actor,
+        &s.args,
+        &s.kwargs,
+        s.options.as_deref(),
+    )?;
     let queue = match s.queue {
         Some(q) => {
             warn_if_elsewhere(&*broker, &s.actor, &q).await;

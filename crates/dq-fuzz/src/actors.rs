@@ -55,7 +55,10 @@ pub(crate) fn shaped(
     if p.x.is_nan() {
         return Err("not a number".to_owned());
     }
-    Ok(shapes.len() + weights.len() + nested.map_or(0, |n| n.len()) + usize::from(p.label.is_some()))
+    Ok(shapes.len()
+        + weights.len()
+        + nested.map_or(0, |n| n.len())
+        + usize::from(p.label.is_some()))
 }
 
 /// Any JSON value, and floats.

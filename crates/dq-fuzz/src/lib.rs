@@ -67,7 +67,11 @@ pub fn message_decode(data: &[u8]) {
     };
     let bytes = message.encode();
     let again = Message::decode(&bytes).expect("an encoded message decodes");
-    assert_eq!(again.encode(), bytes, "encoding is stable across a round trip");
+    assert_eq!(
+        again.encode(),
+        bytes,
+        "encoding is stable across a round trip"
+    );
 }
 
 /// The handlers `#[dq::actor]` generates, fed a message whose args and kwargs come from the
@@ -99,7 +103,10 @@ pub fn actor_args(data: &[u8]) {
 /// RESP bytes read as the Redis dispatch script's `fetch` reply.
 pub fn redis_dispatch(data: &[u8]) {
     if let Some((deliveries, orphans)) = dq::redis::__fuzz::fetch_reply(data) {
-        assert!(deliveries + orphans <= data.len(), "every entry came from the input");
+        assert!(
+            deliveries + orphans <= data.len(),
+            "every entry came from the input"
+        );
     }
 }
 
@@ -122,8 +129,7 @@ pub fn send_args(data: &[u8]) {
     let args = parts.next().unwrap_or("");
     let kwargs = parts.next().unwrap_or("{}");
     let options = parts.next();
-    if let Ok(message) = dq::cli::admin::send_message("default", "fuzzed", args, kwargs, options)
-    {
+    if let Ok(message) = dq::cli::admin::send_message("default", "fuzzed", args, kwargs, options) {
         let bytes = message.encode();
         Message::decode(&bytes).expect("a message dq send builds decodes");
     }
