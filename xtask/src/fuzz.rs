@@ -17,6 +17,9 @@ use anyhow::{bail, Context, Result};
 
 use crate::{cmd, Ctx};
 
+/// Optimised, but with debug assertions and overflow checks (cargo fuzz drops them with `-O`
+/// unless asked): an arithmetic overflow on some input is a crash, as in a debug build.
+const BUILD: [&str; 2] = ["-O", "--debug-assertions"];
 /// Megabytes of memory a target may hold in all and per allocation.
 const MEMORY_MB: u32 = 2048;
 /// Seconds one input may take.
@@ -53,7 +56,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<()> {
     }
     ensure_cargo_fuzz()?;
     // One build of every target before any runs, so the runs' seconds are spent fuzzing.
-    cmd::run(fuzz_cmd(&dir).args(["build", "-O"]))?;
+    cmd::run(fuzz_cmd(&dir).args(["build"]).args(BUILD))?;
     let mut crashes = Vec::new();
     for t in &targets {
         let work = dir.join("target/corpus").join(t);
@@ -61,7 +64,9 @@ pub(crate) fn run(ctx: &Ctx) -> Result<()> {
             .with_context(|| format!("cannot create {}", work.display()))?;
         let started = SystemTime::now();
         let ok = fuzz_cmd(&dir)
-            .args(["run", "-O", t])
+            .arg("run")
+            .args(BUILD)
+            .arg(t)
             .arg(&work)
             .arg(dir.join("corpus").join(t))
             .arg("--")
@@ -88,7 +93,9 @@ pub(crate) fn run(ctx: &Ctx) -> Result<()> {
         return Ok(());
     }
     for (t, found) in &crashes {
-        println!("fuzz: {t} failed; reproduce with `cd fuzz && cargo +nightly fuzz run {t} PATH`:");
+        println!(
+            "fuzz: {t} failed; reproduce with `cd fuzz && cargo +nightly fuzz run -O -a {t} PATH`:"
+        );
         for f in found {
             println!("  {}", f.display());
         }
