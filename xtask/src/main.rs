@@ -17,6 +17,7 @@ mod bench;
 mod chaos;
 mod cmd;
 mod examples;
+mod fuzz;
 mod interop;
 mod msrv;
 // One implementation of "is Redis / RabbitMQ really answering", also used by the tests through
@@ -33,7 +34,7 @@ struct Ctx {
     root: PathBuf,
     cargo: OsString,
     ci: bool,
-    /// The arguments after the task's name (only `bench` takes any).
+    /// The arguments after the task's name (`bench`, `chaos` and `fuzz` take some).
     args: Vec<String>,
 }
 
@@ -125,6 +126,11 @@ const TASKS: &[Task] = &[
         run: chaos::run,
     },
     Task {
+        name: "fuzz",
+        about: "libFuzzer on every target of fuzz/ (cargo +nightly fuzz): [--seconds S (60)] [--target NAME]",
+        run: fuzz::run,
+    },
+    Task {
         name: "fixtures",
         about: "regenerate dq-core's golden fixtures (python_messages.json) with Python Dramatiq",
         run: interop::run_regenerate,
@@ -165,7 +171,7 @@ fn main() -> ExitCode {
             }
         },
         // The tasks that take arguments (they read them from `Ctx::args`).
-        [name, ..] if name == "bench" || name == "chaos" => {
+        [name, ..] if name == "bench" || name == "chaos" || name == "fuzz" => {
             TASKS.iter().find(|t| t.name == name).expect("a task")
         }
         [name, ..] => {

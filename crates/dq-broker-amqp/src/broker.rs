@@ -500,13 +500,7 @@ impl Inner {
     }
 
     fn properties(&self, message: &Message) -> BasicProperties {
-        // Exactly what Python Dramatiq sets: persistent, plus the priority when asked for. No
-        // content type, headers or ids: Python reads none, and RabbitMQ compares nothing.
-        let props = BasicProperties::default().with_delivery_mode(2);
-        match message.options.broker_priority() {
-            Some(p) => props.with_priority(p),
-            None => props,
-        }
+        publish_properties(message)
     }
 
     /// One round of publishing `todo` (indices into `messages`). On return `todo` holds what
@@ -998,7 +992,7 @@ impl Broker for AmqpBroker {
 
 /// When RabbitMQ last dead-lettered the message, in ms: the `time` (seconds since the epoch) of
 /// the first, newest, entry of its `x-death` header.
-fn death_time_ms(props: &BasicProperties) -> Option<i64> {
+pub(crate) fn death_time_ms(props: &BasicProperties) -> Option<i64> {
     let headers = props.headers().as_ref()?;
     let AMQPValue::FieldArray(deaths) = headers.inner().get("x-death")? else {
         return None;
@@ -1007,7 +1001,19 @@ fn death_time_ms(props: &BasicProperties) -> Option<i64> {
         return None;
     };
     match death.inner().get("time")? {
-        AMQPValue::Timestamp(secs) => i64::try_from(*secs).ok().map(|s| s * 1000),
+        // A time past i64's milliseconds is no time at all rather than an overflow.
+        AMQPValue::Timestamp(secs) => i64::try_from(*secs).ok()?.checked_mul(1000),
         _ => None,
+    }
+}
+
+/// The properties a message is published with: exactly what Python Dramatiq sets, persistent,
+/// plus the priority when asked for. No content type, headers or ids: Python reads none, and
+/// RabbitMQ compares nothing.
+pub(crate) fn publish_properties(message: &Message) -> BasicProperties {
+    let props = BasicProperties::default().with_delivery_mode(2);
+    match message.options.broker_priority() {
+        Some(p) => props.with_priority(p),
+        None => props,
     }
 }

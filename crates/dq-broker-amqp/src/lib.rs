@@ -84,3 +84,24 @@ pub use declare::{queue_arguments, ArgumentValue, QueueArguments, DEFAULT_DEAD_M
 pub use error::AmqpBrokerError;
 pub use url::DEFAULT_URL;
 pub use workers::{LOCK_QUEUE, MAX_RECORDS, WORKERS_QUEUE};
+
+/// Entry points for the fuzz targets (`fuzz/`, `dq-fuzz`): not part of the API.
+#[doc(hidden)]
+pub mod __fuzz {
+    use dq_core::Message;
+
+    /// Parses `bytes` as the basic properties of a content header (what RabbitMQ sends with a
+    /// delivery or a `basic.get`) and reads them as the broker does: `Some(dead_lettered_at)`
+    /// from the `x-death` header, or `None` when the bytes are not properties.
+    pub fn delivery_properties(bytes: &[u8]) -> Option<Option<i64>> {
+        let (_, props) = lapin::protocol::basic::parse_properties(bytes).ok()?;
+        Some(crate::broker::death_time_ms(&props))
+    }
+
+    /// The priority `message` is published with (from its `broker_priority` option), and that
+    /// the properties are persistent.
+    pub fn publish_priority(message: &Message) -> (Option<u8>, bool) {
+        let props = crate::broker::publish_properties(message);
+        (*props.priority(), *props.delivery_mode() == Some(2))
+    }
+}

@@ -20,6 +20,44 @@ use tokio::time::Instant;
 use crate::broker::Inner;
 use crate::error::{broker_error, unexpected_reply};
 
+/// The dispatch script's `fetch` reply, read: `[id, body, id, body, ..]` (nil when the queue is
+/// empty). A body that is not a string is an entry whose message is gone (an orphan).
+#[derive(Debug, Default)]
+pub(crate) struct Fetched {
+    /// Ids with their message bodies, in the order the script gave them.
+    pub(crate) entries: Vec<(String, Vec<u8>)>,
+    /// Ids without a body.
+    pub(crate) orphans: Vec<String>,
+}
+
+/// Reads a `fetch` reply; `None` when it is not the shape the script returns. An odd last id
+/// (no body after it) is ignored.
+pub(crate) fn read_fetch_reply(reply: Value) -> Option<Fetched> {
+    let items = match reply {
+        Value::Array(items) => items,
+        Value::Nil => Vec::new(),
+        _ => return None,
+    };
+    let mut fetched = Fetched {
+        entries: Vec::with_capacity(items.len() / 2),
+        orphans: Vec::new(),
+    };
+    let mut items = items.into_iter();
+    while let (Some(id), Some(body)) = (items.next(), items.next()) {
+        let id = match id {
+            Value::BulkString(b) => String::from_utf8(b)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            Value::SimpleString(s) => s,
+            _ => return None,
+        };
+        match body {
+            Value::BulkString(body) => fetched.entries.push((id, body)),
+            _ => fetched.orphans.push(id),
+        }
+    }
+    Some(fetched)
+}
+
 /// Dramatiq's idle poll: `compute_backoff(misses, factor=5, max_backoff=1000)`.
 const POLL_FACTOR_MS: u64 = 5;
 const POLL_MAX_MS: u64 = 1_000;
@@ -216,39 +254,24 @@ impl RedisConsumer {
                 return Err(broker_error(e, format!("fetch from {queue}")));
             }
         };
-        let items = match reply {
-            Value::Array(items) => items,
-            Value::Nil => Vec::new(),
-            _ => return Err(unexpected_reply("fetch")),
-        };
-        let mut out = Vec::with_capacity(items.len() / 2);
+        let fetched = read_fetch_reply(reply).ok_or_else(|| unexpected_reply("fetch"))?;
+        let mut out = Vec::with_capacity(fetched.entries.len());
         let mut held = self.shared.held.lock().expect("held lock");
-        let mut items = items.into_iter();
-        while let (Some(id), Some(body)) = (items.next(), items.next()) {
-            let id = match id {
-                Value::BulkString(b) => String::from_utf8(b)
-                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
-                Value::SimpleString(s) => s,
-                _ => return Err(unexpected_reply("fetch")),
-            };
-            match body {
-                Value::BulkString(body) => {
-                    held.delivered.insert(id.clone(), false);
-                    out.push(Delivery {
-                        token: Token::Id(id),
-                        body,
-                        redelivered: false,
-                    });
-                }
-                _ => {
-                    tracing::warn!(
-                        queue = %queue,
-                        id = %id,
-                        "queue entry without a message body; skipping it"
-                    );
-                    held.orphans.insert(id);
-                }
-            }
+        for (id, body) in fetched.entries {
+            held.delivered.insert(id.clone(), false);
+            out.push(Delivery {
+                token: Token::Id(id),
+                body,
+                redelivered: false,
+            });
+        }
+        for id in fetched.orphans {
+            tracing::warn!(
+                queue = %queue,
+                id = %id,
+                "queue entry without a message body; skipping it"
+            );
+            held.orphans.insert(id);
         }
         Ok(out)
     }

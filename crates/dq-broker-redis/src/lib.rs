@@ -87,3 +87,16 @@ pub use broker::{
     NAMESPACE_ENV, URL_ENV,
 };
 pub use error::RedisBrokerError;
+
+/// Entry points for the fuzz targets (`fuzz/`, `dq-fuzz`): not part of the API.
+#[doc(hidden)]
+pub mod __fuzz {
+    /// Parses `resp` (RESP bytes, as Redis sends them) and reads it as the dispatch script's
+    /// `fetch` reply, as a consumer does: `Some((deliveries, orphans))`, or `None` when the
+    /// bytes are not a reply or the reply is not the shape the script returns.
+    pub fn fetch_reply(resp: &[u8]) -> Option<(usize, usize)> {
+        let value = redis::parse_redis_value(resp).ok()?;
+        let fetched = crate::consumer::read_fetch_reply(value)?;
+        Some((fetched.entries.len(), fetched.orphans.len()))
+    }
+}

@@ -825,26 +825,23 @@ fn json_arg(flag: &str, text: &str, array: bool) -> anyhow::Result<Box<RawValue>
     serde_json::value::to_raw_value(&value).map_err(|e| anyhow!(e))
 }
 
-async fn send(broker: Arc<dyn Broker>, s: SendArgs, out: &mut String) -> anyhow::Result<()> {
-    check_actor(&s.actor)?;
-    if let Some(q) = &s.queue {
-        check_queue(q)?;
-    }
-    let args = json_arg("--args", &s.args, true)?;
-    let kwargs = json_arg("--kwargs", &s.kwargs, false)?;
-    let options = s
-        .options
-        .as_deref()
+/// The message `dq send` enqueues for `--args`, `--kwargs` and `--options` (JSON texts): a usage
+/// error (exit code 2) when one is not JSON or not the kind it must be. Options are merged into
+/// the message's, so `{"eta": ..}` or `{"max_retries": ..}` behave as from Python.
+#[doc(hidden)]
+pub fn send_message(
+    queue: &str,
+    actor: &str,
+    args: &str,
+    kwargs: &str,
+    options: Option<&str>,
+) -> anyhow::Result<Message> {
+    let args = json_arg("--args", args, true)?;
+    let kwargs = json_arg("--kwargs", kwargs, false)?;
+    let options = options
         .map(|o| json_arg("--options", o, false))
         .transpose()?;
-    let queue = match s.queue {
-        Some(q) => {
-            warn_if_elsewhere(&*broker, &s.actor, &q).await;
-            q
-        }
-        None => actor_queue(&*broker, &s.actor).await?,
-    };
-    let mut message = Message::from_raw(&queue, &s.actor, args, kwargs);
+    let mut message = Message::from_raw(queue, actor, args, kwargs);
     if let Some(raw) = options {
         if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(raw.get()) {
             for (k, v) in map {
@@ -852,6 +849,26 @@ async fn send(broker: Arc<dyn Broker>, s: SendArgs, out: &mut String) -> anyhow:
             }
         }
     }
+    Ok(message)
+}
+
+async fn send(broker: Arc<dyn Broker>, s: SendArgs, out: &mut String) -> anyhow::Result<()> {
+    // The arguments were checked before connecting (`check_arguments`).
+    let mut message = send_message(
+        "default",
+        &s.actor,
+        &s.args,
+        &s.kwargs,
+        s.options.as_deref(),
+    )?;
+    let queue = match s.queue {
+        Some(q) => {
+            warn_if_elsewhere(&*broker, &s.actor, &q).await;
+            q
+        }
+        None => actor_queue(&*broker, &s.actor).await?,
+    };
+    message.queue_name = queue;
     // No middleware, no actors: exactly what a producer in another language enqueues.
     let app = App::builder_shared(broker)
         .without_linked_actors()

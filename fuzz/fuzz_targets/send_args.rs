@@ -1,0 +1,4 @@
+//! `dq_fuzz::send_args` under libFuzzer.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| dq_fuzz::send_args(data));
