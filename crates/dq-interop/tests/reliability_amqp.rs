@@ -126,12 +126,7 @@ async fn amqp_node_restarted_mid_run_loses_nothing() {
         Duration::from_secs(60),
     )
     .await;
-    let status = worker.stop(Duration::from_secs(30));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "the worker did not stop cleanly: {status:?}\n{}",
-        worker.log_tail()
-    );
+    worker.stop_cleanly(Duration::from_secs(30));
     let stats = broker.stats(queue).await.expect("stats");
     assert_eq!(stats, QueueStats::default(), "messages left behind");
     worker.assert_outages_logged_once(1);

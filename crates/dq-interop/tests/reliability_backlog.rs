@@ -107,12 +107,7 @@ async fn redis_backlog_of_a_million_keeps_worker_memory_bounded() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let processed_in = processing.elapsed();
-    let status = worker.stop(Duration::from_secs(30));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "the worker did not stop cleanly: {status:?}\n{}",
-        worker.log_tail()
-    );
+    worker.stop_cleanly(Duration::from_secs(30));
     let left = waiting();
     assert!(
         left > BACKLOG / 2,

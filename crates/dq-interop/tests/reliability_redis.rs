@@ -149,12 +149,7 @@ async fn redis_restarted_mid_run_loses_nothing() {
         Duration::from_secs(60),
     )
     .await;
-    let status = worker.stop(Duration::from_secs(30));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "the worker did not stop cleanly: {status:?}\n{}",
-        worker.log_tail()
-    );
+    worker.stop_cleanly(Duration::from_secs(30));
     let stats = broker.stats(QUEUE).await.expect("stats");
     assert_eq!(stats, QueueStats::default(), "messages left behind");
     worker.assert_outages_logged_once(2);
@@ -229,12 +224,7 @@ async fn a_worker_process_restarted_while_redis_is_down_waits_for_it() {
         Duration::from_secs(60),
     )
     .await;
-    let status = worker.stop(Duration::from_secs(30));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "the worker did not stop cleanly: {status:?}\n{}",
-        worker.log_tail()
-    );
+    worker.stop_cleanly(Duration::from_secs(30));
     let log = worker.log();
     assert!(log.contains("Reached the broker after"), "{log}");
     assert!(!log.contains("stopping (see its log lines above)"), "{log}");

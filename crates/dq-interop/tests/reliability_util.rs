@@ -353,6 +353,16 @@ impl Worker {
         None
     }
 
+    /// Stops it gracefully within `timeout` and asserts it exited with code 0.
+    pub(crate) fn stop_cleanly(&mut self, timeout: Duration) {
+        let status = self.stop(timeout);
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "the worker did not stop cleanly: {status:?}\n{}",
+            self.log_tail()
+        );
+    }
+
     /// The exit status, or `None` while it runs.
     pub(crate) fn status(&mut self) -> Option<ExitStatus> {
         if self.status.is_none() {
@@ -828,12 +838,7 @@ pub(crate) async fn kill_twice_and_finish(
     )
     .await;
     let runs = wait_drained(broker, queue, rec, &mut worker, Duration::from_secs(60)).await;
-    let status = worker.stop(Duration::from_secs(30));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "the worker did not stop cleanly: {status:?}\n{}",
-        worker.log_tail()
-    );
+    worker.stop_cleanly(Duration::from_secs(30));
     let stats = broker.stats(queue).await.expect("stats");
     assert_eq!(stats, QueueStats::default(), "messages left behind");
     KillRun {
