@@ -14,7 +14,24 @@ use crate::{cmd, Ctx};
 
 /// The Dramatiq release whose wire format we match (WIRE.md).
 const DRAMATIQ_VERSION: &str = "2.2.1";
-const DRAMATIQ_REQUIREMENT: &str = "dramatiq[redis,rabbitmq]==2.2.1";
+
+/// What the virtualenv holds, as (distribution, pinned version, pip requirement): Dramatiq, and
+/// the packages of its ecosystem dq interoperates with (ECOSYSTEM.md). Pinned so a run next month
+/// tests what this one did; a bump is a reviewed change here.
+const REQUIREMENTS: &[(&str, &str, &str)] = &[
+    (
+        "dramatiq",
+        DRAMATIQ_VERSION,
+        "dramatiq[redis,rabbitmq]==2.2.1",
+    ),
+    // Python Dramatiq's Prometheus middleware needs it.
+    ("prometheus-client", "0.26.0", "prometheus-client==0.26.0"),
+    ("dramatiq-abort", "1.2.1", "dramatiq-abort==1.2.1"),
+    ("periodiq", "0.14.0", "periodiq==0.14.0"),
+    ("sentry-sdk", "2.76.0", "sentry-sdk==2.76.0"),
+    ("opentelemetry-api", "1.45.2", "opentelemetry-api==1.45.2"),
+    ("opentelemetry-sdk", "1.45.2", "opentelemetry-sdk==1.45.2"),
+];
 
 /// The generator script and its committed output, relative to the workspace root.
 const FIXTURE_SCRIPT: &str = "crates/dq-core/tests/fixtures/make_fixtures.py";
@@ -49,49 +66,70 @@ pub(crate) fn run_regenerate(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-/// The virtualenv's python, with Dramatiq at the pinned version: created and installed on first
-/// use, and only checked (one python start, well under a second) after that.
+/// The virtualenv's python, with every package of [`REQUIREMENTS`] at its pinned version: created
+/// and installed on first use, and only checked (one python start, well under a second) after that.
 pub(crate) fn venv(ctx: &Ctx) -> Result<PathBuf> {
     let dir = ctx.target_dir().join("py");
     let python = dir.join("bin/python");
-    if python.is_file() && installed_version(&python).as_deref() == Some(DRAMATIQ_VERSION) {
+    if python.is_file() && missing(&python).is_empty() {
         return Ok(python);
     }
     if !python.is_file() {
         create_venv(&dir)?;
     }
-    cmd::run(Command::new(&python).args([
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        DRAMATIQ_REQUIREMENT,
-    ]))
+    let requirements: Vec<&str> = REQUIREMENTS.iter().map(|r| r.2).collect();
+    cmd::run(
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(&requirements),
+    )
     .with_context(|| {
         format!(
-            "installing {DRAMATIQ_REQUIREMENT} failed; if the virtualenv is broken, remove {} \
-             and run again",
+            "installing {} failed; if the virtualenv is broken, remove {} and run again",
+            requirements.join(" "),
             dir.display()
         )
     })?;
-    match installed_version(&python) {
-        Some(v) if v == DRAMATIQ_VERSION => Ok(python),
-        other => bail!(
-            "{} has dramatiq {other:?} after installing {DRAMATIQ_REQUIREMENT}",
-            dir.display()
-        ),
+    let missing = missing(&python);
+    if !missing.is_empty() {
+        bail!(
+            "{} lacks {} after pip install",
+            dir.display(),
+            missing.join(", ")
+        );
     }
+    Ok(python)
 }
 
-fn installed_version(python: &Path) -> Option<String> {
-    let out = cmd::output(
-        Command::new(python).args(["-c", "import dramatiq; print(dramatiq.__version__)"]),
+/// The requirements the virtualenv does not hold at their pinned version, as `name==version`.
+fn missing(python: &Path) -> Vec<String> {
+    let script = "import sys\nfrom importlib.metadata import version\nfor n in sys.argv[1:]:\n    try: print(version(n))\n    except Exception: print('-')\n";
+    let installed: Vec<String> = cmd::output(
+        Command::new(python)
+            .args(["-c", script])
+            .args(REQUIREMENTS.iter().map(|r| r.0)),
     )
-    .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    .ok()
+    .filter(|out| out.status.success())
+    .map(|out| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    })
+    .unwrap_or_default();
+    REQUIREMENTS
+        .iter()
+        .enumerate()
+        .filter(|(i, (_, v, _))| installed.get(*i).map(String::as_str) != Some(*v))
+        .map(|(_, (n, v, _))| format!("{n}=={v}"))
+        .collect()
 }
 
 fn create_venv(dir: &Path) -> Result<()> {

@@ -112,7 +112,7 @@ const TASKS: &[Task] = &[
     },
     Task {
         name: "interop-venv",
-        about: "create target/py with dramatiq[redis,rabbitmq]==2.2.1 and print its python",
+        about: "create target/py with dramatiq[redis,rabbitmq]==2.2.1 and its ecosystem packages and print its python",
         run: interop::run_venv,
     },
     Task {
