@@ -13,6 +13,7 @@ use dq_core::{
 use lapin::options::{
     BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
 };
+use lapin::tcp::OwnedTLSConfig;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::uri::AMQPUri;
 use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
@@ -62,6 +63,7 @@ pub struct AmqpBrokerBuilder {
     confirm_delivery: bool,
     connect_timeout: Duration,
     connection_name: String,
+    tls_root_certificate: Option<Vec<u8>>,
 }
 
 impl Default for AmqpBrokerBuilder {
@@ -73,6 +75,7 @@ impl Default for AmqpBrokerBuilder {
             confirm_delivery: true,
             connect_timeout: Duration::from_secs(10),
             connection_name: "dq".to_owned(),
+            tls_root_certificate: None,
         }
     }
 }
@@ -86,6 +89,7 @@ impl fmt::Debug for AmqpBrokerBuilder {
             .field("confirm_delivery", &self.confirm_delivery)
             .field("connect_timeout", &self.connect_timeout)
             .field("connection_name", &self.connection_name)
+            .field("tls_root_certificate", &self.tls_root_certificate.is_some())
             .finish()
     }
 }
@@ -165,6 +169,25 @@ impl AmqpBrokerBuilder {
         self
     }
 
+    /// A CA certificate (PEM, one or more) to trust for `amqps://` URLs in addition to the
+    /// system's roots, for a RabbitMQ whose certificate a private CA signed. The worker command
+    /// reads it from the file named by env `DQ_TLS_CA_FILE`.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let broker = dq_broker_amqp::AmqpBroker::builder()
+    ///     .url("amqps://app:secret@rabbit.internal:5671/%2f")
+    ///     .tls_root_certificate(std::fs::read("/etc/ssl/private-ca.pem")?)
+    ///     .build()
+    ///     .await?;
+    /// # drop(broker); Ok(()) }
+    /// ```
+    pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> AmqpBrokerBuilder {
+        self.tls_root_certificate = Some(pem.into());
+        self
+    }
+
     /// Checks the settings and connects. An unreachable broker, or one that refuses the
     /// credentials or the vhost, is an [`AmqpBrokerError::Connect`], whose
     /// [`kind`](AmqpBrokerError::kind) is `Connection` (the CLI's exit code 3).
@@ -180,6 +203,13 @@ impl AmqpBrokerBuilder {
                 "max_priority must be between 1 and 255".to_owned(),
             ));
         }
+        let tls = match self.tls_root_certificate {
+            None => OwnedTLSConfig::default(),
+            Some(pem) => OwnedTLSConfig {
+                identity: None,
+                cert_chain: Some(check_pem(pem)?),
+            },
+        };
         let dead_message_ttl_ms = match self.dead_message_ttl {
             Some(ttl) => u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
             None => declare::dead_message_ttl_from_env(
@@ -195,6 +225,7 @@ impl AmqpBrokerBuilder {
             confirm_delivery: self.confirm_delivery,
             connect_timeout: self.connect_timeout,
             connection_name: self.connection_name,
+            tls,
             publisher_link: Slot::new(Role::Publisher),
             consumer_link: Slot::new(Role::Consumer),
             publisher: tokio::sync::Mutex::new(None),
@@ -209,6 +240,21 @@ impl AmqpBrokerBuilder {
             })?;
         Ok(AmqpBroker { inner })
     }
+}
+
+/// The PEM text of a CA bundle, or why it is not one: rustls skips what it cannot parse, so a
+/// wrong file would otherwise show up only as an untrusted certificate at the first connect.
+fn check_pem(pem: Vec<u8>) -> Result<String, AmqpBrokerError> {
+    let text = String::from_utf8(pem).map_err(|_| {
+        AmqpBrokerError::InvalidConfig("tls_root_certificate is not PEM text".to_owned())
+    })?;
+    if !text.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(AmqpBrokerError::InvalidConfig(
+            "tls_root_certificate holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+                .to_owned(),
+        ));
+    }
+    Ok(text)
 }
 
 fn env_url() -> String {
@@ -358,6 +404,8 @@ pub(crate) struct Inner {
     confirm_delivery: bool,
     connect_timeout: Duration,
     connection_name: String,
+    /// The CA to trust besides the system's roots, for `amqps://`.
+    tls: OwnedTLSConfig,
     publisher_link: Slot,
     consumer_link: Slot,
     /// Held while publishing, not while waiting for confirms. lapin numbers a confirm before it
@@ -375,7 +423,14 @@ impl Inner {
         // defaults are dq's: no automatic recovery (the links reconnect themselves) and no
         // retried connection attempts (a start against a dead server fails at once).
         let props = ConnectionProperties::default().with_connection_name(name.into());
-        let connecting = Connection::connect_uri(self.uri.clone(), props);
+        let runtime = lapin::runtime::default_runtime().map_err(|e| {
+            broker_error(
+                e,
+                format!("connecting to {} ({})", self.redacted, role.name()),
+            )
+        })?;
+        let connecting =
+            Connection::connect_uri_with_config(self.uri.clone(), props, self.tls.clone(), runtime);
         match tokio::time::timeout(self.connect_timeout, connecting).await {
             Ok(Ok(conn)) => Ok(conn),
             Ok(Err(e)) => Err(broker_error(

@@ -1,7 +1,7 @@
 //! `rediss://`: a full round trip through a private TLS redis-server whose certificate a test CA
 //! signed, and a refusal when that CA is not trusted.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -24,77 +24,10 @@ impl Drop for TlsRedis {
     }
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("openssl is needed for the TLS test: {e}"));
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 impl TlsRedis {
     fn start() -> TlsRedis {
         let dir = std::env::temp_dir().join(format!("dq-redis-tls-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        openssl(
-            &dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.crt",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=dq test ca",
-            ],
-        );
-        openssl(
-            &dir,
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                "redis.key",
-                "-out",
-                "redis.csr",
-                "-subj",
-                "/CN=127.0.0.1",
-            ],
-        );
-        std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-        openssl(
-            &dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "redis.csr",
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "redis.crt",
-                "-days",
-                "2",
-                "-extfile",
-                "san.ext",
-            ],
-        );
+        let ca = dq_test::TestCa::create(&dir);
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -118,11 +51,11 @@ impl TlsRedis {
                 "no",
             ])
             .arg("--tls-cert-file")
-            .arg(dir.join("redis.crt"))
+            .arg(ca.server_cert())
             .arg("--tls-key-file")
-            .arg(dir.join("redis.key"))
+            .arg(ca.server_key())
             .arg("--tls-ca-cert-file")
-            .arg(dir.join("ca.crt"))
+            .arg(ca.ca_cert())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -111,11 +111,31 @@ pub(crate) async fn connect(
     }
 }
 
+/// The CA certificate of env `DQ_TLS_CA_FILE`, if set: for a `rediss://` or `amqps://` broker
+/// whose certificate a private CA signed. A file that cannot be read is a settings error (exit
+/// code 2), not a connection failure.
+#[cfg_attr(not(any(feature = "redis", feature = "amqp")), allow(dead_code))]
+fn tls_ca() -> Result<Option<Vec<u8>>, Error> {
+    let var = dq_core::env::TLS_CA_FILE;
+    let Some(path) = std::env::var_os(var).filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    std::fs::read(&path).map(Some).map_err(|e| {
+        Error::BrokerSettings(format!(
+            "{var}: cannot read {}: {e}",
+            std::path::Path::new(&path).display()
+        ))
+    })
+}
+
 #[cfg(feature = "redis")]
 async fn connect_redis(url: &str, namespace: Option<&str>) -> Result<Arc<dyn Broker>, Error> {
     let mut builder = dq_broker_redis::RedisBroker::builder().url(url);
     if let Some(ns) = namespace {
         builder = builder.namespace(ns);
+    }
+    if let Some(ca) = tls_ca()? {
+        builder = builder.tls_root_certificate(ca);
     }
     match builder.build().await {
         Ok(b) => Ok(Arc::new(b)),
@@ -137,7 +157,11 @@ async fn connect_redis(url: &str, _namespace: Option<&str>) -> Result<Arc<dyn Br
 
 #[cfg(feature = "amqp")]
 async fn connect_amqp(url: &str) -> Result<Arc<dyn Broker>, Error> {
-    match dq_broker_amqp::AmqpBroker::builder().url(url).build().await {
+    let mut builder = dq_broker_amqp::AmqpBroker::builder().url(url);
+    if let Some(ca) = tls_ca()? {
+        builder = builder.tls_root_certificate(ca);
+    }
+    match builder.build().await {
         Ok(b) => Ok(Arc::new(b)),
         // The builder's own words: "broker rejected the request" would blame the server.
         Err(e) if e.kind() == dq_core::BrokerErrorKind::Rejected => {

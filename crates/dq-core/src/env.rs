@@ -12,6 +12,7 @@
 //! | [`REDIS_NAMESPACE`] | `dramatiq` | the Redis broker's `from_env`, the worker command (`--namespace`) |
 //! | [`RESULTS_NAMESPACE`] | `dramatiq-results` | the Redis result backend's `from_env` |
 //! | [`AMQP_URL`] | `amqp://guest:guest@127.0.0.1:5672/%2f` | the RabbitMQ broker, the worker command |
+//! | [`TLS_CA_FILE`] | none (the system's roots) | the worker command and the admin tool, for `rediss://` and `amqps://` brokers |
 //!
 //! A variable set to an empty value counts as unset.
 //!
@@ -30,3 +31,9 @@ pub const RESULTS_NAMESPACE: &str = "DQ_RESULTS_NAMESPACE";
 
 /// The RabbitMQ broker URL.
 pub const AMQP_URL: &str = "DQ_AMQP_URL";
+
+/// A PEM file of the CA that signed the broker's certificate, for `rediss://` and `amqps://`
+/// URLs: a Redis broker trusts it instead of the system's roots, a RabbitMQ broker in addition
+/// to them. Library code passes the certificate to the brokers' builders
+/// (`tls_root_certificate`).
+pub const TLS_CA_FILE: &str = "DQ_TLS_CA_FILE";

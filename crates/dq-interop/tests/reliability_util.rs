@@ -557,6 +557,8 @@ impl Drop for PrivateRedis {
 /// and start it while other tests use the shared node on 5672.
 pub(crate) struct PrivateRabbit {
     port: u16,
+    /// The TLS listener's port and the CA that signed its certificate, when started with TLS.
+    tls: Option<(u16, dq_test::TestCa)>,
     dist_port: u16,
     node: String,
     dir: TempDir,
@@ -577,15 +579,41 @@ fn rabbitmq_server() -> PathBuf {
     PathBuf::from("rabbitmq-server")
 }
 
+/// `rabbitmqctl` next to the node's start script (same reasons: not the wrapper that changes user).
+fn rabbitmqctl() -> PathBuf {
+    let server = rabbitmq_server();
+    match server.parent() {
+        Some(bin) if bin.join("rabbitmqctl").is_file() => bin.join("rabbitmqctl"),
+        _ => PathBuf::from("rabbitmqctl"),
+    }
+}
+
 impl PrivateRabbit {
     pub(crate) async fn start() -> PrivateRabbit {
+        PrivateRabbit::start_with(false).await
+    }
+
+    /// A node with a TLS listener too (see [`PrivateRabbit::tls_url`]), its certificate signed
+    /// by a CA the test made.
+    pub(crate) async fn start_with_tls() -> PrivateRabbit {
+        PrivateRabbit::start_with(true).await
+    }
+
+    async fn start_with(tls: bool) -> PrivateRabbit {
         let dir = TempDir::new("dq-reliability-rabbit");
         let cookie = dir.path().join(".erlang.cookie");
         std::fs::write(&cookie, dq_test::unique_name("cookie")).expect("write cookie");
         std::fs::set_permissions(&cookie, std::os::unix::fs::PermissionsExt::from_mode(0o400))
             .expect("chmod cookie");
+        let tls = tls.then(|| {
+            (
+                free_port(),
+                dq_test::TestCa::create(&dir.path().join("tls")),
+            )
+        });
         let mut rabbit = PrivateRabbit {
             port: free_port(),
+            tls,
             dist_port: free_port(),
             node: format!("dqtest-{}@localhost", std::process::id()),
             dir,
@@ -599,6 +627,44 @@ impl PrivateRabbit {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
     }
 
+    /// The `amqps://` URL of the TLS listener, and the CA to trust for it.
+    pub(crate) fn tls_url(&self) -> (String, &dq_test::TestCa) {
+        let (port, ca) = self.tls.as_ref().expect("started with start_with_tls");
+        (format!("amqps://guest:guest@127.0.0.1:{port}/%2f"), ca)
+    }
+
+    /// Runs `rabbitmqctl` against this node (its cookie is in the node's HOME), and returns
+    /// its output; panics when it fails.
+    pub(crate) fn ctl(&self, args: &[&str]) -> String {
+        let out = Command::new(rabbitmqctl())
+            .env("HOME", self.dir.path())
+            .args(["-n", &self.node])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run rabbitmqctl");
+        assert!(
+            out.status.success(),
+            "rabbitmqctl {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Stops the RabbitMQ application, the Erlang VM staying up (`rabbitmqctl stop_app`): every
+    /// connection is closed, as in a restart of the service.
+    pub(crate) fn stop_app(&self) {
+        self.ctl(&["stop_app"]);
+    }
+
+    /// Starts the application again (`rabbitmqctl start_app`) and waits until it takes AMQP
+    /// connections.
+    pub(crate) async fn start_app(&mut self) {
+        self.ctl(&["start_app"]);
+        self.wait_ready().await;
+    }
+
     fn pid_file(&self) -> PathBuf {
         self.dir.path().join("node.pid")
     }
@@ -608,14 +674,24 @@ impl PrivateRabbit {
     pub(crate) async fn restart(&mut self) {
         assert!(self.child.is_none(), "the rabbitmq node is running already");
         let dir = self.dir.path();
-        std::fs::write(
-            dir.join("rabbitmq.conf"),
-            format!(
-                "listeners.tcp.default = 127.0.0.1:{}\nloopback_users = none\n",
-                self.port
-            ),
-        )
-        .expect("write rabbitmq.conf");
+        let mut conf = format!(
+            "listeners.tcp.default = 127.0.0.1:{}\nloopback_users = none\n",
+            self.port
+        );
+        if let Some((port, ca)) = &self.tls {
+            conf.push_str(&format!(
+                "listeners.ssl.default = 127.0.0.1:{port}\n\
+                 ssl_options.cacertfile = {}\n\
+                 ssl_options.certfile = {}\n\
+                 ssl_options.keyfile = {}\n\
+                 ssl_options.verify = verify_none\n\
+                 ssl_options.fail_if_no_peer_cert = false\n",
+                ca.ca_cert().display(),
+                ca.server_cert().display(),
+                ca.server_key().display()
+            ));
+        }
+        std::fs::write(dir.join("rabbitmq.conf"), conf).expect("write rabbitmq.conf");
         let log = File::options()
             .create(true)
             .append(true)
@@ -646,6 +722,10 @@ impl PrivateRabbit {
                 )
             });
         self.child = Some(child);
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let attempt = AmqpBroker::builder()

@@ -13,6 +13,7 @@ mod reliability_amqp;
 mod reliability_backlog;
 mod reliability_chaos;
 mod reliability_redis;
+mod reliability_tls;
 mod reliability_util;
 
 #[test]

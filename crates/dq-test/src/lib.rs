@@ -28,8 +28,10 @@ use std::time::{Duration, Instant};
 mod private_redis;
 mod probe;
 pub mod stack;
+mod tls;
 
 pub use private_redis::{percent_encode, PrivateRedis};
+pub use tls::TestCa;
 
 #[doc(hidden)]
 pub use dq_core as __dq_core;
