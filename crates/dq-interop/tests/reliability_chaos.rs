@@ -85,21 +85,22 @@ fn garbage(queue: &str, round: u64) -> Vec<Vec<u8>> {
 /// The broker under test: a private server, restartable.
 enum Server {
     Redis(PrivateRedis),
-    Amqp(PrivateRabbit),
+    /// The node, and the URL of the run's own vhost on it.
+    Amqp(PrivateRabbit, String),
 }
 
 impl Server {
     fn name(&self) -> &'static str {
         match self {
             Server::Redis(_) => "redis",
-            Server::Amqp(_) => "amqp",
+            Server::Amqp(..) => "amqp",
         }
     }
 
     fn url(&self) -> String {
         match self {
             Server::Redis(r) => r.url(),
-            Server::Amqp(r) => r.url(),
+            Server::Amqp(_, url) => url.clone(),
         }
     }
 
@@ -110,9 +111,12 @@ impl Server {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 r.restart();
             }
-            Server::Amqp(r) => {
-                r.stop();
-                r.restart().await;
+            // As an operator restarts the service: the application stops (every connection
+            // closes, durable queues and persistent messages stay), the VM stays up.
+            Server::Amqp(r, _) => {
+                r.stop_app();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                r.start_app().await;
             }
         }
     }
@@ -146,7 +150,9 @@ async fn chaos_amqp() {
     if !wanted("amqp") {
         return;
     }
-    let server = Server::Amqp(PrivateRabbit::start().await);
+    let rabbit = PrivateRabbit::start().await;
+    let url = rabbit.vhost("dq-chaos");
+    let server = Server::Amqp(rabbit, url);
     run(server).await;
 }
 
@@ -162,7 +168,7 @@ async fn connect(server: &Server, namespace: &str) -> Box<dyn Broker> {
                 .await
                 .map(|b| Box::new(b) as Box<dyn Broker>)
                 .map_err(Into::into),
-            Server::Amqp(_) => dq::amqp::AmqpBroker::builder()
+            Server::Amqp(..) => dq::amqp::AmqpBroker::builder()
                 .url(&url)
                 .build()
                 .await
@@ -316,7 +322,7 @@ async fn inject(server: &Server, namespace: &str, queue: &str, bodies: &[Vec<u8>
             }
             pipe.query_async::<()>(&mut conn).await.is_ok()
         }
-        Server::Amqp(_) => {
+        Server::Amqp(..) => {
             let Ok(conn) =
                 lapin::Connection::connect(&server.url(), lapin::ConnectionProperties::default())
                     .await
@@ -368,7 +374,7 @@ fn worker_env(server: &Server, queue: &str, namespace: &str) -> HashMap<&'static
 fn worker_args(server: &Server) -> Vec<String> {
     match server {
         Server::Redis(_) => Vec::new(),
-        Server::Amqp(_) => vec!["--broker-url".to_owned(), server.url()],
+        Server::Amqp(..) => vec!["--broker-url".to_owned(), server.url()],
     }
 }
 

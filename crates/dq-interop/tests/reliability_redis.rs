@@ -163,8 +163,9 @@ async fn redis_restarted_mid_run_loses_nothing() {
 
 /// A worker process that dies while Redis is down is restarted by the main process and waits
 /// for Redis with backoff, instead of exiting with code 3 and so stopping the whole command:
-/// exit code 3 is the rule for the command's own first start only. Redis comes back and every
-/// message runs.
+/// exit code 3 is the rule for the command's own first start only. The same for the processes a
+/// reload starts while Redis is still down, by SIGHUP and by a `--watch` build. Redis comes back
+/// and every message runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_process_restarted_while_redis_is_down_waits_for_it() {
     let mut redis = PrivateRedis::start(true);
@@ -177,7 +178,15 @@ async fn a_worker_process_restarted_while_redis_is_down_waits_for_it() {
         send_records(&broker, QUEUE, &rec.key, MESSAGES).await;
     }
     let env = worker_env(&url, namespace);
-    let mut worker = Worker::start(&[], &env, dir.path().join("worker.log"));
+    let sources = dir.path().join("src");
+    std::fs::create_dir_all(&sources).unwrap();
+    std::fs::write(sources.join("lib.rs"), "// v1\n").unwrap();
+    let watch = sources.to_string_lossy().into_owned();
+    let mut worker = Worker::start(
+        &["--watch", &watch, "--watch-build-command", "true"],
+        &env,
+        dir.path().join("worker.log"),
+    );
     rec.wait_for(
         MESSAGES / 10,
         Duration::from_secs(60),
@@ -206,6 +215,36 @@ async fn a_worker_process_restarted_while_redis_is_down_waits_for_it() {
         "the restarted process did not say it waits for the broker:\n{}",
         worker.log_tail()
     );
+    // Reloads while Redis is still down: by SIGHUP, then by a change the watcher builds.
+    let mut current = children_of(worker.pid()).first().copied().unwrap_or(first);
+    for how in ["SIGHUP", "--watch"] {
+        if how == "SIGHUP" {
+            let _ = kill(Pid::from_raw(worker.pid() as i32), Signal::SIGHUP);
+        } else {
+            std::fs::write(sources.join("lib.rs"), "// v2\n").unwrap();
+        }
+        let mut next = None;
+        let reloaded = dq_test::wait_until(Duration::from_secs(20), || {
+            next = children_of(worker.pid())
+                .first()
+                .copied()
+                .filter(|&p| p != current);
+            next.is_some()
+        });
+        assert!(reloaded, "no reload by {how}:\n{}", worker.log_tail());
+        current = next.expect("the new process");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(
+            worker.status().is_none(),
+            "the command stopped after a reload by {how} while Redis was down:\n{}",
+            worker.log_tail()
+        );
+        assert!(
+            children_of(worker.pid()).contains(&current),
+            "the process the reload by {how} started did not keep waiting:\n{}",
+            worker.log_tail()
+        );
+    }
     redis.restart();
 
     rec.wait_for(

@@ -652,6 +652,13 @@ impl PrivateRabbit {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Adds vhost `name` with all permissions for `guest`, and returns its URL.
+    pub(crate) fn vhost(&self, name: &str) -> String {
+        self.ctl(&["add_vhost", name]);
+        self.ctl(&["set_permissions", "-p", name, "guest", ".*", ".*", ".*"]);
+        format!("amqp://guest:guest@127.0.0.1:{}/{name}", self.port)
+    }
+
     /// Stops the RabbitMQ application, the Erlang VM staying up (`rabbitmqctl stop_app`): every
     /// connection is closed, as in a restart of the service.
     pub(crate) fn stop_app(&self) {
