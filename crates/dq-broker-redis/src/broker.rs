@@ -10,7 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dq_core::{
     base_queue_name, is_valid_queue_name, new_message_id, now_ms, Broker, BrokerError,
-    BrokerErrorKind, Consumer, DeadLetter, Message, QueueStats, WorkerInfo,
+    BrokerErrorKind, Consumer, DeadLetter, Message, QueueStats, ScheduleState, TickClaim,
+    TickOutcome, WorkerInfo,
 };
 use rand::Rng;
 use redis::{Cmd, ErrorKind, RedisResult, ServerErrorKind, Value};
@@ -544,7 +545,7 @@ fn env_error(e: dq_redis_conn::EnvError) -> RedisBrokerError {
 }
 
 /// Checks that `queue` is a physical queue (`q` or `q.DQ`) with a valid name.
-fn check_physical(queue: &str) -> Result<(), BrokerError> {
+pub(crate) fn check_physical(queue: &str) -> Result<(), BrokerError> {
     if queue.ends_with(".XQ") || !is_valid_queue_name(base_queue_name(queue)) {
         return Err(BrokerError::new(
             BrokerErrorKind::Rejected,
@@ -616,6 +617,24 @@ impl Broker for RedisBroker {
         self.inner
             .enqueue_batch(&message.queue_name, [(id.as_str(), body.as_slice())])
             .await
+    }
+
+    /// One call of the dispatch script claims the tick in `<ns>:__dq_schedules__:<name>` and
+    /// enqueues the message as `enqueue` does: never one without the other.
+    async fn enqueue_tick(
+        &self,
+        claim: &TickClaim<'_>,
+        message: &mut Message,
+    ) -> Result<TickOutcome, BrokerError> {
+        self.inner.enqueue_tick(claim, message).await
+    }
+
+    async fn release_tick(&self, schedule: &str, message_id: &str) -> Result<(), BrokerError> {
+        self.inner.release_tick(schedule, message_id).await
+    }
+
+    async fn schedules(&self) -> Result<Vec<ScheduleState>, BrokerError> {
+        self.inner.schedules().await
     }
 
     async fn enqueue_many(&self, messages: &mut [Message]) -> Result<(), BrokerError> {

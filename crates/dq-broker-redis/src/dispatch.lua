@@ -17,6 +17,9 @@
 --   ns:q.XQ, ns:q.XQ.msgs       dead letters: zset id -> dead-lettered at, hash id -> body
 --   ns:__acks__.<broker>.<Q>    set of ids fetched by that broker and not yet settled
 --   ns:__heartbeats__           zset broker id -> time of its last call
+--   ns:__dq_schedules__:<name>  hash of a periodic schedule: tick (the latest claimed, ms),
+--                               state (JSON for tools), busy (message id), busy_until (ms)
+--   ns:__dq_schedules__         zset schedule name -> when its hash expires (ms)
 
 local ns = KEYS[1]
 local command = ARGV[1]
@@ -122,6 +125,51 @@ if command == 'enqueue' then
     end
     announce((last - FIRST + 1) / 2)
     return (last - FIRST + 1) / 2
+
+elseif command == 'enqueue_tick' then
+    -- ARGV[FIRST..]: schedule name, tick (ms), id, body, state JSON, no_overlap ("1"/"0"),
+    -- busy ttl (ms), record ttl (ms), message_id. The claim of the tick and the enqueue of its
+    -- message are this one script: a tick is enqueued once, or not at all.
+    local name = ARGV[FIRST]
+    local tick = tonumber(ARGV[FIRST + 1])
+    local id, body, state = ARGV[FIRST + 2], ARGV[FIRST + 3], ARGV[FIRST + 4]
+    local no_overlap = ARGV[FIRST + 5] == '1'
+    local busy_ttl, record_ttl = tonumber(ARGV[FIRST + 6]), tonumber(ARGV[FIRST + 7])
+    local message_id = ARGV[FIRST + 8]
+    local index = ns .. ':__dq_schedules__'
+    local key = index .. ':' .. name
+    local last = tonumber(redis.call('hget', key, 'tick') or '')
+    if last and last >= tick then
+        return {'taken'}
+    end
+    redis.call('hset', key, 'tick', ARGV[FIRST + 1])
+    redis.call('pexpire', key, record_ttl)
+    redis.call('zadd', index, now + record_ttl, name)
+    if no_overlap then
+        local busy = redis.call('hget', key, 'busy')
+        if busy and tonumber(redis.call('hget', key, 'busy_until') or '0') > now then
+            return {'busy', busy}
+        end
+    end
+    redis.call('hset', msgs, id, body)
+    redis.call('rpush', list, id)
+    announce(1)
+    redis.call('hset', key, 'state', state)
+    if no_overlap then
+        redis.call('hset', key, 'busy', message_id, 'busy_until', now + busy_ttl)
+    else
+        redis.call('hdel', key, 'busy', 'busy_until')
+    end
+    return {'enqueued'}
+
+elseif command == 'release_tick' then
+    -- ARGV[FIRST..]: schedule name, message_id. Compare and delete.
+    local key = ns .. ':__dq_schedules__:' .. ARGV[FIRST]
+    if redis.call('hget', key, 'busy') == ARGV[FIRST + 1] then
+        redis.call('hdel', key, 'busy', 'busy_until')
+        return 1
+    end
+    return 0
 
 elseif command == 'fetch' then
     -- ARGV[FIRST]: how many. Returns id1, body1, id2, body2, ... where a body may be nil: the

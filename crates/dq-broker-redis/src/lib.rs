@@ -80,6 +80,7 @@ mod conn;
 mod consumer;
 mod error;
 mod notify;
+mod schedules;
 mod workers;
 
 pub use broker::{

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use dq_core::{
     async_trait, base_queue_name, is_valid_queue_name, Broker, BrokerError, Consumer, DeadLetter,
-    Message, QueueStats, WorkerInfo,
+    Message, QueueStats, ScheduleState, TickClaim, TickOutcome, WorkerInfo,
 };
 use tokio::time::Instant;
 
@@ -363,6 +363,70 @@ impl Broker for StubBroker {
 
     async fn workers(&self) -> Result<Vec<WorkerInfo>, BrokerError> {
         Ok(self.shared.lock().workers(Instant::now()))
+    }
+
+    async fn enqueue_tick(
+        &self,
+        claim: &TickClaim<'_>,
+        message: &mut Message,
+    ) -> Result<TickOutcome, BrokerError> {
+        let (name, side) =
+            parse_physical(&message.queue_name).map_err(|e| e.into_broker("enqueue"))?;
+        let body = message.encode();
+        let now = dq_core::now_ms();
+        let mut st = self.shared.lock();
+        let schedule = st.schedules.entry(claim.schedule.to_owned()).or_default();
+        if schedule.tick_ms >= claim.tick_ms {
+            return Ok(TickOutcome::Taken);
+        }
+        schedule.tick_ms = claim.tick_ms;
+        if claim.no_overlap {
+            if let Some((id, until)) = &schedule.busy {
+                if *until > now {
+                    return Ok(TickOutcome::Busy(id.clone()));
+                }
+            }
+        }
+        schedule.state = claim.state.clone();
+        schedule.busy = claim.no_overlap.then(|| {
+            let ttl = i64::try_from(claim.busy_ttl_ms).unwrap_or(i64::MAX);
+            (message.message_id.clone(), now.saturating_add(ttl))
+        });
+        let i = st.declare(name);
+        st.push(i, side, body);
+        st.queue(i).notify(side).notify_waiters();
+        Ok(TickOutcome::Enqueued)
+    }
+
+    async fn release_tick(&self, schedule: &str, message_id: &str) -> Result<(), BrokerError> {
+        let mut st = self.shared.lock();
+        if let Some(s) = st.schedules.get_mut(schedule) {
+            if s.busy.as_ref().is_some_and(|(id, _)| id == message_id) {
+                s.busy = None;
+            }
+        }
+        Ok(())
+    }
+
+    async fn schedules(&self) -> Result<Vec<ScheduleState>, BrokerError> {
+        let st = self.shared.lock();
+        let mut out: Vec<ScheduleState> = st
+            .schedules
+            .iter()
+            .map(|(name, s)| {
+                let mut state = s.state.clone();
+                state.name = name.clone();
+                if state.last_tick_ms != s.tick_ms {
+                    state.last_tick_ms = s.tick_ms;
+                    if let Some((id, _)) = &s.busy {
+                        state.last_message_id = id.clone();
+                    }
+                }
+                state
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
     }
 
     async fn delete_dead_letters(

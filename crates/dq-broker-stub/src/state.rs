@@ -204,6 +204,18 @@ pub(crate) struct State {
     next_consumer: u64,
     /// The worker registry: each worker's record and when it expires.
     workers: HashMap<String, (WorkerInfo, Instant)>,
+    /// Periodic schedules, by name: see [`Schedule`].
+    pub(crate) schedules: HashMap<String, Schedule>,
+}
+
+/// One periodic schedule's record, as the Redis broker keeps it (without expiry: a stub broker
+/// lives as long as its process).
+#[derive(Default)]
+pub(crate) struct Schedule {
+    pub(crate) tick_ms: i64,
+    pub(crate) state: dq_core::ScheduleState,
+    /// A `no_overlap` schedule's running message id, and until when it counts (ms).
+    pub(crate) busy: Option<(String, i64)>,
 }
 
 impl State {

@@ -500,6 +500,27 @@ impl App {
         Ok(message)
     }
 
+    /// Enqueues `message` as the run of a periodic schedule's tick, through
+    /// [`Broker::enqueue_tick`] (the claim of the tick and the enqueue in one step): with the
+    /// enqueue hooks, as [`enqueue`](App::enqueue) does, when this call claims the tick.
+    pub async fn enqueue_tick(
+        &self,
+        mut message: Message,
+        claim: &crate::TickClaim<'_>,
+    ) -> Result<(crate::TickOutcome, Message)> {
+        for m in &self.inner.before_enqueue {
+            m.before_enqueue(self, &mut message, None).await?;
+        }
+        self.check_size(&message)?;
+        let outcome = self.inner.broker.enqueue_tick(claim, &mut message).await?;
+        if outcome == crate::TickOutcome::Enqueued {
+            for m in &self.inner.after_enqueue {
+                m.after_enqueue(self, &message, None).await?;
+            }
+        }
+        Ok((outcome, message))
+    }
+
     /// Enqueues many messages without delay, pipelined where the broker allows.
     pub async fn enqueue_many(&self, mut messages: Vec<Message>) -> Result<Vec<Message>> {
         for message in messages.iter_mut() {

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 
 use crate::error::BrokerError;
 use crate::message::{base_queue_name, Message};
+use crate::schedules::{ScheduleState, TickClaim, TickOutcome};
 use crate::workers::WorkerInfo;
 
 /// Identifies one delivery to the consumer that handed it out: an AMQP delivery tag, a Redis
@@ -159,6 +160,39 @@ pub trait Broker: Send + Sync + 'static {
     /// ```
     async fn workers(&self) -> Result<Vec<WorkerInfo>, BrokerError> {
         Err(BrokerError::unsupported(self.kind(), "listing workers"))
+    }
+
+    /// Claims tick `claim.tick_ms` of schedule `claim.schedule` and enqueues `message` (the
+    /// tick's run, on its actor's queue) **as one step**: unless the schedule's recorded tick is
+    /// already at or past this one ([`TickOutcome::Taken`]), or the schedule is `no_overlap` and
+    /// its previous message has not been released ([`TickOutcome::Busy`], the tick is claimed
+    /// and nothing enqueued). However many processes call this for one tick, one message is
+    /// enqueued. The default says the broker cannot
+    /// ([`BrokerErrorKind::Unsupported`](crate::BrokerErrorKind::Unsupported)); the periodic
+    /// scheduler then needs another place to claim ticks.
+    async fn enqueue_tick(
+        &self,
+        claim: &TickClaim<'_>,
+        message: &mut Message,
+    ) -> Result<TickOutcome, BrokerError> {
+        let _ = (claim, message);
+        Err(BrokerError::unsupported(
+            self.kind(),
+            "claiming schedule ticks",
+        ))
+    }
+
+    /// Ends the busy mark of a `no_overlap` schedule, if `message_id` holds it (compare and
+    /// delete): its message finished, for good. The default does nothing.
+    async fn release_tick(&self, schedule: &str, message_id: &str) -> Result<(), BrokerError> {
+        let _ = (schedule, message_id);
+        Ok(())
+    }
+
+    /// The schedules recorded by [`enqueue_tick`](Broker::enqueue_tick), by name. The default
+    /// says the broker cannot.
+    async fn schedules(&self) -> Result<Vec<ScheduleState>, BrokerError> {
+        Err(BrokerError::unsupported(self.kind(), "listing schedules"))
     }
 
     /// Deletes dead letters of canonical queue `queue` for good: those `ids` names (as
