@@ -12,6 +12,7 @@ mod interop_roundtrip;
 mod reliability_amqp;
 mod reliability_backlog;
 mod reliability_chaos;
+mod reliability_periodic;
 mod reliability_redis;
 mod reliability_tls;
 mod reliability_util;

@@ -33,6 +33,7 @@ mod schedule;
 
 pub use error::ScheduleError;
 pub use middleware::{
-    Periodic, Resolved, CLOCK_OFFSET_ENV, REDIS_URL_ENV, SCHEDULED_AT_OPTION, SCHEDULE_OPTION,
+    Periodic, Resolved, CLOCK_OFFSET_ENV, REDIS_NAMESPACE_ENV, REDIS_URL_ENV, SCHEDULED_AT_OPTION,
+    SCHEDULE_OPTION,
 };
 pub use schedule::{Missed, Schedule, MIN_INTERVAL};

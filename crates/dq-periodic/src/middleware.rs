@@ -25,6 +25,8 @@ pub const SCHEDULE_OPTION: &str = "dq_schedule";
 pub const SCHEDULED_AT_OPTION: &str = "scheduled_at";
 /// Env: a Redis URL to claim ticks in, for a broker that cannot (RabbitMQ).
 pub const REDIS_URL_ENV: &str = "DQ_PERIODIC_REDIS_URL";
+/// Env: the key namespace in the Redis of `DQ_PERIODIC_REDIS_URL` (default `dramatiq`).
+pub const REDIS_NAMESPACE_ENV: &str = "DQ_PERIODIC_REDIS_NAMESPACE";
 /// Env, for tests: milliseconds added to this process's clock (negative: behind).
 pub const CLOCK_OFFSET_ENV: &str = "DQ_PERIODIC_CLOCK_OFFSET_MS";
 
@@ -126,7 +128,10 @@ impl Periodic {
             claims_url: std::env::var(REDIS_URL_ENV)
                 .ok()
                 .filter(|v| !v.trim().is_empty()),
-            claims_namespace: "dramatiq".to_owned(),
+            claims_namespace: std::env::var(REDIS_NAMESPACE_ENV)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| "dramatiq".to_owned()),
             busy_ttl: DEFAULT_BUSY_TTL,
             clock_offset_ms,
             running: Mutex::new(None),

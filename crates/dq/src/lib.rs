@@ -37,6 +37,7 @@
 //! | `cli` | no | `dq::cli`: the worker command line, `dq::cli::main()` (dq-cli), for the brokers of `redis` / `amqp` |
 //! | `results` | no | `dq::results`: the Results middleware and its backends (dq-results) |
 //! | `ratelimit` | no | `dq::ratelimit`: rate limiters and barriers (dq-ratelimit) |
+//! | `periodic` | no | `dq::periodic`: cron schedules, one message per tick across every worker (dq-periodic) |
 //! | `full` | no | all of the above |
 
 // What application code names: actors, apps, sending, workers, state, errors.
@@ -142,6 +143,12 @@ pub mod results {
 #[cfg(feature = "ratelimit")]
 pub mod ratelimit {
     pub use dq_ratelimit::*;
+}
+
+/// Periodic messages: the [`periodic::Periodic`] middleware and [`periodic::Schedule`].
+#[cfg(feature = "periodic")]
+pub mod periodic {
+    pub use dq_periodic::*;
 }
 
 #[cfg(feature = "stub")]

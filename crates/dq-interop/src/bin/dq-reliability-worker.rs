@@ -104,6 +104,45 @@ async fn slow(key: String, n: u64) -> Result<(), String> {
     record(key, n).await
 }
 
+/// A periodic schedule's run: appends the tick it was sent for (`scheduled_at`) and this
+/// process's pid to the list `key`.
+#[dq::actor(max_retries = 0)]
+async fn tick(key: String) -> Result<(), String> {
+    let message = dq::current_message().ok_or("no current message")?;
+    let at = message
+        .options
+        .get_str("scheduled_at")
+        .unwrap_or("manual")
+        .to_owned();
+    let mut conn = recorder().await?;
+    redis::cmd("RPUSH")
+        .arg(&key)
+        .arg(format!(
+            "{at} {} {}",
+            message.message_id,
+            std::process::id()
+        ))
+        .query_async::<()>(&mut conn)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The schedule of `DQ_RELIABILITY_CRON` (an expression) for `tick`, recording into
+/// `DQ_RELIABILITY_TICKS` (a list key), missed-tick policy `DQ_RELIABILITY_MISSED`.
+fn periodic(queue: &str) -> Option<dq::periodic::Periodic> {
+    let expr = env("DQ_RELIABILITY_CRON")?;
+    let key = env("DQ_RELIABILITY_TICKS").unwrap_or_else(|| "ticks".to_owned());
+    let missed = match env("DQ_RELIABILITY_MISSED").as_deref() {
+        Some("run_once") => dq::periodic::Missed::RunOnce,
+        _ => dq::periodic::Missed::Skip,
+    };
+    let schedule = dq::periodic::Schedule::new("tick", &expr)
+        .and_then(|s| s.actor("tick").queue(queue).args(&(key,)))
+        .expect("DQ_RELIABILITY_CRON is a valid schedule")
+        .missed(missed);
+    Some(dq::periodic::Periodic::new().schedule(schedule))
+}
+
 /// Does nothing: the backlog test measures the worker, not the work.
 #[dq::actor]
 fn noop() {}
@@ -136,6 +175,12 @@ fn main() {
             flaky.options.queue_name = queue.clone();
             let mut slow = slow::actor();
             slow.options.queue_name = queue.clone();
+            let mut tick = tick::actor();
+            tick.options.queue_name = queue.clone();
+            let app = match periodic(&queue) {
+                Some(p) => app.middleware(p).middleware(dq::middleware::CurrentMessage),
+                None => app,
+            };
             let app = match env_u64("DQ_RELIABILITY_MAX_MESSAGE_SIZE") {
                 Some(bytes) => app.max_message_size(usize::try_from(bytes).unwrap_or(usize::MAX)),
                 None => app,
@@ -145,6 +190,7 @@ fn main() {
                 .actor(noop)
                 .actor(flaky)
                 .actor(slow)
+                .actor(tick)
         })
         .main()
 }
