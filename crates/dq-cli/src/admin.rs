@@ -32,7 +32,7 @@ use anyhow::{anyhow, bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use dq_core::{
     is_valid_queue_name, App, Broker, BrokerError, BrokerErrorKind, DeadLetter, Message,
-    RetryCount, WorkerInfo,
+    RetryCount, ScheduleState, WorkerInfo,
 };
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -79,6 +79,12 @@ enum Command {
     Actors,
     /// Show the running worker processes: host and pid, id, start, queues and actors.
     Workers,
+    /// Show the periodic schedules running workers claim ticks of: expression, zone, actor,
+    /// last and next tick, the last message. `run NAME` enqueues one of its messages now.
+    Schedules {
+        #[command(subcommand)]
+        action: Option<SchedulesAction>,
+    },
     /// List, show, requeue or purge dead-lettered messages.
     #[command(subcommand)]
     DeadLetters(DeadLetters),
@@ -90,6 +96,16 @@ enum Command {
         /// The queues to purge.
         #[arg(required = true)]
         queues: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SchedulesAction {
+    /// Enqueue one message of schedule NAME now (its actor, queue and arguments as recorded),
+    /// outside its ticks.
+    Run {
+        /// The schedule's name.
+        name: String,
     },
 }
 
@@ -237,6 +253,7 @@ async fn execute(args: AdminArgs) -> anyhow::Result<()> {
         Command::Queues { queues } => queues_table(&*broker, queues, &mut out).await?,
         Command::Actors => actors_table(&*broker, &mut out).await?,
         Command::Workers => workers_table(&*broker, &mut out).await?,
+        Command::Schedules { action } => schedules(broker, action, &mut out).await?,
         Command::DeadLetters(d) => dead_letters(&*broker, d, &mut out).await?,
         Command::Send(s) => send(broker, s, &mut out).await?,
         Command::Purge { queues } => {
@@ -278,7 +295,7 @@ fn check_arguments(command: &Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Actors | Command::Workers => Ok(()),
+        Command::Actors | Command::Workers | Command::Schedules { .. } => Ok(()),
     }
 }
 
@@ -879,6 +896,119 @@ async fn send(broker: Arc<dyn Broker>, s: SendArgs, out: &mut String) -> anyhow:
         .context("enqueueing the message")?;
     out.push_str(&String::from_utf8_lossy(&sent.encode()));
     out.push('\n');
+    Ok(())
+}
+
+/// Env: the Redis where periodic ticks are claimed for a broker that cannot claim them (the
+/// `Periodic` middleware's `DQ_PERIODIC_REDIS_URL`), and its namespace.
+const PERIODIC_REDIS_URL_ENV: &str = "DQ_PERIODIC_REDIS_URL";
+const PERIODIC_REDIS_NAMESPACE_ENV: &str = "DQ_PERIODIC_REDIS_NAMESPACE";
+
+/// The schedules the broker records, or, for one that records none (RabbitMQ), the ones in the
+/// Redis of `DQ_PERIODIC_REDIS_URL`, which keeps them under the same keys.
+async fn schedule_states(broker: &dyn Broker) -> anyhow::Result<Vec<ScheduleState>> {
+    match broker.schedules().await {
+        Ok(s) => Ok(s),
+        Err(e) if e.kind() == BrokerErrorKind::Unsupported => {
+            let Some(url) = std::env::var(PERIODIC_REDIS_URL_ENV)
+                .ok()
+                .filter(|u| !u.trim().is_empty())
+            else {
+                return Err(Usage(format!(
+                    "the {} broker records no schedules: its workers claim ticks in the Redis of \
+                     {PERIODIC_REDIS_URL_ENV}; set it here too",
+                    broker.kind()
+                ))
+                .into());
+            };
+            let namespace = std::env::var(PERIODIC_REDIS_NAMESPACE_ENV)
+                .ok()
+                .filter(|n| !n.trim().is_empty());
+            let claims = connect(&url, Some(PERIODIC_REDIS_URL_ENV), namespace.as_deref()).await?;
+            Ok(claims.schedules().await.context("reading the schedules")?)
+        }
+        Err(e) => Err(anyhow::Error::new(e).context("reading the schedules")),
+    }
+}
+
+async fn schedules(
+    broker: Arc<dyn Broker>,
+    action: Option<SchedulesAction>,
+    out: &mut String,
+) -> anyhow::Result<()> {
+    let states = schedule_states(&*broker).await?;
+    match action {
+        None => {
+            if states.is_empty() {
+                out.push_str("No schedules are recorded (none ran in the last 7 days).\n");
+                return Ok(());
+            }
+            let now = dq_core::now_ms();
+            let rows: Vec<Vec<String>> = states
+                .iter()
+                .map(|s| {
+                    let next = match s.next_tick_ms {
+                        Some(t) if t < now => format!("{} (overdue)", when(Some(t))),
+                        t => when(t),
+                    };
+                    vec![
+                        s.name.clone(),
+                        s.expression.clone(),
+                        s.timezone.clone(),
+                        s.actor_name.clone(),
+                        s.queue_name.clone(),
+                        when(Some(s.last_tick_ms)),
+                        next,
+                        s.last_message_id.clone(),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "SCHEDULE",
+                    "EXPRESSION",
+                    "ZONE",
+                    "ACTOR",
+                    "QUEUE",
+                    "LAST TICK",
+                    "NEXT TICK",
+                    "LAST MESSAGE",
+                ],
+                &rows,
+                &[false; 7],
+                out,
+            );
+        }
+        Some(SchedulesAction::Run { name }) => {
+            let Some(s) = states.into_iter().find(|s| s.name == name) else {
+                bail!("no schedule {name:?} is recorded (see `dq schedules`)");
+            };
+            let args = serde_json::value::to_raw_value(&s.args)?;
+            let kwargs = serde_json::value::to_raw_value(&s.kwargs)?;
+            let mut message = Message::from_raw(&s.queue_name, &s.actor_name, args, kwargs);
+            let at = chrono::Utc::now()
+                .format("%Y-%m-%dT%H:%M:%S+00:00")
+                .to_string();
+            message
+                .options
+                .insert("scheduled_at".to_owned(), Value::from(at));
+            message
+                .options
+                .insert("dq_schedule".to_owned(), Value::from(s.name.clone()));
+            let app = App::builder_shared(broker)
+                .without_linked_actors()
+                .build()?;
+            let sent = app
+                .enqueue(message, None)
+                .await
+                .context("enqueueing the message")?;
+            let _ = writeln!(
+                out,
+                "Enqueued {} for schedule {name} on {}.",
+                sent.message_id, sent.queue_name
+            );
+        }
+    }
     Ok(())
 }
 

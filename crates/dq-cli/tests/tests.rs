@@ -12,6 +12,7 @@ mod cli_logging;
 mod cli_one_app;
 mod cli_queues;
 mod cli_registry;
+mod cli_schedules;
 mod cli_signals;
 mod cli_watch;
 
