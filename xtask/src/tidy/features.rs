@@ -30,14 +30,17 @@ const GUARDED: &[(&str, &[&str])] = &[
     ("clap", &["cli"]),
     ("dq-results", &["results"]),
     ("dq-ratelimit", &["ratelimit"]),
+    ("dq-periodic", &["periodic"]),
+    ("croner", &["periodic"]),
     ("dq-redis-conn", REDIS_USERS),
     ("redis", REDIS_USERS),
     ("deadpool-redis", REDIS_USERS),
-    ("rustls", &["redis", "results", "ratelimit", "amqp"]),
+    ("rustls", &["redis", "results", "ratelimit", "periodic", "amqp"]),
 ];
 
-/// The features whose crates talk to Redis.
-const REDIS_USERS: &[&str] = &["redis", "results", "ratelimit"];
+/// The features whose crates talk to Redis (`periodic`: the claims of a broker that cannot
+/// claim ticks itself).
+const REDIS_USERS: &[&str] = &["redis", "results", "ratelimit", "periodic"];
 
 /// The features of dq that dq-cli has too, and that dq must forward to it.
 const CLI_BROKERS: &[&str] = &["redis", "amqp"];
