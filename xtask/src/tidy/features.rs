@@ -35,7 +35,10 @@ const GUARDED: &[(&str, &[&str])] = &[
     ("dq-redis-conn", REDIS_USERS),
     ("redis", REDIS_USERS),
     ("deadpool-redis", REDIS_USERS),
-    ("rustls", &["redis", "results", "ratelimit", "periodic", "amqp"]),
+    (
+        "rustls",
+        &["redis", "results", "ratelimit", "periodic", "amqp"],
+    ),
 ];
 
 /// The features whose crates talk to Redis (`periodic`: the claims of a broker that cannot
