@@ -65,6 +65,10 @@ if os.environ.get("DQ_INTEROP_GROUPS_URL"):
     broker.add_middleware(
         GroupCallbacks(RateLimiterRedisBackend(url=os.environ["DQ_INTEROP_GROUPS_URL"]), barrier_ttl=600_000)
     )
+if os.environ.get("DQ_INTEROP_PERIODIQ_SKIP_DELAY"):
+    from periodiq import PeriodiqMiddleware
+
+    broker.add_middleware(PeriodiqMiddleware(skip_delay=int(os.environ["DQ_INTEROP_PERIODIQ_SKIP_DELAY"])))
 dramatiq.set_broker(broker)
 
 
@@ -167,6 +171,17 @@ if os.environ.get("DQ_INTEROP_RESULTS_NS"):
     @dramatiq.actor(queue_name=QUEUE, store_results=True, max_retries=0)
     def boom(text):
         raise Boom(text)
+
+
+if os.environ.get("DQ_INTEROP_PERIODIQ_SKIP_DELAY"):
+    from periodiq import cron
+
+    # A periodiq actor (its own schedule never fires in a test: once a year): its middleware
+    # skips its messages whose `scheduled_at` is older than the skip delay.
+    @dramatiq.actor(queue_name=QUEUE, actor_name="periodic_record", periodic=cron("0 0 1 1 *"))
+    def periodic_record(path, tag):
+        message = CurrentMessage.get_current_message()
+        record(path, tag, scheduled_at=message.options.get("scheduled_at"))
 
 
 def send(spec_path):

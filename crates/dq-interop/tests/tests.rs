@@ -6,6 +6,7 @@ mod interop_groups;
 mod interop_handoff;
 mod interop_kill;
 mod interop_mixed;
+mod interop_periodiq;
 mod interop_priority;
 mod interop_results;
 mod interop_roundtrip;

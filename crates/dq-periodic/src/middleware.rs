@@ -253,6 +253,14 @@ pub struct Resolved {
     pub definition: String,
 }
 
+/// A `scheduled_at` as dq writes it (`2026-12-05T03:00:00+01:00`) or as periodiq does
+/// (pendulum's `str`: `2026-12-05 03:00:00+01:00`, fractions of a second allowed).
+pub(crate) fn parse_scheduled_at(text: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .or_else(|_| chrono::DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%:z"))
+        .ok()
+}
+
 fn from_actor_options(
     actor: &str,
     extra: &Map<String, Value>,
@@ -322,7 +330,7 @@ impl Middleware for Periodic {
         ) else {
             return Ok(Control::Continue);
         };
-        let Ok(at) = chrono::DateTime::parse_from_rfc3339(at) else {
+        let Some(at) = parse_scheduled_at(at) else {
             return Ok(Control::Continue);
         };
         let age_ms = now_ms().saturating_sub(at.timestamp_millis());
@@ -672,5 +680,20 @@ impl Scheduler {
             self.warned_definitions
                 .insert(r.schedule.name().to_owned(), theirs.definition.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_scheduled_at;
+
+    #[test]
+    fn scheduled_at_as_dq_and_periodiq_write_it() {
+        let dq = parse_scheduled_at("2026-12-05T03:00:00+01:00").unwrap();
+        let periodiq = parse_scheduled_at("2026-12-05 03:00:00+01:00").unwrap();
+        let fraction = parse_scheduled_at("2026-12-05 02:00:00.5+00:00").unwrap();
+        assert_eq!(dq, periodiq);
+        assert_eq!(fraction.timestamp_millis(), dq.timestamp_millis() + 500);
+        assert!(parse_scheduled_at("yesterday").is_none());
     }
 }

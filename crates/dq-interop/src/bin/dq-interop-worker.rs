@@ -219,6 +219,11 @@ fn main() {
                 actor.options.queue_name = queue.clone();
                 app = app.actor(actor);
             }
+            if env("DQ_INTEROP_PERIODIC").is_some() {
+                app = app.middleware(
+                    dq::periodic::Periodic::new().skip_delay(Some(Duration::from_secs(10))),
+                );
+            }
             if let Some(url) = &groups {
                 let backend = dq::ratelimit::RedisBackend::builder()
                     .url(url)
