@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use dq_core::{
     async_trait, base_queue_name, is_valid_queue_name, Broker, BrokerError, BrokerErrorKind,
-    Consumer, DeadLetter, Message, QueueStats, WorkerInfo,
+    Consumer, DeadLetter, Message, QueueStats, ScheduleState, TickClaim, TickOutcome, WorkerInfo,
 };
 use lapin::options::{
     BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
@@ -230,6 +230,7 @@ impl AmqpBrokerBuilder {
             consumer_link: Slot::new(Role::Consumer),
             publisher: tokio::sync::Mutex::new(None),
             registry: Default::default(),
+            leadership: Default::default(),
         });
         inner
             .link(Role::Publisher)
@@ -414,6 +415,8 @@ pub(crate) struct Inner {
     publisher: tokio::sync::Mutex<Option<PubChannel>>,
     /// The worker registry's bookkeeping (see the `workers` module).
     pub(crate) registry: crate::workers::Registry,
+    /// The periodic schedules' leadership (see the `schedules` module).
+    pub(crate) leadership: crate::schedules::Leadership,
 }
 
 impl Inner {
@@ -802,6 +805,24 @@ impl Broker for AmqpBroker {
 
     async fn enqueue(&self, message: &mut Message) -> Result<(), BrokerError> {
         self.enqueue_many(std::slice::from_mut(message)).await
+    }
+
+    /// Claims the tick if this process leads the schedules (it holds the exclusive queue
+    /// `dq:schedules.leader`), then publishes with confirms and records the tick in the queue
+    /// `dq:schedule.<name>`; see the crate's notes on failover. `no_overlap` is unsupported.
+    async fn enqueue_tick(
+        &self,
+        claim: &TickClaim<'_>,
+        message: &mut Message,
+    ) -> Result<TickOutcome, BrokerError> {
+        check_queue(&message.queue_name, "enqueue")?;
+        self.inner
+            .claim_tick(claim, || self.enqueue_many(std::slice::from_mut(message)))
+            .await
+    }
+
+    async fn schedules(&self) -> Result<Vec<ScheduleState>, BrokerError> {
+        self.inner.schedules().await
     }
 
     /// Publishes all of `messages` back to back, then waits for all their confirms together.

@@ -76,12 +76,14 @@ mod broker;
 mod consumer;
 mod declare;
 mod error;
+mod schedules;
 mod url;
 mod workers;
 
 pub use broker::{AmqpBroker, AmqpBrokerBuilder, URL_ENV};
 pub use declare::{queue_arguments, ArgumentValue, QueueArguments, DEFAULT_DEAD_MESSAGE_TTL_MS};
 pub use error::AmqpBrokerError;
+pub use schedules::{LEADER_QUEUE, SCHEDULES_QUEUE};
 pub use url::DEFAULT_URL;
 pub use workers::{LOCK_QUEUE, MAX_RECORDS, WORKERS_QUEUE};
 

@@ -43,7 +43,11 @@ async fn amqps_round_trip_through_a_private_ca() {
     let got = got.pop().expect("a delivery within 10 s");
     let decoded = dq::Message::decode(&got.body).expect("decode");
     assert_eq!(decoded.message_id, m.message_id);
-    consumer.acker().ack(&[got.token.clone()]).await.unwrap();
+    consumer
+        .acker()
+        .ack(std::slice::from_ref(&got.token))
+        .await
+        .unwrap();
     consumer.close().await.unwrap();
     assert_eq!(
         broker.stats(&queue.name).await.unwrap(),

@@ -60,6 +60,15 @@ pub enum ScheduleError {
     /// Two schedules of this app have one name.
     #[error("two schedules are named {0:?}")]
     Duplicate(String),
+    /// A `no_overlap` schedule on RabbitMQ without a Redis to claim ticks in.
+    #[error(
+        "schedule {schedule}: no_overlap on RabbitMQ needs a Redis to claim ticks in \
+         (Periodic::claims_in_redis, or env DQ_PERIODIC_REDIS_URL)"
+    )]
+    NoOverlapNeedsRedis {
+        /// The schedule's name.
+        schedule: String,
+    },
     /// The broker cannot claim ticks and no other claim store was given.
     #[error(
         "the {broker} broker cannot claim schedule ticks by itself: give the Periodic middleware \

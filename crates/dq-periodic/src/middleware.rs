@@ -379,21 +379,26 @@ impl Middleware for Periodic {
         let schedules = self
             .schedules_of(app)
             .map_err(|e| MiddlewareError::caused_by("Periodic", "", e))?;
+        let kind = app.broker().kind();
         let claims = match &self.claims_url {
-            Some(url) if !broker_claims(app) => Some(
+            Some(url) if !atomic_claims(kind) => Some(
                 RedisClaims::new(url, &self.claims_namespace)
                     .map_err(|e| MiddlewareError::new("Periodic", e))?,
             ),
             _ => None,
         };
-        if claims.is_none() && !broker_claims(app) && !schedules.is_empty() && self.scheduler {
-            return Err(MiddlewareError::caused_by(
-                "Periodic",
-                "",
-                ScheduleError::NoClaimStore {
-                    broker: app.broker().kind(),
-                },
-            ));
+        if claims.is_none() && self.scheduler && !schedules.is_empty() {
+            let refuse = |e: ScheduleError| Err(MiddlewareError::caused_by("Periodic", "", e));
+            if !atomic_claims(kind) && kind != "amqp" {
+                return refuse(ScheduleError::NoClaimStore { broker: kind });
+            }
+            if kind == "amqp" {
+                if let Some(r) = schedules.iter().find(|r| r.schedule.is_no_overlap()) {
+                    return refuse(ScheduleError::NoOverlapNeedsRedis {
+                        schedule: r.schedule.name().to_owned(),
+                    });
+                }
+            }
         }
         *self.claims.lock().unwrap_or_else(|p| p.into_inner()) = claims.clone();
         if !self.scheduler || schedules.is_empty() {
@@ -445,10 +450,11 @@ impl Middleware for Periodic {
     }
 }
 
-/// Whether the app's broker claims ticks itself: every broker but one whose
-/// `enqueue_tick` is unsupported. Known by kind, without a probe call.
-fn broker_claims(app: &App) -> bool {
-    matches!(app.broker().kind(), "redis" | "stub")
+/// Whether the broker claims a tick and enqueues its message as one step. RabbitMQ claims
+/// through a leader instead (`dq:schedules.leader`), unless the middleware has a Redis for the
+/// claims; another broker needs that Redis.
+fn atomic_claims(kind: &str) -> bool {
+    matches!(kind, "redis" | "stub")
 }
 
 struct Scheduler {

@@ -127,8 +127,9 @@ async fn tick(key: String) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-/// The schedule of `DQ_RELIABILITY_CRON` (an expression) for `tick`, recording into
-/// `DQ_RELIABILITY_TICKS` (a list key), missed-tick policy `DQ_RELIABILITY_MISSED`.
+/// The schedule `DQ_RELIABILITY_SCHEDULE` (default `tick`) of `DQ_RELIABILITY_CRON` (an
+/// expression) for `tick`, recording into `DQ_RELIABILITY_TICKS` (a list key), missed-tick
+/// policy `DQ_RELIABILITY_MISSED`.
 fn periodic(queue: &str) -> Option<dq::periodic::Periodic> {
     let expr = env("DQ_RELIABILITY_CRON")?;
     let key = env("DQ_RELIABILITY_TICKS").unwrap_or_else(|| "ticks".to_owned());
@@ -136,7 +137,8 @@ fn periodic(queue: &str) -> Option<dq::periodic::Periodic> {
         Some("run_once") => dq::periodic::Missed::RunOnce,
         _ => dq::periodic::Missed::Skip,
     };
-    let schedule = dq::periodic::Schedule::new("tick", &expr)
+    let name = env("DQ_RELIABILITY_SCHEDULE").unwrap_or_else(|| "tick".to_owned());
+    let schedule = dq::periodic::Schedule::new(name, &expr)
         .and_then(|s| s.actor("tick").queue(queue).args(&(key,)))
         .expect("DQ_RELIABILITY_CRON is a valid schedule")
         .missed(missed);
