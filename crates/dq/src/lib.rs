@@ -37,6 +37,8 @@
 //! | `cli` | no | `dq::cli`: the worker command line, `dq::cli::main()` (dq-cli), for the brokers of `redis` / `amqp` |
 //! | `results` | no | `dq::results`: the Results middleware and its backends (dq-results) |
 //! | `ratelimit` | no | `dq::ratelimit`: rate limiters and barriers (dq-ratelimit) |
+//! | `otel` | no | `dq::otel`: OpenTelemetry context across the queue in `trace_ctx`, producer and consumer spans (dq-otel) |
+//! | `sentry` | no | `dq::sentry`: Sentry error reporting and `_sentry_headers` trace propagation (dq-sentry) |
 //! | `full` | no | all of the above |
 
 // What application code names: actors, apps, sending, workers, state, errors.
@@ -142,6 +144,20 @@ pub mod results {
 #[cfg(feature = "ratelimit")]
 pub mod ratelimit {
     pub use dq_ratelimit::*;
+}
+
+/// OpenTelemetry: the [`otel::OpenTelemetry`] middleware, trace context across the queue in
+/// the `trace_ctx` option.
+#[cfg(feature = "otel")]
+pub mod otel {
+    pub use dq_otel::*;
+}
+
+/// Sentry: the [`sentry::Sentry`] middleware, error reporting and `_sentry_headers` trace
+/// propagation as Python's sentry-sdk Dramatiq integration does them.
+#[cfg(feature = "sentry")]
+pub mod sentry {
+    pub use dq_sentry::*;
 }
 
 #[cfg(feature = "stub")]
