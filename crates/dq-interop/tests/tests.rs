@@ -9,6 +9,7 @@ mod interop_mixed;
 mod interop_priority;
 mod interop_results;
 mod interop_roundtrip;
+mod interop_tracing;
 mod reliability_amqp;
 mod reliability_backlog;
 mod reliability_chaos;

@@ -108,8 +108,8 @@ pub mod broker {
 pub mod middleware {
     pub use dq_core::{
         async_trait, compute_backoff, compute_backoff_with, short_type_name, Actor, ActorContext,
-        ActorOptions, ActorResult, BoxActorFuture, Control, Extensions, GroupBarrier, Handler, Hooks,
-        Invocation, Job, Middleware, MiddlewareError, Options, Outcome, Registry, Scoped,
+        ActorOptions, ActorResult, BoxActorFuture, Control, Extensions, GroupBarrier, Handler,
+        Hooks, Invocation, Job, Middleware, MiddlewareError, Options, Outcome, Registry, Scoped,
         BUILTIN_ACTOR_OPTIONS, MAX_BACKOFF_MS,
     };
     pub use dq_middleware::*;
