@@ -36,13 +36,18 @@ const SENTRY_HEADERS: &str = "_sentry_headers";
 /// let mut options = Options::default();
 /// dq_otel::inject(&TraceContextPropagator::new(), &cx, &mut options);
 /// assert_eq!(
-///     options["trace_ctx"]["traceparent"],
-///     "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+///     serde_json::Value::from(options.0),
+///     serde_json::json!({"trace_ctx": {
+///         "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+///     }})
 /// );
 /// ```
 pub fn inject(propagator: &dyn TextMapPropagator, cx: &Context, options: &mut Options) {
     let mut fields: HashMap<String, String> = HashMap::new();
     propagator.inject_context(cx, &mut fields);
+    // The W3C propagator writes an empty `tracestate` when there is none: leave it out, as
+    // Python does.
+    fields.retain(|_, v| !v.is_empty());
     if fields.is_empty() {
         return;
     }

@@ -163,8 +163,19 @@ impl Middleware for Sentry {
             // As Python: without an initialised client, nothing is written.
             return Ok(());
         }
-        let headers: Vec<(&'static str, String)> =
-            hub.configure_scope(|scope| scope.iter_trace_propagation_headers().collect());
+        let (in_span, headers): (bool, Vec<(&'static str, String)>) =
+            hub.configure_scope(|scope| {
+                (
+                    scope.get_span().is_some(),
+                    scope.iter_trace_propagation_headers().collect(),
+                )
+            });
+        // A message re-enqueued outside any transaction (a delayed message the worker moves to
+        // its queue, a retry) keeps the headers it was sent with. Python writes the worker's
+        // own trace over them there, which loses a delayed message's trace.
+        if !in_span && message.options.contains_key(SENTRY_HEADERS) {
+            return Ok(());
+        }
         let mut map = Map::new();
         // Python always writes both keys; its baggage may be null, and dq has none to give.
         map.insert("baggage".to_owned(), Value::Null);
