@@ -190,9 +190,21 @@ async fn enqueue_and_process_spans_record_the_message_and_its_outcome() {
     assert_eq!(sends[0].fields["dq.actor"], "flaky");
     assert_eq!(sends[0].fields["otel.kind"], "producer");
     assert_eq!(sends[0].fields["messaging.system"], "dramatiq");
-    assert_eq!(sends[1].parent, Some("dq.process"), "the retry is enqueued in the run");
-    assert!(sends[1].fields.contains_key("dq.delay_ms"), "{:?}", sends[1]);
-    assert!(!sends[2].fields.contains_key("dq.delay_ms"), "{:?}", sends[2]);
+    assert_eq!(
+        sends[1].parent,
+        Some("dq.process"),
+        "the retry is enqueued in the run"
+    );
+    assert!(
+        sends[1].fields.contains_key("dq.delay_ms"),
+        "{:?}",
+        sends[1]
+    );
+    assert!(
+        !sends[2].fields.contains_key("dq.delay_ms"),
+        "{:?}",
+        sends[2]
+    );
 
     let runs = of("dq.process", &flaky_msg.message_id);
     assert_eq!(runs.len(), 2, "{runs:#?}");
