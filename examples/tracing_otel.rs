@@ -55,7 +55,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // 4. Wait for the run, then print the trace as the exporter got it.
-    for _ in 0..100 {
+    for _ in 0..500 {
         let done = exporter.get_finished_spans()?.len() >= 4;
         if done {
             break;

@@ -21,6 +21,10 @@
 //! the one producer span. A worker that has no current context when it re-enqueues a message
 //! (a retry, a delayed message moved to its queue) leaves an existing `trace_ctx` alone.
 //!
+//! Messages the actor sends continue its trace. Those that after-process hooks enqueue once
+//! the run is over (the next stage of a pipeline, `on_success` / `on_failure` callbacks) are
+//! sent outside the consumer span: without a `trace_ctx` of their own, they start a trace.
+//!
 //! As fallbacks, a message without `trace_ctx` continues the trace of the Sentry header
 //! (`options["_sentry_headers"]["sentry-trace"]`, written by Python's sentry-sdk and by
 //! dq-sentry), then that of `options["options"]["trace_context"]` (where the PyPI package

@@ -263,3 +263,28 @@ async fn sentry_trace_headers_continue_across_the_queue_except_for_retries() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_message_keeps_its_producers_trace() {
+    let s = setup().await;
+    let python_trace = "0af7651916cd43dd8448eb211c80319c";
+    let mut m = Message::new(&s.queue, "fails", &json!(["delayed"]), &json!({})).unwrap();
+    m.options.insert(
+        "_sentry_headers".into(),
+        json!({"sentry-trace": format!("{python_trace}-b7ad6b7169203331-1"), "baggage": null}),
+    );
+    // Through the app outside any transaction, then moved from the delay queue by the worker:
+    // neither enqueue writes its own trace over the message's.
+    let sent = s
+        .app
+        .enqueue(m, Some(Duration::from_millis(50)))
+        .await
+        .expect("enqueued");
+    assert_eq!(
+        sent.options["_sentry_headers"]["sentry-trace"],
+        json!(format!("{python_trace}-b7ad6b7169203331-1"))
+    );
+    let (events, _) = s.finish(1).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(trace_id(&events[0]), python_trace);
+}
