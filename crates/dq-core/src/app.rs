@@ -7,6 +7,8 @@ use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tracing::Instrument;
+
 use crate::actor::{Actor, Registry};
 use crate::broker::Broker;
 use crate::error::BrokerError;
@@ -482,7 +484,30 @@ impl App {
 
     /// Enqueues `message`, after `delay` if given (even a zero delay goes through the delay queue,
     /// as in Dramatiq). Returns the message as the broker got it.
-    pub async fn enqueue(&self, mut message: Message, delay: Option<Duration>) -> Result<Message> {
+    ///
+    /// The hooks and the broker call run in a `dq.enqueue` span (`tracing`, level INFO) with
+    /// the message id, actor and queue, and the OpenTelemetry messaging fields
+    /// (`otel.kind = "producer"`) a `tracing-opentelemetry` layer understands.
+    pub async fn enqueue(&self, message: Message, delay: Option<Duration>) -> Result<Message> {
+        let span = tracing::info_span!(
+            "dq.enqueue",
+            otel.name = %format_args!("send {}", message.queue_name),
+            otel.kind = "producer",
+            messaging.system = "dramatiq",
+            messaging.operation.name = "send",
+            messaging.destination.name = %message.queue_name,
+            messaging.message.id = %message.message_id,
+            dq.actor = %message.actor_name,
+            dq.delay_ms = delay.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        );
+        self.enqueue_inner(message, delay).instrument(span).await
+    }
+
+    async fn enqueue_inner(
+        &self,
+        mut message: Message,
+        delay: Option<Duration>,
+    ) -> Result<Message> {
         for m in &self.inner.before_enqueue {
             m.before_enqueue(self, &mut message, delay).await?;
         }
@@ -505,6 +530,25 @@ impl App {
     /// enqueue hooks, as [`enqueue`](App::enqueue) does, when this call claims the tick.
     pub async fn enqueue_tick(
         &self,
+        message: Message,
+        claim: &crate::TickClaim<'_>,
+    ) -> Result<(crate::TickOutcome, Message)> {
+        let span = tracing::info_span!(
+            "dq.enqueue",
+            otel.name = %format_args!("send {}", message.queue_name),
+            otel.kind = "producer",
+            messaging.system = "dramatiq",
+            messaging.operation.name = "send",
+            messaging.destination.name = %message.queue_name,
+            messaging.message.id = %message.message_id,
+            dq.actor = %message.actor_name,
+            dq.schedule = claim.schedule,
+        );
+        self.enqueue_tick_inner(message, claim).instrument(span).await
+    }
+
+    async fn enqueue_tick_inner(
+        &self,
         mut message: Message,
         claim: &crate::TickClaim<'_>,
     ) -> Result<(crate::TickOutcome, Message)> {
@@ -521,8 +565,20 @@ impl App {
         Ok((outcome, message))
     }
 
-    /// Enqueues many messages without delay, pipelined where the broker allows.
-    pub async fn enqueue_many(&self, mut messages: Vec<Message>) -> Result<Vec<Message>> {
+    /// Enqueues many messages without delay, pipelined where the broker allows, in one
+    /// `dq.enqueue_many` span (`tracing`, level INFO) that counts them.
+    pub async fn enqueue_many(&self, messages: Vec<Message>) -> Result<Vec<Message>> {
+        let span = tracing::info_span!(
+            "dq.enqueue_many",
+            otel.kind = "producer",
+            messaging.system = "dramatiq",
+            messaging.operation.name = "send",
+            messaging.batch.message_count = messages.len(),
+        );
+        self.enqueue_many_inner(messages).instrument(span).await
+    }
+
+    async fn enqueue_many_inner(&self, mut messages: Vec<Message>) -> Result<Vec<Message>> {
         for message in messages.iter_mut() {
             for m in &self.inner.before_enqueue {
                 m.before_enqueue(self, message, None).await?;

@@ -58,7 +58,7 @@ pub use message::{
     base_queue_name, dead_letter_queue_name, delay_queue_name, encode_args, encode_kwargs,
     is_valid_queue_name, kwargs_from_map, new_message_id, now_ms, Message,
 };
-pub use middleware::{Control, Hooks, Job, Middleware, Outcome};
+pub use middleware::{Control, Extensions, Hooks, Job, Middleware, Outcome};
 pub use options::{ActorOptions, Options, BUILTIN_ACTOR_OPTIONS};
 pub use redact::redact_url;
 pub use result::ResultSource;

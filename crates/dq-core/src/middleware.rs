@@ -1,5 +1,7 @@
 //! The `Middleware` trait: Dramatiq's hook list, with results that protect delivery.
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -107,7 +109,72 @@ pub struct Job {
     pub expose_message: bool,
     /// When processing started.
     pub started: Instant,
+    /// The worker's `dq.process` span for this message (disabled outside a worker): its hooks
+    /// and the actor run inside it, and it records the outcome. A middleware may add fields to
+    /// it, or use it as the parent of its own spans.
+    pub span: tracing::Span,
+    /// What middleware keep on the job from one hook to the next (an OpenTelemetry span, a
+    /// Sentry transaction), one value per type, dropped with the job.
+    pub extensions: Extensions,
     failed: Option<String>,
+}
+
+/// Values of any type, one per type: what a middleware carries on a [`Job`] from its
+/// `before_process` to its `after_process` without a map of its own keyed by message id (which
+/// would leak the entries of messages whose after-hooks never run, such as a requeued one).
+///
+/// Use a type private to your middleware as the key, so no other middleware can touch it.
+///
+/// ```
+/// use dq_core::Extensions;
+///
+/// struct Started(u64);
+///
+/// let mut ext = Extensions::default();
+/// ext.insert(Started(7));
+/// assert_eq!(ext.get::<Started>().map(|s| s.0), Some(7));
+/// assert_eq!(ext.remove::<Started>().map(|s| s.0), Some(7));
+/// assert!(ext.get::<Started>().is_none());
+/// ```
+#[derive(Default)]
+pub struct Extensions(HashMap<TypeId, Box<dyn Any + Send + Sync>>);
+
+impl Extensions {
+    /// Stores `value`, returning the value of its type stored before, if any.
+    pub fn insert<T: Send + Sync + 'static>(&mut self, value: T) -> Option<T> {
+        self.0
+            .insert(TypeId::of::<T>(), Box::new(value))
+            .and_then(|old| old.downcast::<T>().ok().map(|b| *b))
+    }
+
+    /// The value of type `T`, if one is stored.
+    pub fn get<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.0
+            .get(&TypeId::of::<T>())
+            .and_then(|b| b.downcast_ref::<T>())
+    }
+
+    /// The value of type `T`, mutably, if one is stored.
+    pub fn get_mut<T: Send + Sync + 'static>(&mut self) -> Option<&mut T> {
+        self.0
+            .get_mut(&TypeId::of::<T>())
+            .and_then(|b| b.downcast_mut::<T>())
+    }
+
+    /// Takes the value of type `T` out, if one is stored.
+    pub fn remove<T: Send + Sync + 'static>(&mut self) -> Option<T> {
+        self.0
+            .remove(&TypeId::of::<T>())
+            .and_then(|b| b.downcast::<T>().ok().map(|b| *b))
+    }
+}
+
+impl std::fmt::Debug for Extensions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Extensions")
+            .field("len", &self.0.len())
+            .finish()
+    }
 }
 
 impl Job {
@@ -120,6 +187,8 @@ impl Job {
             notify_shutdown: false,
             expose_message: false,
             started: Instant::now(),
+            span: tracing::Span::none(),
+            extensions: Extensions::default(),
             failed: None,
         }
     }

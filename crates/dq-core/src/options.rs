@@ -236,6 +236,38 @@ pub struct ActorOptions {
     pub extra: Map<String, Value>,
 }
 
+impl ActorOptions {
+    /// Whether an error of type `type_name` is one these actor options `throw` for the message with
+    /// `options`: the message's `throws` option (a type name or a list of them) when it is set,
+    /// else the actor's list. A configured name matches by its last path segment, so
+    /// `my_app::errors::BadInput` and `BadInput` are the same. Retries fails such a message at
+    /// once; error reporters leave it out, as Dramatiq's Sentry integration does.
+    ///
+    /// ```
+    /// # use dq_core::{ActorOptions, Options};
+    /// let mut actor = ActorOptions::default();
+    /// actor.throws = vec!["my_app::BadInput".into()];
+    /// assert!(actor.throws_type(&Options::default(), "BadInput"));
+    /// assert!(!actor.throws_type(&Options::default(), "Timeout"));
+    /// ```
+    pub fn throws_type(&self, options: &Options, type_name: &str) -> bool {
+        let matches = |name: &str| {
+            let base = name.split('<').next().unwrap_or(name);
+            base.rsplit("::").next().unwrap_or(base) == type_name
+        };
+        match options.get("throws") {
+            Some(serde_json::Value::String(s)) if !s.is_empty() => matches(s),
+            Some(serde_json::Value::Array(names)) if !names.is_empty() => names
+                .iter()
+                .filter_map(serde_json::Value::as_str)
+                .any(matches),
+            // Any other truthy value names no type; a falsy one falls back to the actor's.
+            Some(v) if truthy(v) => false,
+            _ => self.throws.iter().any(|s| matches(s)),
+        }
+    }
+}
+
 impl Default for ActorOptions {
     fn default() -> ActorOptions {
         ActorOptions {
@@ -274,6 +306,19 @@ pub const BUILTIN_ACTOR_OPTIONS: &[&str] = &[
     "retry_when",
     "on_retry_exhausted",
 ];
+
+/// Python's truthiness of a JSON value.
+fn truthy(v: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
 
 #[cfg(test)]
 mod tests {

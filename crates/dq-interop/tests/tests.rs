@@ -10,6 +10,7 @@ mod interop_periodiq;
 mod interop_priority;
 mod interop_results;
 mod interop_roundtrip;
+mod interop_tracing;
 mod reliability_amqp;
 mod reliability_backlog;
 mod reliability_chaos;

@@ -11,7 +11,7 @@ use dq_core::{
 use serde_json::{json, Value};
 
 use crate::error::{Error, FollowUp};
-use crate::support::{actor_name_option, send_to_actor, truthy};
+use crate::support::{actor_name_option, send_to_actor};
 
 /// Dramatiq's default `max_retries`.
 pub const DEFAULT_MAX_RETRIES: u32 = 20;
@@ -155,7 +155,7 @@ impl Retries {
     /// What to do with `message` after it failed with `error`. Pure: it reads the options and
     /// changes nothing.
     fn decide(&self, message: &Message, actor: &ActorOptions, error: &ActorError) -> Decision {
-        if in_throws(&message.options, &actor.throws, error.type_name()) {
+        if actor.throws_type(&message.options, error.type_name()) {
             return Decision::Throws;
         }
         let retries = message.options.retries();
@@ -239,24 +239,6 @@ impl Delay {
             Delay::Fixed(ms) => ms,
             Delay::Backoff { factor, max } => compute_backoff(retries, factor, max),
         }
-    }
-}
-
-/// Whether `type_name` is in `throws`: the message's option (a type name or a list of them)
-/// when it is set, else the actor's list. A configured name matches by its last path segment,
-/// so `my_app::errors::BadInput` and `BadInput` are the same.
-fn in_throws(options: &Options, actor_throws: &[String], type_name: &str) -> bool {
-    let matches = |name: &str| {
-        let base = name.split('<').next().unwrap_or(name);
-        base.rsplit("::").next().unwrap_or(base) == type_name
-    };
-    match options.get("throws") {
-        Some(v) if truthy(v) => match v {
-            Value::String(s) => matches(s),
-            Value::Array(names) => names.iter().filter_map(Value::as_str).any(matches),
-            _ => false,
-        },
-        _ => actor_throws.iter().any(|s| matches(s)),
     }
 }
 

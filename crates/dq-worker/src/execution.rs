@@ -25,7 +25,7 @@ use std::task::{Context, Poll};
 use dq_core::{ActorContext, ActorError, ActorResult, Control, Invocation, Job, Outcome};
 use tokio::runtime::Handle;
 use tokio::sync::{watch, OwnedSemaphorePermit};
-use tracing::{debug, error, warn};
+use tracing::{debug, error, warn, Instrument};
 
 use crate::intake::Item;
 use crate::settlement::{Ticket, Verdict};
@@ -166,11 +166,18 @@ async fn prepare(shared: &Shared, item: Item) -> Option<Prepared> {
         return None;
     }
     let mut job = Job::new(message, actor);
+    job.span = process_span(&job);
+    let span = job.span.clone();
     for m in &shared.hooks.before_process {
-        match m.before_process(&shared.app, &mut job).await {
+        match m
+            .before_process(&shared.app, &mut job)
+            .instrument(span.clone())
+            .await
+        {
             Ok(Control::Continue) => {}
             Ok(Control::Skip) => return Some(Prepared::Skipped(job, ticket)),
             Err(e) => {
+                job.span.record("dq.outcome", "requeued");
                 error!(middleware = m.name(), error = %dq_core::ErrorChain(&e), message_id = %job.message.message_id, actor = %job.message.actor_name, queue = %job.message.queue_name, "before_process hook failed; requeueing");
                 shared
                     .settler
@@ -191,11 +198,18 @@ async fn prepare(shared: &Shared, item: Item) -> Option<Prepared> {
 /// or dead-lettered when a hook marked it failed. When a hook fails, the message is requeued
 /// instead: not acking is what keeps it safe.
 async fn conclude(shared: &Shared, mut job: Job, ticket: Ticket, outcome: Outcome) {
+    let span = job.span.clone();
     if let Outcome::Failure(e) = &outcome {
-        log_failure(&job, e);
+        span.record("dq.error", tracing::field::display(dq_core::ErrorChain(e)));
+        span.in_scope(|| log_failure(&job, e));
     }
     for m in &shared.hooks.after_process {
-        if let Err(e) = m.after_process(&shared.app, &mut job, &outcome).await {
+        if let Err(e) = m
+            .after_process(&shared.app, &mut job, &outcome)
+            .instrument(span.clone())
+            .await
+        {
+            span.record("dq.outcome", "requeued");
             error!(middleware = m.name(), error = %dq_core::ErrorChain(&e), message_id = %job.message.message_id, actor = %job.message.actor_name, queue = %job.message.queue_name, "after_process hook failed; requeueing instead of acking");
             shared
                 .settler
@@ -203,13 +217,27 @@ async fn conclude(shared: &Shared, mut job: Job, ticket: Ticket, outcome: Outcom
             return;
         }
     }
+    let verdict = if job.is_failed() {
+        "dead_lettered"
+    } else if outcome.error().is_some() {
+        "failure"
+    } else {
+        "success"
+    };
+    span.record("dq.outcome", verdict);
     shared.settler.conclude(job, ticket);
 }
 
 /// Runs the after_skip hooks of a skipped message and hands it to the settler.
 async fn conclude_skipped(shared: &Shared, mut job: Job, ticket: Ticket) {
+    let span = job.span.clone();
     for m in &shared.hooks.after_skip {
-        if let Err(e) = m.after_skip(&shared.app, &mut job).await {
+        if let Err(e) = m
+            .after_skip(&shared.app, &mut job)
+            .instrument(span.clone())
+            .await
+        {
+            span.record("dq.outcome", "requeued");
             error!(middleware = m.name(), error = %dq_core::ErrorChain(&e), message_id = %job.message.message_id, actor = %job.message.actor_name, queue = %job.message.queue_name, "after_skip hook failed; requeueing");
             shared
                 .settler
@@ -217,7 +245,36 @@ async fn conclude_skipped(shared: &Shared, mut job: Job, ticket: Ticket) {
             return;
         }
     }
+    span.record(
+        "dq.outcome",
+        if job.is_failed() {
+            "dead_lettered"
+        } else {
+            "skipped"
+        },
+    );
     shared.settler.conclude(job, ticket);
+}
+
+/// The `dq.process` span of one message: the hooks and the actor run inside it, and
+/// [`conclude`] records how it ended (`dq.outcome`: `success`, `failure` (retried or acked,
+/// as the hooks decided), `dead_lettered`, `skipped` or `requeued`). Its `otel.*` and
+/// `messaging.*` fields are those a `tracing-opentelemetry` layer turns into a consumer span.
+fn process_span(job: &Job) -> tracing::Span {
+    let m = &job.message;
+    tracing::info_span!(
+        "dq.process",
+        otel.name = %format_args!("process {}", m.canonical_queue()),
+        otel.kind = "consumer",
+        messaging.system = "dramatiq",
+        messaging.operation.name = "process",
+        messaging.destination.name = %m.canonical_queue(),
+        messaging.message.id = %m.message_id,
+        dq.actor = %m.actor_name,
+        dq.retries = m.options.retries(),
+        dq.outcome = tracing::field::Empty,
+        dq.error = tracing::field::Empty,
+    )
 }
 
 /// What the deadline watcher needs to conclude a sync call that overran its time limit.
@@ -237,7 +294,9 @@ fn call_here(
     slot: usize,
 ) -> Option<(Job, Ticket, Outcome)> {
     let run = shared.actor_context(&job);
+    let span = job.span.clone();
     let call = || {
+        let _entered = span.enter();
         std::panic::catch_unwind(AssertUnwindSafe(|| run.ctx.scope(f)))
             .unwrap_or_else(|payload| Err(ActorError::panic(&*payload)))
     };
@@ -307,7 +366,7 @@ async fn call_future(
         }
     };
     let result = tokio::select! {
-        r = CatchUnwind(run.ctx.wrap(fut)) => r,
+        r = CatchUnwind(run.ctx.wrap(fut)).instrument(job.span.clone()) => r,
         _ = timer => {
             run.ctx.interrupt_time_limit();
             Err(ActorError::time_limit_exceeded())

@@ -3,3 +3,4 @@
 
 mod worker_behaviour;
 mod worker_registry;
+mod worker_spans;

@@ -38,6 +38,8 @@
 //! | `results` | no | `dq::results`: the Results middleware and its backends (dq-results) |
 //! | `ratelimit` | no | `dq::ratelimit`: rate limiters and barriers (dq-ratelimit) |
 //! | `periodic` | no | `dq::periodic`: cron schedules, one message per tick across every worker (dq-periodic) |
+//! | `otel` | no | `dq::otel`: OpenTelemetry context across the queue in `trace_ctx`, producer and consumer spans (dq-otel) |
+//! | `sentry` | no | `dq::sentry`: Sentry error reporting and `_sentry_headers` trace propagation (dq-sentry) |
 //! | `full` | no | all of the above |
 
 // What application code names: actors, apps, sending, workers, state, errors.
@@ -107,8 +109,8 @@ pub mod broker {
 pub mod middleware {
     pub use dq_core::{
         async_trait, compute_backoff, compute_backoff_with, short_type_name, Actor, ActorContext,
-        ActorOptions, ActorResult, BoxActorFuture, Control, GroupBarrier, Handler, Hooks,
-        Invocation, Job, Middleware, MiddlewareError, Options, Outcome, Registry, Scoped,
+        ActorOptions, ActorResult, BoxActorFuture, Control, Extensions, GroupBarrier, Handler,
+        Hooks, Invocation, Job, Middleware, MiddlewareError, Options, Outcome, Registry, Scoped,
         BUILTIN_ACTOR_OPTIONS, MAX_BACKOFF_MS,
     };
     pub use dq_middleware::*;
@@ -149,6 +151,20 @@ pub mod ratelimit {
 #[cfg(feature = "periodic")]
 pub mod periodic {
     pub use dq_periodic::*;
+}
+
+/// OpenTelemetry: the [`otel::OpenTelemetry`] middleware, trace context across the queue in
+/// the `trace_ctx` option.
+#[cfg(feature = "otel")]
+pub mod otel {
+    pub use dq_otel::*;
+}
+
+/// Sentry: the [`sentry::Sentry`] middleware, error reporting and `_sentry_headers` trace
+/// propagation as Python's sentry-sdk Dramatiq integration does them.
+#[cfg(feature = "sentry")]
+pub mod sentry {
+    pub use dq_sentry::*;
 }
 
 #[cfg(feature = "stub")]
