@@ -37,6 +37,7 @@
 //! | `cli` | no | `dq::cli`: the worker command line, `dq::cli::main()` (dq-cli), for the brokers of `redis` / `amqp` |
 //! | `results` | no | `dq::results`: the Results middleware and its backends (dq-results) |
 //! | `ratelimit` | no | `dq::ratelimit`: rate limiters and barriers (dq-ratelimit) |
+//! | `prometheus` | no | `dq::metrics`: Dramatiq's Prometheus middleware and a Python-compatible exposition (dq-metrics); with `cli`, the worker command serves it on `dramatiq_prom_host:dramatiq_prom_port` |
 //! | `full` | no | all of the above |
 
 // What application code names: actors, apps, sending, workers, state, errors.
@@ -142,6 +143,13 @@ pub mod results {
 #[cfg(feature = "ratelimit")]
 pub mod ratelimit {
     pub use dq_ratelimit::*;
+}
+
+/// Prometheus metrics: Python Dramatiq's series on the `metrics` facade, and an exposition a
+/// mixed Python/Rust fleet aggregates (dq-metrics).
+#[cfg(feature = "prometheus")]
+pub mod metrics {
+    pub use dq_metrics::*;
 }
 
 #[cfg(feature = "stub")]

@@ -30,6 +30,8 @@ const GUARDED: &[(&str, &[&str])] = &[
     ("clap", &["cli"]),
     ("dq-results", &["results"]),
     ("dq-ratelimit", &["ratelimit"]),
+    ("dq-metrics", &["prometheus"]),
+    ("metrics", &["prometheus"]),
     ("dq-redis-conn", REDIS_USERS),
     ("redis", REDIS_USERS),
     ("deadpool-redis", REDIS_USERS),
@@ -47,6 +49,7 @@ const COMBINATIONS: &[&[&str]] = &[
     &["cli", "redis"],
     &["cli", "amqp"],
     &["results", "ratelimit"],
+    &["cli", "redis", "prometheus"],
 ];
 
 /// Checks every set of features; returns the problems, and how many sets were checked.
