@@ -7,6 +7,7 @@ mod interop_handoff;
 mod interop_kill;
 mod interop_mixed;
 mod interop_priority;
+mod interop_prometheus;
 mod interop_results;
 mod interop_roundtrip;
 mod reliability_amqp;
