@@ -32,7 +32,12 @@ fn resize(width: u32) {
 }
 
 /// Always fails: retried once after 10-20 ms, then dead-lettered.
-#[dq::actor(queue_name = "prometheus_example", max_retries = 1, min_backoff = 10, max_backoff = 20)]
+#[dq::actor(
+    queue_name = "prometheus_example",
+    max_retries = 1,
+    min_backoff = 10,
+    max_backoff = 20
+)]
 fn flaky_upload() -> Result<(), String> {
     Err("the storage said no".to_owned())
 }
@@ -109,9 +114,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     flaky_upload::send_to(&app).await?;
     // 4 successes, and the failing message twice (the run and its retry).
     let text = scrape(&format!("http://127.0.0.1:{port}/metrics"), 6.0).await?;
-    for line in text.lines().filter(|l| {
-        (l.starts_with("dramatiq_") && !l.contains("_bucket{")) || l.starts_with("dq_")
-    }) {
+    for line in text
+        .lines()
+        .filter(|l| (l.starts_with("dramatiq_") && !l.contains("_bucket{")) || l.starts_with("dq_"))
+    {
         println!("{line}");
     }
     app.close().await?;

@@ -13,7 +13,12 @@ fn quick(ms: u64) {
 }
 
 /// Always fails: retried once, then dead-lettered.
-#[dq::actor(queue_name = "metrics", max_retries = 1, min_backoff = 10, max_backoff = 20)]
+#[dq::actor(
+    queue_name = "metrics",
+    max_retries = 1,
+    min_backoff = 10,
+    max_backoff = 20
+)]
 fn broken() -> Result<(), String> {
     Err("broken on purpose".to_owned())
 }

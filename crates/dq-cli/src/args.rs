@@ -93,12 +93,22 @@ pub(crate) struct WorkerArgs {
 
     /// Serve the worker processes' Prometheus metrics on this address (feature `prometheus`).
     #[cfg(feature = "prometheus")]
-    #[arg(long, value_name = "HOST", env = "dramatiq_prom_host", default_value = "0.0.0.0")]
+    #[arg(
+        long,
+        value_name = "HOST",
+        env = "dramatiq_prom_host",
+        default_value = "0.0.0.0"
+    )]
     pub(crate) prometheus_host: String,
 
     /// Serve the worker processes' Prometheus metrics on this port (feature `prometheus`).
     #[cfg(feature = "prometheus")]
-    #[arg(long, value_name = "PORT", env = "dramatiq_prom_port", default_value_t = 9191)]
+    #[arg(
+        long,
+        value_name = "PORT",
+        env = "dramatiq_prom_port",
+        default_value_t = 9191
+    )]
     pub(crate) prometheus_port: u16,
 
     /// Do not serve Prometheus metrics, nor add the Prometheus middleware to the worker

@@ -74,10 +74,8 @@ impl Exposition {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
-        let dir = std::env::temp_dir().join(format!(
-            "dq-metrics-{}-{nanos:08x}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("dq-metrics-{}-{nanos:08x}", std::process::id()));
         DirBuilder::new()
             .mode(0o700)
             .create(&dir)
@@ -164,7 +162,9 @@ impl Exposition {
                 let _ = std::fs::remove_file(&path);
             }
             // Its file stays, and is still counted (without gauges) on every scrape.
-            Err(e) => warn!(target: PROCESS, "Cannot keep the metrics of worker process {pid}: {}", dq_core::ErrorChain(&e)),
+            Err(e) => {
+                warn!(target: PROCESS, "Cannot keep the metrics of worker process {pid}: {}", dq_core::ErrorChain(&e))
+            }
         }
     }
 
@@ -201,7 +201,9 @@ impl Exposition {
             let running = stem.parse::<u32>().is_ok_and(|pid| live.contains(&pid));
             match Snapshot::read_file(&path) {
                 Ok(s) => total.merge(&s, running),
-                Err(e) => debug!(target: PROCESS, error = %dq_core::ErrorChain(&e), "skipping a metrics snapshot"),
+                Err(e) => {
+                    debug!(target: PROCESS, error = %dq_core::ErrorChain(&e), "skipping a metrics snapshot")
+                }
             }
         }
         total

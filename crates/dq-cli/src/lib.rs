@@ -33,7 +33,8 @@
 //!
 //! | piece | what it does |
 //! |---|---|
-//! | flags | Dramatiq's worker flags and defaults: `--processes` (CPUs), `--threads` (8), `--queues`, `--pid-file`, `--log-file`, `--skip-logging`, `--worker-shutdown-timeout` (600000 ms), `--watch`, `-v` |
+//! | flags | Dramatiq's worker flags and defaults: `--processes` (CPUs), `--threads` (8), `--queues`, `--pid-file`, `--log-file`, `--skip-logging`, `--worker-shutdown-timeout` (600000 ms), `--watch`, `-v`; `--prometheus-host` / `--prometheus-port` / `--no-prometheus` (feature `prometheus`) |
+//! | metrics | with feature `prometheus`: one Prometheus endpoint for all worker processes (see the README's "Monitoring") |
 //! | supervisor | starts `--processes` worker processes and restarts one that dies |
 //! | signals | INT / TERM: graceful stop; a second one: kill at once; HUP: graceful reload |
 //! | exit codes | [`exit`]: 0 ok, 1 killed, 2 bad argument or actor, 3 broker unreachable at startup, 4 pid file in use |
@@ -80,9 +81,10 @@
 //! |---|---|---|
 //! | `redis` | yes | `redis://` and `rediss://` broker URLs |
 //! | `amqp` | yes | `amqp://` and `amqps://` broker URLs |
+//! | `prometheus` | yes | each worker process records Dramatiq's Prometheus series (dq-metrics) and the main process serves them, added up, on `dramatiq_prom_host:dramatiq_prom_port` (default `0.0.0.0:9191`; `--prometheus-host`, `--prometheus-port`, `--no-prometheus`), with `dq_` gauges for autoscaling |
 //!
-//! The `dq` facade turns these on with its own `redis` and `amqp` features: `dq` with
-//! `features = ["cli", "redis"]` builds no RabbitMQ client.
+//! The `dq` facade turns these on with its own `redis`, `amqp` and `prometheus` features: `dq`
+//! with `features = ["cli", "redis"]` builds no RabbitMQ client and serves no metrics.
 
 use std::ffi::OsString;
 use std::fs::OpenOptions;

@@ -102,29 +102,55 @@ async fn the_endpoint_adds_up_every_worker_process_and_survives_a_sigkill() {
 
     let q = r#"queue_name="metrics""#;
     let text = scrape_until(port, "saw every message settle", |t| {
-        value(t, &format!(r#"dramatiq_messages_total{{actor_name="quick",{q}}}"#)) == Some(5.0)
-            && value(t, &format!(r#"dramatiq_message_rejects_total{{actor_name="broken",{q}}}"#))
-                == Some(2.0)
+        value(
+            t,
+            &format!(r#"dramatiq_messages_total{{actor_name="quick",{q}}}"#),
+        ) == Some(5.0)
+            && value(
+                t,
+                &format!(r#"dramatiq_message_rejects_total{{actor_name="broken",{q}}}"#),
+            ) == Some(2.0)
             && value(t, &format!(r#"dq_queue_dead_messages{{{q}}}"#)) == Some(2.0)
     })
     .await;
     let expect = |series: &str, v: f64| {
         assert_eq!(value(&text, series), Some(v), "{series} in\n{text}");
     };
-    expect(r#"dramatiq_messages_total{actor_name="broken",queue_name="metrics"}"#, 4.0);
-    expect(r#"dramatiq_message_errors_total{actor_name="broken",queue_name="metrics"}"#, 4.0);
+    expect(
+        r#"dramatiq_messages_total{actor_name="broken",queue_name="metrics"}"#,
+        4.0,
+    );
+    expect(
+        r#"dramatiq_message_errors_total{actor_name="broken",queue_name="metrics"}"#,
+        4.0,
+    );
     assert_eq!(
-        value(&text, r#"dramatiq_message_errors_total{actor_name="quick",queue_name="metrics"}"#),
+        value(
+            &text,
+            r#"dramatiq_message_errors_total{actor_name="quick",queue_name="metrics"}"#
+        ),
         None
     );
     // Once per retry, under the delay queue's name (Python also counts it under "metrics").
-    expect(r#"dramatiq_message_retries_total{actor_name="broken",queue_name="metrics.DQ"}"#, 2.0);
+    expect(
+        r#"dramatiq_message_retries_total{actor_name="broken",queue_name="metrics.DQ"}"#,
+        2.0,
+    );
     assert_eq!(
-        value(&text, r#"dramatiq_message_retries_total{actor_name="broken",queue_name="metrics"}"#),
+        value(
+            &text,
+            r#"dramatiq_message_retries_total{actor_name="broken",queue_name="metrics"}"#
+        ),
         None
     );
-    expect(r#"dramatiq_messages_inprogress{actor_name="quick",queue_name="metrics"}"#, 0.0);
-    expect(r#"dramatiq_messages_inprogress{actor_name="broken",queue_name="metrics"}"#, 0.0);
+    expect(
+        r#"dramatiq_messages_inprogress{actor_name="quick",queue_name="metrics"}"#,
+        0.0,
+    );
+    expect(
+        r#"dramatiq_messages_inprogress{actor_name="broken",queue_name="metrics"}"#,
+        0.0,
+    );
     // Held, then moved: up and down under one label.
     expect(
         r#"dramatiq_delayed_messages_inprogress{actor_name="quick",queue_name="metrics.DQ"}"#,
@@ -137,10 +163,19 @@ async fn the_endpoint_adds_up_every_worker_process_and_survives_a_sigkill() {
     let h = "dramatiq_message_duration_milliseconds";
     expect(&format!(r#"{h}_count{{actor_name="quick",{q}}}"#), 5.0);
     expect(&format!(r#"{h}_count{{actor_name="broken",{q}}}"#), 4.0);
-    expect(&format!(r#"{h}_bucket{{actor_name="quick",le="+Inf",{q}}}"#), 5.0);
-    expect(&format!(r#"{h}_bucket{{actor_name="quick",le="900000.0",{q}}}"#), 5.0);
+    expect(
+        &format!(r#"{h}_bucket{{actor_name="quick",le="+Inf",{q}}}"#),
+        5.0,
+    );
+    expect(
+        &format!(r#"{h}_bucket{{actor_name="quick",le="900000.0",{q}}}"#),
+        5.0,
+    );
     // 30 and 60 ms runs are over 25 ms; the others (1, 5, 1 ms, plus overhead) may not be.
-    let under_25 = value(&text, &format!(r#"{h}_bucket{{actor_name="quick",le="25.0",{q}}}"#));
+    let under_25 = value(
+        &text,
+        &format!(r#"{h}_bucket{{actor_name="quick",le="25.0",{q}}}"#),
+    );
     assert!(under_25.is_some_and(|n| n <= 3.0), "{text}");
     assert!(
         value(&text, &format!(r#"{h}_sum{{actor_name="quick",{q}}}"#)).is_some_and(|s| s >= 96.0),
@@ -158,8 +193,8 @@ async fn the_endpoint_adds_up_every_worker_process_and_survives_a_sigkill() {
         les,
         [
             "5.0", "10.0", "25.0", "50.0", "75.0", "100.0", "250.0", "500.0", "750.0", "1000.0",
-            "2500.0", "5000.0", "7500.0", "10000.0", "30000.0", "60000.0", "600000.0",
-            "900000.0", "+Inf"
+            "2500.0", "5000.0", "7500.0", "10000.0", "30000.0", "60000.0", "600000.0", "900000.0",
+            "+Inf"
         ]
     );
     for line in [
@@ -194,7 +229,10 @@ async fn the_endpoint_adds_up_every_worker_process_and_survives_a_sigkill() {
     })
     .await;
     assert_eq!(
-        value(&text, r#"dramatiq_messages_total{actor_name="quick",queue_name="metrics"}"#),
+        value(
+            &text,
+            r#"dramatiq_messages_total{actor_name="quick",queue_name="metrics"}"#
+        ),
         Some(5.0),
         "{text}"
     );
@@ -202,21 +240,35 @@ async fn the_endpoint_adds_up_every_worker_process_and_survives_a_sigkill() {
         broker.enqueue(&mut quick(1)).await.unwrap();
     }
     let text = scrape_until(port, "counted the messages after the restart", |t| {
-        value(t, r#"dramatiq_messages_total{actor_name="quick",queue_name="metrics"}"#)
-            == Some(7.0)
+        value(
+            t,
+            r#"dramatiq_messages_total{actor_name="quick",queue_name="metrics"}"#,
+        ) == Some(7.0)
     })
     .await;
     let expect = |series: &str, v: f64| {
         assert_eq!(value(&text, series), Some(v), "{series} in\n{text}");
     };
-    expect(r#"dramatiq_messages_total{actor_name="broken",queue_name="metrics"}"#, 4.0);
-    expect(r#"dramatiq_message_rejects_total{actor_name="broken",queue_name="metrics"}"#, 2.0);
-    expect(r#"dramatiq_message_retries_total{actor_name="broken",queue_name="metrics.DQ"}"#, 2.0);
+    expect(
+        r#"dramatiq_messages_total{actor_name="broken",queue_name="metrics"}"#,
+        4.0,
+    );
+    expect(
+        r#"dramatiq_message_rejects_total{actor_name="broken",queue_name="metrics"}"#,
+        2.0,
+    );
+    expect(
+        r#"dramatiq_message_retries_total{actor_name="broken",queue_name="metrics.DQ"}"#,
+        2.0,
+    );
     expect(
         r#"dramatiq_message_duration_milliseconds_count{actor_name="quick",queue_name="metrics"}"#,
         7.0,
     );
-    expect(r#"dramatiq_messages_inprogress{actor_name="quick",queue_name="metrics"}"#, 0.0);
+    expect(
+        r#"dramatiq_messages_inprogress{actor_name="quick",queue_name="metrics"}"#,
+        0.0,
+    );
     drop(w);
 }
 
@@ -237,8 +289,9 @@ async fn a_port_in_use_is_a_clear_error_and_no_prometheus_turns_it_off() {
     assert_eq!(w.wait_exit().await, dq_cli::exit::USAGE, "{}", w.output());
     let out = w.output();
     assert!(
-        out.contains(&format!("Cannot serve Prometheus metrics on 127.0.0.1:{port}"))
-            && out.contains("--no-prometheus"),
+        out.contains(&format!(
+            "Cannot serve Prometheus metrics on 127.0.0.1:{port}"
+        )) && out.contains("--no-prometheus"),
         "{out}"
     );
     assert_eq!(w.count("Worker process is ready"), 0, "{out}");

@@ -94,11 +94,13 @@ fn shape(text: &str) -> Shape {
 /// dead letter and the delayed message were counted.
 fn run(lang: Lang, port: u16) -> String {
     let mut sc = Scenario::new(BrokerKind::Redis, "prom");
-    sc.extra_env.push(("dramatiq_prom_port".into(), port.to_string()));
+    sc.extra_env
+        .push(("dramatiq_prom_port".into(), port.to_string()));
     sc.extra_env
         .push(("dramatiq_prom_host".into(), "127.0.0.1".into()));
     if lang == Lang::Python {
-        sc.extra_env.push(("DQ_INTEROP_PROMETHEUS".into(), "1".into()));
+        sc.extra_env
+            .push(("DQ_INTEROP_PROMETHEUS".into(), "1".into()));
         let db = sc.path("prom-db");
         std::fs::create_dir_all(&db).expect("the Prometheus db directory");
         sc.extra_env
@@ -143,9 +145,11 @@ fn python_and_dq_expositions_aggregate() {
     let dq = run(Lang::Dq, free_port());
     let (p, d) = (shape(&python), shape(&dq));
     assert!(
-        p.labels.contains_key("dramatiq_delayed_messages_inprogress")
+        p.labels
+            .contains_key("dramatiq_delayed_messages_inprogress")
             && p.labels.contains_key("dramatiq_message_retries_total")
-            && p.labels.contains_key("dramatiq_message_duration_milliseconds_bucket"),
+            && p.labels
+                .contains_key("dramatiq_message_duration_milliseconds_bucket"),
         "the mix did not reach every series:\n{python}"
     );
     assert_eq!(p.les.len(), 19, "{python}");

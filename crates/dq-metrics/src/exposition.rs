@@ -95,14 +95,11 @@ impl Snapshot {
             if fam.kind == Kind::Gauge && !gauges {
                 continue;
             }
-            let mine = self
-                .families
-                .entry(name.clone())
-                .or_insert_with(|| Family {
-                    kind: fam.kind,
-                    help: String::new(),
-                    series: Vec::new(),
-                });
+            let mine = self.families.entry(name.clone()).or_insert_with(|| Family {
+                kind: fam.kind,
+                help: String::new(),
+                series: Vec::new(),
+            });
             if mine.help.is_empty() {
                 mine.help.clone_from(&fam.help);
             }

@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use dq_core::{async_trait, App, Control, Hooks, Job, Message, Middleware, MiddlewareError, Outcome};
+use dq_core::{
+    async_trait, App, Control, Hooks, Job, Message, Middleware, MiddlewareError, Outcome,
+};
 use metrics::{counter, gauge, histogram};
 
 use crate::names::*;
@@ -237,8 +239,14 @@ impl Middleware for Prometheus {
 /// Describes every series of this crate (Dramatiq's and dq's) on the installed recorder.
 pub(crate) fn describe_all() {
     metrics::describe_counter!(MESSAGES_TOTAL, "The total number of messages processed.");
-    metrics::describe_counter!(MESSAGE_ERRORS_TOTAL, "The total number of errored messages.");
-    metrics::describe_counter!(MESSAGE_RETRIES_TOTAL, "The total number of retried messages.");
+    metrics::describe_counter!(
+        MESSAGE_ERRORS_TOTAL,
+        "The total number of errored messages."
+    );
+    metrics::describe_counter!(
+        MESSAGE_RETRIES_TOTAL,
+        "The total number of retried messages."
+    );
     metrics::describe_counter!(
         MESSAGE_REJECTS_TOTAL,
         "The total number of dead-lettered messages."
@@ -252,7 +260,10 @@ pub(crate) fn describe_all() {
         MESSAGE_DURATION_MILLISECONDS,
         "The time spent processing messages."
     );
-    metrics::describe_gauge!(WORKER_THREADS, "The number of worker threads (message slots).");
+    metrics::describe_gauge!(
+        WORKER_THREADS,
+        "The number of worker threads (message slots)."
+    );
     metrics::describe_gauge!(
         WORKER_THREADS_BUSY,
         "The number of worker threads running a message."

@@ -126,7 +126,9 @@ impl Recorder {
                 .map(|l| (l.key().to_owned(), l.value().to_owned()))
                 .collect();
             let value = match (kind, entry) {
-                (Kind::Counter, Entry::Scalar(v)) => Value::Scalar(v.load(Ordering::Relaxed) as f64),
+                (Kind::Counter, Entry::Scalar(v)) => {
+                    Value::Scalar(v.load(Ordering::Relaxed) as f64)
+                }
                 (Kind::Gauge, Entry::Scalar(v)) => {
                     Value::Scalar(f64::from_bits(v.load(Ordering::Relaxed)))
                 }

@@ -94,9 +94,12 @@ async fn a_worker_records_dramatiqs_series_at_dramatiqs_moments() {
     );
     worker.start().await.unwrap();
     for _ in 0..3 {
-        app.enqueue(Message::new(q, "prom_ok", &json!([]), &json!({})).unwrap(), None)
-            .await
-            .unwrap();
+        app.enqueue(
+            Message::new(q, "prom_ok", &json!([]), &json!({})).unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
     }
     // Delayed: held by the worker, then moved to its queue and run.
     let delayed = Message::new(q, "prom_ok", &json!([]), &json!({})).unwrap();
@@ -104,9 +107,12 @@ async fn a_worker_records_dramatiqs_series_at_dramatiqs_moments() {
         .await
         .unwrap();
     // Fails, is retried once (through the delay queue), fails again, is dead-lettered.
-    app.enqueue(Message::new(q, "prom_fail", &json!([]), &json!({})).unwrap(), None)
-        .await
-        .unwrap();
+    app.enqueue(
+        Message::new(q, "prom_fail", &json!([]), &json!({})).unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
     join(&broker, q).await;
     worker.stop().await.unwrap();
 
@@ -117,14 +123,29 @@ async fn a_worker_records_dramatiqs_series_at_dramatiqs_moments() {
     assert_eq!(scalar(&s, names::MESSAGE_ERRORS_TOTAL, q, "prom_fail"), 2.0);
     // Once, under the delay queue's name, as Python's first count; not again when the due
     // retry is moved to its queue (Python's second count).
-    assert_eq!(scalar(&s, names::MESSAGE_RETRIES_TOTAL, &dq, "prom_fail"), 1.0);
-    assert_eq!(s.scalar(names::MESSAGE_RETRIES_TOTAL, &labels(q, "prom_fail")), None);
-    assert_eq!(scalar(&s, names::MESSAGE_REJECTS_TOTAL, q, "prom_fail"), 1.0);
+    assert_eq!(
+        scalar(&s, names::MESSAGE_RETRIES_TOTAL, &dq, "prom_fail"),
+        1.0
+    );
+    assert_eq!(
+        s.scalar(names::MESSAGE_RETRIES_TOTAL, &labels(q, "prom_fail")),
+        None
+    );
+    assert_eq!(
+        scalar(&s, names::MESSAGE_REJECTS_TOTAL, q, "prom_fail"),
+        1.0
+    );
     assert_eq!(scalar(&s, names::MESSAGE_REJECTS_TOTAL, q, "prom_ok"), 0.0);
     // Gauges back to zero, each under the labels it went up under.
     assert_eq!(scalar(&s, names::MESSAGES_INPROGRESS, q, "prom_ok"), 0.0);
-    assert_eq!(scalar(&s, names::DELAYED_MESSAGES_INPROGRESS, &dq, "prom_ok"), 0.0);
-    assert_eq!(scalar(&s, names::DELAYED_MESSAGES_INPROGRESS, &dq, "prom_fail"), 0.0);
+    assert_eq!(
+        scalar(&s, names::DELAYED_MESSAGES_INPROGRESS, &dq, "prom_ok"),
+        0.0
+    );
+    assert_eq!(
+        scalar(&s, names::DELAYED_MESSAGES_INPROGRESS, &dq, "prom_fail"),
+        0.0
+    );
     assert_eq!(
         s.scalar(names::DELAYED_MESSAGES_INPROGRESS, &labels(q, "prom_ok")),
         None,
