@@ -36,7 +36,9 @@ pub struct Recorder {
 
 #[derive(Default)]
 struct Inner {
-    entries: RwLock<HashMap<(Kind, Key), Entry>>,
+    /// Counters, gauges and histograms, one map each (see [`slot`]): looking a key up needs no
+    /// copy of it, which matters on the hot path (every `counter!` call looks its key up).
+    entries: [RwLock<HashMap<Key, Entry>>; 3],
     help: RwLock<HashMap<String, String>>,
     buckets: Vec<(String, Vec<f64>)>,
 }
@@ -49,12 +51,12 @@ enum Entry {
 
 impl std::fmt::Debug for Recorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self
+        let n: usize = self
             .inner
             .entries
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len();
+            .iter()
+            .map(|m| m.read().unwrap_or_else(PoisonError::into_inner).len())
+            .sum();
         f.debug_struct("Recorder").field("series", &n).finish()
     }
 }
@@ -98,44 +100,44 @@ impl Recorder {
 
     /// Everything recorded so far.
     pub fn snapshot(&self) -> Snapshot {
-        let entries = self
-            .inner
-            .entries
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
         let help = self
             .inner
             .help
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         let mut snap = Snapshot::default();
-        for ((kind, key), entry) in entries.iter() {
-            let fam = snap
-                .families
-                .entry(key.name().to_owned())
-                .or_insert_with(|| Family {
-                    kind: *kind,
-                    help: help.get(key.name()).cloned().unwrap_or_default(),
-                    series: Vec::new(),
-                });
-            if fam.kind != *kind {
-                continue;
+        for kind in [Kind::Counter, Kind::Gauge, Kind::Histogram] {
+            let entries = self.inner.entries[slot(kind)]
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (key, entry) in entries.iter() {
+                let fam = snap
+                    .families
+                    .entry(key.name().to_owned())
+                    .or_insert_with(|| Family {
+                        kind,
+                        help: help.get(key.name()).cloned().unwrap_or_default(),
+                        series: Vec::new(),
+                    });
+                if fam.kind != kind {
+                    continue;
+                }
+                let labels = key
+                    .labels()
+                    .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                    .collect();
+                let value = match (kind, entry) {
+                    (Kind::Counter, Entry::Scalar(v)) => {
+                        Value::Scalar(v.load(Ordering::Relaxed) as f64)
+                    }
+                    (Kind::Gauge, Entry::Scalar(v)) => {
+                        Value::Scalar(f64::from_bits(v.load(Ordering::Relaxed)))
+                    }
+                    (_, Entry::Histogram(h)) => Value::Histogram(h.value()),
+                    (Kind::Histogram, Entry::Scalar(_)) => continue,
+                };
+                fam.series.push((labels, value));
             }
-            let labels = key
-                .labels()
-                .map(|l| (l.key().to_owned(), l.value().to_owned()))
-                .collect();
-            let value = match (kind, entry) {
-                (Kind::Counter, Entry::Scalar(v)) => {
-                    Value::Scalar(v.load(Ordering::Relaxed) as f64)
-                }
-                (Kind::Gauge, Entry::Scalar(v)) => {
-                    Value::Scalar(f64::from_bits(v.load(Ordering::Relaxed)))
-                }
-                (_, Entry::Histogram(h)) => Value::Histogram(h.value()),
-                (Kind::Histogram, Entry::Scalar(_)) => continue,
-            };
-            fam.series.push((labels, value));
         }
         for fam in snap.families.values_mut() {
             fam.series.sort_by(|a, b| a.0.cmp(&b.0));
@@ -144,23 +146,18 @@ impl Recorder {
     }
 
     fn entry(&self, kind: Kind, key: &Key) -> Entry {
-        let found = self
-            .inner
-            .entries
+        let map = &self.inner.entries[slot(kind)];
+        let found = map
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&(kind, key.clone()))
+            .get(key)
             .cloned();
         if let Some(e) = found {
             return e;
         }
-        let mut entries = self
-            .inner
-            .entries
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut entries = map.write().unwrap_or_else(PoisonError::into_inner);
         entries
-            .entry((kind, key.clone()))
+            .entry(key.clone())
             .or_insert_with(|| match kind {
                 Kind::Histogram => {
                     let bounds = self
@@ -217,6 +214,15 @@ impl metrics::Recorder for Recorder {
             Entry::Histogram(h) => Histogram::from_arc(h),
             Entry::Scalar(_) => Histogram::noop(),
         }
+    }
+}
+
+/// The index of `kind`'s map in `Inner::entries`.
+fn slot(kind: Kind) -> usize {
+    match kind {
+        Kind::Counter => 0,
+        Kind::Gauge => 1,
+        Kind::Histogram => 2,
     }
 }
 
