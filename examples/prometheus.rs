@@ -20,6 +20,7 @@
 use std::process::{Child, Command};
 use std::time::Duration;
 
+use dq::broker::Broker;
 use dq::cli::Cli;
 
 /// Tells this file which side to play; an application has two binaries instead.
@@ -120,6 +121,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     {
         println!("{line}");
     }
+    // The example's dead letter would stay in Redis otherwise.
+    app.broker().flush("prometheus_example").await?;
     app.close().await?;
     println!(
         "the worker command stopped with exit code {}",
