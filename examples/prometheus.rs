@@ -20,7 +20,6 @@
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use dq::broker::Broker;
 use dq::cli::Cli;
 
 /// Tells this file which side to play; an application has two binaries instead.
