@@ -493,6 +493,8 @@ fn check_smoke(samples: &[Sample], cfg: &Config) -> Result<()> {
             ("enqueue-pipelined", Imp::Dq, "rate"),
             ("noop-2x8", Imp::Python, "rate"),
             ("noop-2x8", Imp::Dq, "rate"),
+            ("noop-2x8-prometheus", Imp::Python, "rate"),
+            ("noop-2x8-prometheus", Imp::Dq, "rate"),
             ("sleep-async-1000", Imp::Dq, "rate"),
             ("latency", Imp::Dq, "p99_ms"),
             ("latency", Imp::Python, "p99_ms"),
@@ -529,6 +531,9 @@ struct WorkerCase {
     count: usize,
     /// `dramatiq_queue_prefetch` for both workers, when not Dramatiq's default (2 x threads).
     prefetch: Option<usize>,
+    /// Both workers record Dramatiq's Prometheus series and serve them; every other case runs
+    /// without (Python Dramatiq 2.x has no Prometheus middleware by default).
+    prometheus: bool,
 }
 
 /// Every case once on one broker, Python and dq alternating.
@@ -574,8 +579,20 @@ fn suite(cfg: &Config, env: &Env, b: &BrokerUnderTest, run: usize) -> Result<Vec
         ((threads as f64 * 100.0 * cfg.sleep_secs) as usize).clamp(1, cfg.sleep_max)
     };
     let cases = [
-        ("noop-1x8", 1, 8, "noop", None, cfg.noop, false, None),
-        ("noop-2x8", 2, 8, "noop", None, cfg.noop, false, None),
+        ("noop-1x8", 1, 8, "noop", None, cfg.noop, false, None, false),
+        ("noop-2x8", 2, 8, "noop", None, cfg.noop, false, None, false),
+        // The same with the Prometheus middleware on both sides: its cost per message.
+        (
+            "noop-2x8-prometheus",
+            2,
+            8,
+            "noop",
+            None,
+            cfg.noop,
+            false,
+            None,
+            true,
+        ),
         // The same with a deeper prefetch for both (Dramatiq's default is 2 x threads).
         (
             "noop-2x8-prefetch-64",
@@ -586,6 +603,7 @@ fn suite(cfg: &Config, env: &Env, b: &BrokerUnderTest, run: usize) -> Result<Vec
             cfg.noop,
             false,
             Some(64),
+            false,
         ),
         (
             "sleep-8",
@@ -596,6 +614,7 @@ fn suite(cfg: &Config, env: &Env, b: &BrokerUnderTest, run: usize) -> Result<Vec
             sleep_n(8),
             false,
             None,
+            false,
         ),
         (
             "sleep-32",
@@ -606,6 +625,7 @@ fn suite(cfg: &Config, env: &Env, b: &BrokerUnderTest, run: usize) -> Result<Vec
             sleep_n(32),
             false,
             None,
+            false,
         ),
         (
             "sleep-async-1000",
@@ -616,11 +636,15 @@ fn suite(cfg: &Config, env: &Env, b: &BrokerUnderTest, run: usize) -> Result<Vec
             sleep_n(1000),
             true,
             None,
+            false,
         ),
     ];
     // The smoke runs one case of each kind: the others take the same code paths.
-    let smoke_cases = ["noop-2x8", "sleep-async-1000"];
-    for (case, processes, threads, actor, arg, count, dq_only, prefetch) in cases {
+    let smoke_cases = ["noop-2x8", "noop-2x8-prometheus", "sleep-async-1000"];
+    // noop-2x8's rate and worker CPU (Python, dq), to show what the Prometheus middleware costs
+    // per message. The CPU difference is the steadier figure on a shared two-core machine.
+    let mut plain: [Option<(f64, f64)>; 2] = [None, None];
+    for (case, processes, threads, actor, arg, count, dq_only, prefetch, prometheus) in cases {
         if (cfg.smoke && !smoke_cases.contains(&case)) || !cfg.wants(case) {
             continue;
         }
@@ -637,6 +661,7 @@ fn suite(cfg: &Config, env: &Env, b: &BrokerUnderTest, run: usize) -> Result<Vec
                 arg,
                 count,
                 prefetch,
+                prometheus,
             };
             let m = worker_case(env, b, &wc)?;
             println!(
@@ -650,6 +675,20 @@ fn suite(cfg: &Config, env: &Env, b: &BrokerUnderTest, run: usize) -> Result<Vec
                 m.cmds_per_msg,
                 m.cpu_ms_per_kmsg
             );
+            let slot = usize::from(imp == Imp::Dq);
+            if case == "noop-2x8" {
+                plain[slot] = Some((m.rate, m.worker_cpu_ms_per_kmsg));
+            }
+            if let (true, Some((rate, cpu))) = (prometheus, plain[slot]) {
+                println!(
+                    "  {:<20} {:<7} Prometheus costs {:.2} us of worker CPU per message ({cpu:.1} -> {:.1} cpu ms/1k msg; {rate:.0} -> {:.0} msg/s)",
+                    "",
+                    imp.name(),
+                    m.worker_cpu_ms_per_kmsg - cpu,
+                    m.worker_cpu_ms_per_kmsg,
+                    m.rate
+                );
+            }
             push(case, imp, "rate", m.rate);
             push(case, imp, "rss_mb", m.rss_mb);
             push(case, imp, "anon_mb", m.anon_mb);
@@ -776,6 +815,7 @@ impl Worker {
         processes: usize,
         threads: usize,
         prefetch: Option<usize>,
+        prometheus: bool,
         tag: &str,
     ) -> Result<Worker> {
         let progress = env.scratch.join(format!("progress-{tag}"));
@@ -801,6 +841,23 @@ impl Worker {
             .env("DQ_BENCH_OUT", &progress);
         if let Some(p) = prefetch {
             c.env("dramatiq_queue_prefetch", p.to_string());
+        }
+        match (imp, prometheus) {
+            (Imp::Dq, false) => {
+                c.arg("--no-prometheus");
+            }
+            (Imp::Dq, true) => {
+                c.env("dramatiq_prom_port", "0");
+            }
+            (Imp::Python, false) => {}
+            (Imp::Python, true) => {
+                let db = env.scratch.join(format!("prom-{tag}"));
+                let _ = fs::remove_dir_all(&db);
+                fs::create_dir_all(&db)?;
+                c.env("DQ_BENCH_PROMETHEUS", "1")
+                    .env("dramatiq_prom_db", &db)
+                    .env("dramatiq_prom_port", free_port()?.to_string());
+            }
         }
         bench_env(&mut c, env, b, queue);
         let file = fs::File::create(&log)?;
@@ -1045,6 +1102,7 @@ fn worker_case(env: &Env, b: &BrokerUnderTest, wc: &WorkerCase) -> Result<Worker
         wc.processes,
         wc.threads,
         wc.prefetch,
+        wc.prometheus,
         &tag,
     )?;
     // Generous: the slowest case (Python, 10 ms sleeps on 8 threads) runs at ~800 msg/s.
@@ -1087,7 +1145,7 @@ struct LatencyFigures {
 fn latency_case(cfg: &Config, env: &Env, b: &BrokerUnderTest, imp: Imp) -> Result<LatencyFigures> {
     let queue = queue_name(env, "latency", imp);
     let tag = format!("{}-latency-{}", b.kind.name(), imp.name());
-    let mut w = Worker::start(env, b, &queue, imp, 1, 8, None, &tag)?;
+    let mut w = Worker::start(env, b, &queue, imp, 1, 8, None, false, &tag)?;
     let result = (|| -> Result<LatencyFigures> {
         w.wait_ready(Duration::from_secs(60))?;
         // Let start-up traffic (declarations, first heartbeats) pass.
@@ -1410,6 +1468,15 @@ fn summarize(samples: &[Sample]) -> Vec<Row> {
             "noop-2x8",
             "rate",
             noop,
+            true,
+        );
+        row(
+            "noop, 2 x 8, Prometheus middleware on for both",
+            "msg/s",
+            "noop-2x8-prometheus",
+            "noop-2x8-prometheus",
+            "rate",
+            Target::None,
             true,
         );
         row(

@@ -45,6 +45,8 @@ pub(crate) fn run(ctx: &Ctx) -> Result<()> {
         let start = Instant::now();
         let mut child = Command::new(dir.join(&name))
             .current_dir(&ctx.root)
+            // A worker command's Prometheus endpoint on any free port, not 9191.
+            .env("dramatiq_prom_port", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -7,7 +7,8 @@ runs, so a forked worker process never inherits a parent's counters or a dead th
 
 Run by the bench as:
   python -m dramatiq bench_actors --path crates/dq-bench/python -p 1 -t 8 -Q QUEUE
-with DQ_BENCH_BROKER_URL, DQ_BENCH_QUEUE, DQ_BENCH_NAMESPACE and DQ_BENCH_OUT set.
+with DQ_BENCH_BROKER_URL, DQ_BENCH_QUEUE, DQ_BENCH_NAMESPACE and DQ_BENCH_OUT set, and
+DQ_BENCH_PROMETHEUS=1 (with dramatiq_prom_port and dramatiq_prom_db) for the Prometheus case.
 """
 
 import os
@@ -27,6 +28,10 @@ else:
     from dramatiq.brokers.redis import RedisBroker
 
     broker = RedisBroker(url=URL, namespace=os.environ.get("DQ_BENCH_NAMESPACE", "dramatiq"))
+if os.environ.get("DQ_BENCH_PROMETHEUS") == "1":
+    from dramatiq.middleware.prometheus import Prometheus
+
+    broker.add_middleware(Prometheus())
 dramatiq.set_broker(broker)
 
 _lock = threading.Lock()

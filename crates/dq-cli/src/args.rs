@@ -91,6 +91,32 @@ pub(crate) struct WorkerArgs {
     #[arg(long, requires = "watch")]
     pub(crate) watch_use_polling: bool,
 
+    /// Serve the worker processes' Prometheus metrics on this address (feature `prometheus`).
+    #[cfg(feature = "prometheus")]
+    #[arg(
+        long,
+        value_name = "HOST",
+        env = "dramatiq_prom_host",
+        default_value = "0.0.0.0"
+    )]
+    pub(crate) prometheus_host: String,
+
+    /// Serve the worker processes' Prometheus metrics on this port (feature `prometheus`).
+    #[cfg(feature = "prometheus")]
+    #[arg(
+        long,
+        value_name = "PORT",
+        env = "dramatiq_prom_port",
+        default_value_t = 9191
+    )]
+    pub(crate) prometheus_port: u16,
+
+    /// Do not serve Prometheus metrics, nor add the Prometheus middleware to the worker
+    /// processes' apps (feature `prometheus`).
+    #[cfg(feature = "prometheus")]
+    #[arg(long)]
+    pub(crate) no_prometheus: bool,
+
     /// Log more: -v for DEBUG, -vv for TRACE (RUST_LOG, when set, takes precedence).
     #[arg(short = 'v', long, action = ArgAction::Count)]
     pub(crate) verbose: u8,

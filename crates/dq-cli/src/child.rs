@@ -1,6 +1,7 @@
 //! One worker process: connect, build the app from the linked actors, run a [`Worker`] until
 //! TERM, stop it gracefully.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dq_worker::{Worker, WorkerError, WorkerOptions};
@@ -29,10 +30,22 @@ pub(crate) const RESPAWN_ENV: &str = "DQ_WORKER_RESPAWN";
 const RESPAWN_MAX_PAUSE: Duration = Duration::from_secs(30);
 
 /// Runs worker process `index` to its end and returns its exit code.
-pub(crate) fn run(cli: Cli, args: WorkerArgs, index: usize) -> i32 {
+pub(crate) fn run(
+    #[cfg_attr(not(feature = "prometheus"), allow(unused_mut))] mut cli: Cli,
+    args: WorkerArgs,
+    index: usize,
+) -> i32 {
     if let Some(code) = follow_the_main_process() {
         return code;
     }
+    #[cfg(feature = "prometheus")]
+    let reporter = crate::exposition::Reporter::from_env(args.threads as usize).map(Arc::new);
+    #[cfg(feature = "prometheus")]
+    {
+        cli.prometheus = reporter.is_some();
+    }
+    #[cfg(not(feature = "prometheus"))]
+    let reporter: Option<Arc<NoReporter>> = None;
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -43,10 +56,30 @@ pub(crate) fn run(cli: Cli, args: WorkerArgs, index: usize) -> i32 {
             return exit::KILLED;
         }
     };
-    let code = rt.block_on(serve(cli, args, index));
+    let code = rt.block_on(async {
+        if let Some(r) = &reporter {
+            r.spawn();
+        }
+        let code = serve(cli, args, index).await;
+        // The last numbers, counted up to the end; the main process keeps them.
+        if let Some(r) = &reporter {
+            r.write();
+        }
+        code
+    });
     // Threads of sync actors still running past the shutdown timeout must not hold the exit.
     rt.shutdown_background();
     code
+}
+
+/// Stands in for the metrics reporter when the `prometheus` feature is off.
+#[cfg(not(feature = "prometheus"))]
+struct NoReporter;
+
+#[cfg(not(feature = "prometheus"))]
+impl NoReporter {
+    fn spawn(self: &Arc<Self>) {}
+    fn write(&self) {}
 }
 
 /// Asks the kernel to TERM this process when the main process dies (even by SIGKILL), so no

@@ -33,7 +33,8 @@
 //!
 //! | piece | what it does |
 //! |---|---|
-//! | flags | Dramatiq's worker flags and defaults: `--processes` (CPUs), `--threads` (8), `--queues`, `--pid-file`, `--log-file`, `--skip-logging`, `--worker-shutdown-timeout` (600000 ms), `--watch`, `-v` |
+//! | flags | Dramatiq's worker flags and defaults: `--processes` (CPUs), `--threads` (8), `--queues`, `--pid-file`, `--log-file`, `--skip-logging`, `--worker-shutdown-timeout` (600000 ms), `--watch`, `-v`; `--prometheus-host` / `--prometheus-port` / `--no-prometheus` (feature `prometheus`) |
+//! | metrics | with feature `prometheus`: one Prometheus endpoint for all worker processes (see the README's "Monitoring") |
 //! | supervisor | starts `--processes` worker processes and restarts one that dies |
 //! | signals | INT / TERM: graceful stop; a second one: kill at once; HUP: graceful reload |
 //! | exit codes | [`exit`]: 0 ok, 1 killed, 2 bad argument or actor, 3 broker unreachable at startup, 4 pid file in use |
@@ -80,9 +81,10 @@
 //! |---|---|---|
 //! | `redis` | yes | `redis://` and `rediss://` broker URLs |
 //! | `amqp` | yes | `amqp://` and `amqps://` broker URLs |
+//! | `prometheus` | yes | each worker process records Dramatiq's Prometheus series (dq-metrics) and the main process serves them, added up, on `dramatiq_prom_host:dramatiq_prom_port` (default `0.0.0.0:9191`; `--prometheus-host`, `--prometheus-port`, `--no-prometheus`), with `dq_` gauges for autoscaling |
 //!
-//! The `dq` facade turns these on with its own `redis` and `amqp` features: `dq` with
-//! `features = ["cli", "redis"]` builds no RabbitMQ client.
+//! The `dq` facade turns these on with its own `redis`, `amqp` and `prometheus` features: `dq`
+//! with `features = ["cli", "redis"]` builds no RabbitMQ client and serves no metrics.
 
 use std::ffi::OsString;
 use std::fs::OpenOptions;
@@ -99,6 +101,8 @@ mod args;
 mod broker;
 mod child;
 mod error;
+#[cfg(feature = "prometheus")]
+mod exposition;
 mod logging;
 mod pidfile;
 mod supervisor;
@@ -156,6 +160,9 @@ type AppFn = Arc<dyn Fn(AppBuilder) -> Result<AppBuilder, BoxError> + Send + Syn
 pub struct Cli {
     broker: Option<BrokerFactory>,
     app_fns: Vec<AppFn>,
+    /// Set in a worker process whose main process serves metrics: the app gets the
+    /// `Prometheus` middleware, last.
+    prometheus: bool,
 }
 
 impl std::fmt::Debug for Cli {
@@ -296,7 +303,7 @@ impl Cli {
         self.build_on(broker)
     }
 
-    async fn choose_broker(
+    pub(crate) async fn choose_broker(
         &self,
         broker_url: Option<&str>,
         namespace: Option<&str>,
@@ -317,7 +324,27 @@ impl Cli {
         for f in &self.app_fns {
             builder = f(builder).map_err(Error::AppFn)?;
         }
-        builder.build().map_err(Error::App)
+        #[cfg(feature = "prometheus")]
+        if self.prometheus {
+            builder = builder.middleware(dq_metrics::Prometheus::default());
+        }
+        let app = builder.build().map_err(Error::App)?;
+        if self.prometheus
+            && app
+                .middleware()
+                .iter()
+                .filter(|m| m.name() == "Prometheus")
+                .count()
+                > 1
+        {
+            return Err(Error::AppFn(
+                "the app function adds the Prometheus middleware, which the worker command adds \
+                 itself (feature `prometheus`): remove it from the app function, or run with \
+                 --no-prometheus"
+                    .into(),
+            ));
+        }
+        Ok(app)
     }
 
     /// Runs the command with this process's arguments and exits with its [`exit`] code.
@@ -392,7 +419,7 @@ impl Cli {
         }
         match index {
             Some(i) => child::run(self, args, i),
-            None => run_main_process(args, raw, log_file),
+            None => run_main_process(self, args, raw, log_file),
         }
     }
 }
@@ -404,6 +431,7 @@ pub fn main() -> ! {
 }
 
 fn run_main_process(
+    #[cfg_attr(not(feature = "prometheus"), allow(unused_variables))] cli: Cli,
     args: args::WorkerArgs,
     raw: Vec<OsString>,
     log_file: Option<Arc<std::fs::File>>,
@@ -450,12 +478,29 @@ fn run_main_process(
             }
         },
     };
+    #[cfg(feature = "prometheus")]
+    let (exposition, listener) = if args.no_prometheus {
+        (None, None)
+    } else {
+        match exposition::Exposition::prepare(cli, &args) {
+            Ok((e, listener)) => (Some(Arc::new(e)), Some(listener)),
+            Err(why) => {
+                error!(target: PROCESS, "{why}");
+                if let Some(p) = pid_file {
+                    p.remove();
+                }
+                return exit::USAGE;
+            }
+        }
+    };
     let config = supervisor::Config {
         exe,
         args: raw.into_iter().skip(1).collect(),
         processes: args.processes(),
         log_file,
         watch,
+        #[cfg(feature = "prometheus")]
+        exposition: exposition.clone(),
     };
     // One thread: worker processes are started from it, and the kernel's parent-death signal
     // follows the thread that started a process, so it must live as long as this process.
@@ -463,12 +508,25 @@ fn run_main_process(
         .enable_all()
         .build()
     {
-        Ok(rt) => rt.block_on(supervisor::run(config)),
+        Ok(rt) => rt.block_on(async {
+            #[cfg(feature = "prometheus")]
+            if let (Some(e), Some(listener)) = (&exposition, listener) {
+                if let Err(err) = e.serve(listener) {
+                    error!(target: PROCESS, "Cannot serve Prometheus metrics: {err}");
+                    return exit::USAGE;
+                }
+            }
+            supervisor::run(config).await
+        }),
         Err(e) => {
             error!(target: PROCESS, "Cannot start the Tokio runtime: {e}");
             exit::KILLED
         }
     };
+    #[cfg(feature = "prometheus")]
+    if let Some(e) = &exposition {
+        e.remove();
+    }
     if let Some(p) = pid_file {
         p.remove();
     }

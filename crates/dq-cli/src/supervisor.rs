@@ -38,6 +38,9 @@ pub(crate) struct Config {
     /// `--log-file`, which also becomes the worker processes' stdout and stderr.
     pub(crate) log_file: Option<Arc<File>>,
     pub(crate) watch: Option<WatchConfig>,
+    /// The Prometheus endpoint, told which worker processes run.
+    #[cfg(feature = "prometheus")]
+    pub(crate) exposition: Option<Arc<crate::exposition::Exposition>>,
 }
 
 /// `--watch` and its companions.
@@ -172,6 +175,11 @@ impl Master {
             .env(INDEX_ENV, index.to_string())
             .env(MASTER_ENV, std::process::id().to_string())
             .stdin(Stdio::null());
+        #[cfg(feature = "prometheus")]
+        match &self.config.exposition {
+            Some(e) => cmd.env(crate::exposition::METRICS_DIR_ENV, e.dir()),
+            None => cmd.env_remove(crate::exposition::METRICS_DIR_ENV),
+        };
         // Only the command's first start of each slot may fail fast on an unreachable broker.
         if slot.generation > 1 {
             cmd.env(RESPAWN_ENV, "1");
@@ -192,6 +200,10 @@ impl Master {
             Ok(mut child) => {
                 slot.pid = child.id();
                 slot.started = Some(Instant::now());
+                #[cfg(feature = "prometheus")]
+                if let (Some(e), Some(pid)) = (&self.config.exposition, slot.pid) {
+                    e.process_started(pid);
+                }
                 debug!(target: PROCESS, index, pid = ?slot.pid, "started worker process");
                 let tx = self.exits_tx.clone();
                 let generation = slot.generation;
@@ -270,6 +282,10 @@ impl Master {
             return;
         }
         let pid = slot.pid.take().unwrap_or_default();
+        #[cfg(feature = "prometheus")]
+        if let Some(x) = &self.config.exposition {
+            x.process_ended(pid);
+        }
         let (code, how) = match &e.status {
             Ok(s) => describe(s),
             Err(err) => (None, format!("could not be waited for ({err})")),

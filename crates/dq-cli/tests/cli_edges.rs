@@ -93,7 +93,7 @@ impl Case {
 /// stderr).
 async fn run(program: &Path, case: &Case) -> (i32, String) {
     let mut cmd = tokio::process::Command::new(program);
-    cmd.args(&case.args);
+    cmd.args(&case.args).env("dramatiq_prom_port", "0");
     for var in CLEARED {
         cmd.env_remove(var);
     }

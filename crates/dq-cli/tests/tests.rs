@@ -9,6 +9,7 @@ mod cli_edges;
 mod cli_exit_codes;
 mod cli_lockdown;
 mod cli_logging;
+mod cli_metrics;
 mod cli_one_app;
 mod cli_queues;
 mod cli_registry;
@@ -173,6 +174,8 @@ impl Running {
         use std::os::unix::process::CommandExt;
         let mut cmd = Command::new(program);
         cmd.args(args)
+            // Any free port for the Prometheus endpoint: tests run side by side.
+            .env("dramatiq_prom_port", "0")
             .envs(envs.iter().copied())
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())

@@ -15,6 +15,7 @@ environment the Rust test sets, so both sides agree on the broker, the queue and
   DQ_INTEROP_MAX_PRIORITY RabbitMQ max_priority (x-max-priority) of the queues
   DQ_INTEROP_GROUPS_URL   run group completion callbacks, with barriers in this Redis
   DQ_INTEROP_WHO          the label records carry (default "py")
+  DQ_INTEROP_PROMETHEUS   "1": add Dramatiq's Prometheus middleware (it reads dramatiq_prom_*)
 
 The actors mirror those of the dq worker binary (src/bin/dq-interop-worker.rs), name for name:
 each appends one JSON line per run to the file named by its first argument.
@@ -69,6 +70,10 @@ if os.environ.get("DQ_INTEROP_PERIODIQ_SKIP_DELAY"):
     from periodiq import PeriodiqMiddleware
 
     broker.add_middleware(PeriodiqMiddleware(skip_delay=int(os.environ["DQ_INTEROP_PERIODIQ_SKIP_DELAY"])))
+if os.environ.get("DQ_INTEROP_PROMETHEUS") == "1":
+    from dramatiq.middleware.prometheus import Prometheus
+
+    broker.add_middleware(Prometheus())
 dramatiq.set_broker(broker)
 
 

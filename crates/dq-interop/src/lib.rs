@@ -287,7 +287,9 @@ impl Scenario {
     /// queue; its records say `who`.
     pub fn spawn_dq_worker(&self, exe: &str, who: &str, threads: u32) -> WorkerProcess {
         let mut c = Command::new(exe);
-        c.envs(self.envs(who))
+        // Any free port for its Prometheus endpoint: scenarios run side by side.
+        c.env("dramatiq_prom_port", "0")
+            .envs(self.envs(who))
             .args(["--processes", "1", "--threads"])
             .arg(threads.to_string())
             .args(["--worker-shutdown-timeout", "10000"]);

@@ -292,6 +292,8 @@ impl Worker {
         cmd.args(["--processes", &processes.to_string()])
             .args(["--worker-shutdown-timeout", "10000"])
             .args(args)
+            // Any free port for its Prometheus endpoint: tests run side by side.
+            .env("dramatiq_prom_port", "0")
             .envs(env)
             // Not to be picked up instead of what the test says.
             .env_remove("DQ_REDIS_URL")

@@ -8,6 +8,7 @@ mod interop_kill;
 mod interop_mixed;
 mod interop_periodiq;
 mod interop_priority;
+mod interop_prometheus;
 mod interop_results;
 mod interop_roundtrip;
 mod interop_tracing;

@@ -40,6 +40,7 @@
 //! | `periodic` | no | `dq::periodic`: cron schedules, one message per tick across every worker (dq-periodic) |
 //! | `otel` | no | `dq::otel`: OpenTelemetry context across the queue in `trace_ctx`, producer and consumer spans (dq-otel) |
 //! | `sentry` | no | `dq::sentry`: Sentry error reporting and `_sentry_headers` trace propagation (dq-sentry) |
+//! | `prometheus` | no | `dq::metrics`: Dramatiq's Prometheus middleware and a Python-compatible exposition (dq-metrics); with `cli`, the worker command serves it on `dramatiq_prom_host:dramatiq_prom_port` |
 //! | `full` | no | all of the above |
 
 // What application code names: actors, apps, sending, workers, state, errors.
@@ -165,6 +166,13 @@ pub mod otel {
 #[cfg(feature = "sentry")]
 pub mod sentry {
     pub use dq_sentry::*;
+}
+
+/// Prometheus metrics: Python Dramatiq's series on the `metrics` facade, and an exposition a
+/// mixed Python/Rust fleet aggregates (dq-metrics).
+#[cfg(feature = "prometheus")]
+pub mod metrics {
+    pub use dq_metrics::*;
 }
 
 #[cfg(feature = "stub")]

@@ -36,6 +36,8 @@ const GUARDED: &[(&str, &[&str])] = &[
     ("opentelemetry", &["otel"]),
     ("dq-sentry", &["sentry"]),
     ("sentry-core", &["sentry"]),
+    ("dq-metrics", &["prometheus"]),
+    ("metrics", &["prometheus"]),
     ("dq-redis-conn", REDIS_USERS),
     ("redis", REDIS_USERS),
     ("deadpool-redis", REDIS_USERS),
@@ -57,6 +59,7 @@ const COMBINATIONS: &[&[&str]] = &[
     &["cli", "redis"],
     &["cli", "amqp"],
     &["results", "ratelimit"],
+    &["cli", "redis", "prometheus"],
 ];
 
 /// Checks every set of features; returns the problems, and how many sets were checked.
