@@ -29,6 +29,7 @@ mod composition;
 mod context;
 pub mod env;
 mod error;
+mod interrupt;
 mod message;
 mod middleware;
 mod options;
@@ -48,7 +49,8 @@ pub use async_trait::async_trait;
 pub use backoff::{compute_backoff, compute_backoff_with, MAX_BACKOFF_MS};
 pub use broker::{Acker, Broker, Consumer, DeadLetter, Delivery, QueueStats, RetryCount, Token};
 pub use composition::{group, pipeline, Group, GroupBarrier, GroupChild, Pipeline, PipelineStep};
-pub use context::{check, current_message, ActorContext, Scoped};
+pub use context::{check, current_message, stop_requested, ActorContext, Scoped};
+pub use interrupt::Interrupt;
 pub use error::{
     ArgsError, BrokerError, BrokerErrorKind, DecodeError, Error, ErrorChain, MiddlewareError,
     Result, ResultError,

@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::actor::{Actor, ActorError, Invocation};
 use crate::app::App;
 use crate::error::MiddlewareError;
+use crate::interrupt::Interrupt;
 use crate::message::Message;
 
 /// A bit set naming hooks, so the worker only calls (and allocates futures for) the hooks a
@@ -107,6 +108,9 @@ pub struct Job {
     pub expose_message: bool,
     /// When processing started.
     pub started: Instant,
+    /// A stop request a middleware may make while the actor runs (set by Abortable in
+    /// `before_process`); the worker enforces it like a deadline. `None`: nothing can stop it.
+    pub interrupt: Option<Arc<Interrupt>>,
     failed: Option<String>,
 }
 
@@ -120,6 +124,7 @@ impl Job {
             notify_shutdown: false,
             expose_message: false,
             started: Instant::now(),
+            interrupt: None,
             failed: None,
         }
     }
@@ -194,6 +199,13 @@ pub trait Middleware: Send + Sync + 'static {
     /// `GroupCallbacks` middleware does). [`Group::run_with`](crate::Group::run_with) uses the
     /// first middleware of the app that has one, as Dramatiq looks its `GroupCallbacks` up.
     fn group_barrier(&self) -> Option<&dyn crate::composition::GroupBarrier> {
+        None
+    }
+
+    /// This middleware as [`Any`](std::any::Any), so code that holds an app can find a
+    /// middleware of a known type with [`App::find_middleware`] (as Python's `abort()` looks
+    /// up the broker's `Abortable`). The default, `None`, hides it.
+    fn as_any(&self) -> Option<&(dyn std::any::Any + Send + Sync)> {
         None
     }
 
