@@ -22,6 +22,7 @@
 //! use std::time::Duration;
 //! use dq_abort::{Abortable, AbortOptions, RedisBackend};
 //!
+//! # #[allow(dead_code)]
 //! # async fn demo(broker: impl dq_core::Broker) -> Result<(), Box<dyn std::error::Error>> {
 //! let app = dq_core::App::builder(broker)
 //!     .middleware(Abortable::new(RedisBackend::from_env()?))

@@ -439,6 +439,7 @@ impl Middleware for Abortable {
 /// global one): dramatiq-abort's `abort(message_id)`.
 ///
 /// ```no_run
+/// # #[allow(dead_code)]
 /// # async fn demo(message_id: &str) -> Result<(), dq_abort::Error> {
 /// dq_abort::abort(message_id).await?;
 /// # Ok(()) }
@@ -453,6 +454,7 @@ pub async fn abort(message_id: &str) -> Result<()> {
 /// use std::time::Duration;
 /// use dq_abort::{AbortMode, AbortOptions};
 ///
+/// # #[allow(dead_code)]
 /// # async fn demo(message_id: &str) -> Result<(), dq_abort::Error> {
 /// let graceful = AbortOptions::default().abort_timeout(Duration::from_secs(10));
 /// dq_abort::abort_with(message_id, &graceful).await?;
