@@ -37,6 +37,7 @@
 //! | `cli` | no | `dq::cli`: the worker command line, `dq::cli::main()` (dq-cli), for the brokers of `redis` / `amqp` |
 //! | `results` | no | `dq::results`: the Results middleware and its backends (dq-results) |
 //! | `ratelimit` | no | `dq::ratelimit`: rate limiters and barriers (dq-ratelimit) |
+//! | `abort` | no | `dq::abort(id)` and `dq::abort`: cancel and abort messages, with Python's dramatiq-abort (dq-abort) |
 //! | `full` | no | all of the above |
 
 // What application code names: actors, apps, sending, workers, state, errors.
@@ -143,6 +144,27 @@ pub mod results {
 pub mod ratelimit {
     pub use dq_ratelimit::*;
 }
+
+/// Abort and cancel messages: the [`abort::Abortable`] middleware, [`abort::AbortMode`],
+/// [`abort::AbortOptions`], the event backends, and [`abort::abort_requested`] for actors.
+/// [`abort()`](fn@abort) itself is at the root too.
+#[cfg(feature = "abort")]
+pub mod abort {
+    pub use dq_abort::*;
+}
+
+/// Aborts a message (queued, delayed or running) through the current app's
+/// [`Abortable`](abort::Abortable) middleware: dramatiq-abort's `abort(message_id)`. See
+/// [`abort::abort_with`] for a mode, a ttl and a grace period.
+///
+/// ```no_run
+/// # #[allow(dead_code)]
+/// # async fn demo(message_id: &str) -> Result<(), dq::abort::Error> {
+/// dq::abort(message_id).await?;
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "abort")]
+pub use dq_abort::abort;
 
 #[cfg(feature = "stub")]
 pub use dq_broker_stub::StubBroker;
