@@ -30,14 +30,15 @@ const GUARDED: &[(&str, &[&str])] = &[
     ("clap", &["cli"]),
     ("dq-results", &["results"]),
     ("dq-ratelimit", &["ratelimit"]),
+    ("dq-abort", &["abort"]),
     ("dq-redis-conn", REDIS_USERS),
     ("redis", REDIS_USERS),
     ("deadpool-redis", REDIS_USERS),
-    ("rustls", &["redis", "results", "ratelimit", "amqp"]),
+    ("rustls", &["redis", "results", "ratelimit", "abort", "amqp"]),
 ];
 
 /// The features whose crates talk to Redis.
-const REDIS_USERS: &[&str] = &["redis", "results", "ratelimit"];
+const REDIS_USERS: &[&str] = &["redis", "results", "ratelimit", "abort"];
 
 /// The features of dq that dq-cli has too, and that dq must forward to it.
 const CLI_BROKERS: &[&str] = &["redis", "amqp"];
@@ -47,6 +48,7 @@ const COMBINATIONS: &[&[&str]] = &[
     &["cli", "redis"],
     &["cli", "amqp"],
     &["results", "ratelimit"],
+    &["cli", "abort"],
 ];
 
 /// Checks every set of features; returns the problems, and how many sets were checked.
