@@ -322,7 +322,10 @@ fn grace(event: &Event) -> Duration {
 async fn watch(inner: Arc<Inner>) {
     loop {
         let keys: Vec<String> = {
-            let running = inner.running.lock().unwrap_or_else(|p| p.into_inner());
+            let mut running = inner.running.lock().unwrap_or_else(|p| p.into_inner());
+            // A message whose job is gone without its after-hooks (a later before-hook failed
+            // and it was requeued) is held by this map alone: stop watching it.
+            running.retain(|_, i| Arc::strong_count(i) > 1);
             running.keys().map(|id| AbortMode::Abort.key(id)).collect()
         };
         if keys.is_empty() {

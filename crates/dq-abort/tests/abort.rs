@@ -479,3 +479,50 @@ async fn a_time_limit_is_not_taken_for_an_abort() {
     assert_eq!(failure_type(s.result(&m).await), "TimeLimitExceeded");
     w.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_broker() {
+    let url = dq_test::require_redis();
+    let broker_ns = dq_test::unique_name("abort-broker");
+    let broker = dq_broker_redis::RedisBroker::builder()
+        .url(url.clone())
+        .namespace(broker_ns.clone())
+        .build()
+        .await
+        .unwrap();
+    let (backend, events_ns) = redis_backend();
+    let abortable = Abortable::from_arc(backend);
+    let results: Arc<dyn ResultBackend> = Arc::new(dq_results::MemoryBackend::default());
+    let q = dq_test::unique_name("abort-q");
+    let app = App::builder(broker)
+        .without_linked_actors()
+        .middleware_arcs(dq_middleware::default_middleware())
+        .middleware(abortable.clone())
+        .middleware(Results::from_arc(results.clone()))
+        .actor(actor("quick", &q, quick, |_| {}))
+        .actor(actor("sleepy_sync", &q, sleepy_sync, |_| {}))
+        .build()
+        .unwrap();
+    let (cancelled, running) = (dq_test::unique_name("cancelled"), dq_test::unique_name("running"));
+    let m1 = app.enqueue(Message::new(&q, "quick", &(&cancelled,), &()).unwrap(), None).await.unwrap();
+    abortable.abort(&m1.message_id).await.unwrap();
+    let w = dq_test::stack::worker(&app, 2).await;
+    let m2 = app.enqueue(Message::new(&q, "sleepy_sync", &(&running,), &()).unwrap(), None).await.unwrap();
+    wait_seen(&running, "started").await;
+    abortable.abort(&m2.message_id).await.unwrap();
+    let wait = Some(Duration::from_secs(20));
+    assert_eq!(m1.get_result::<Value>(&*results, true, wait).await.unwrap(), Value::Null);
+    assert_eq!(failure_type(m2.get_result::<Value>(&*results, true, wait).await), "Abort");
+    wait_seen(&running, "check: Abort").await;
+    assert!(seen(&cancelled).is_empty());
+    w.stop().await.unwrap();
+
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    for pattern in [format!("{broker_ns}:*"), format!("{events_ns}*")] {
+        let keys: Vec<String> = redis::cmd("KEYS").arg(pattern).query_async(&mut c).await.unwrap();
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut c).await.unwrap();
+        }
+    }
+}
