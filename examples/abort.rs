@@ -38,7 +38,10 @@ async fn crawl(site: String) {
 fn import_rows(rows: u32) -> Result<u32, dq::ActorError> {
     for row in 0..rows {
         if let Some(left) = dq::abort::abort_requested() {
-            println!("import_rows: abort requested ({} ms left), saving {row} rows", left.as_millis());
+            println!(
+                "import_rows: abort requested ({} ms left), saving {row} rows",
+                left.as_millis()
+            );
             return Ok(row);
         }
         dq::check()?;
@@ -56,7 +59,9 @@ fn audit(event: String) {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "error,dq_worker::settlement=off".into()))
+        .with_env_filter(
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "error,dq_worker::settlement=off".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let results = Results::default();
@@ -77,7 +82,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let worker = dq::Worker::new(app.clone(), dq::WorkerOptions::default());
     worker.start().await?;
     // A skipped message stores `null`: read it as an `Option`.
-    let skipped: Option<String> = email.message().get_result(&results, true, Some(timeout)).await?;
+    let skipped: Option<String> = email
+        .message()
+        .get_result(&results, true, Some(timeout))
+        .await?;
     println!("send_email result: {skipped:?} (cancelled, never ran)");
 
     // Abort a running async actor: its future is dropped, the message fails with Abort.
@@ -85,7 +93,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     dq::abort(&crawling.message().message_id).await?;
     match crawling.wait_result(&results, timeout).await {
-        Err(dq::ResultError::Failed { type_name, .. }) => println!("crawl: failed with {type_name}"),
+        Err(dq::ResultError::Failed { type_name, .. }) => {
+            println!("crawl: failed with {type_name}")
+        }
         other => println!("crawl: {other:?} (this must not print)"),
     }
 
@@ -94,7 +104,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let graceful = AbortOptions::default().abort_timeout(Duration::from_secs(2));
     dq::abort::abort_with(&importing.message().message_id, &graceful).await?;
-    println!("import_rows result: {:?}", importing.wait_result(&results, timeout).await?);
+    println!(
+        "import_rows result: {:?}",
+        importing.wait_result(&results, timeout).await?
+    );
 
     worker.stop().await?;
     Ok(())

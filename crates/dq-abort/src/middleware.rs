@@ -128,7 +128,8 @@ impl AbortOptions {
         let mut events = vec![Event::new(AbortMode::Cancel.key(message_id))];
         if self.mode == AbortMode::Abort {
             let ms = self.abort_timeout.as_millis().min(i64::MAX as u128) as i64;
-            events.push(Event::new(AbortMode::Abort.key(message_id)).with_param("abort_timeout", ms));
+            events
+                .push(Event::new(AbortMode::Abort.key(message_id)).with_param("abort_timeout", ms));
         }
         events
     }
@@ -276,8 +277,17 @@ impl Abortable {
     /// Whether `job` may be aborted: the message's `abortable` option, else the actor's, else
     /// the middleware's default. `null` falls through, as Python's `None` does.
     fn is_abortable(&self, job: &Job) -> bool {
-        let message = job.message.options.get("abortable").filter(|v| !v.is_null());
-        let actor = job.actor.options.extra.get("abortable").filter(|v| !v.is_null());
+        let message = job
+            .message
+            .options
+            .get("abortable")
+            .filter(|v| !v.is_null());
+        let actor = job
+            .actor
+            .options
+            .extra
+            .get("abortable")
+            .filter(|v| !v.is_null());
         match message.or(actor) {
             Some(v) => truthy(v),
             None => self.inner.abortable,

@@ -182,7 +182,10 @@ impl Stack {
     }
 
     async fn send(&self, actor: &str, tag: &str) -> Message {
-        self.app.enqueue(self.message(actor, tag), None).await.unwrap()
+        self.app
+            .enqueue(self.message(actor, tag), None)
+            .await
+            .unwrap()
     }
 
     async fn result(&self, m: &Message) -> Result<Value, ResultError> {
@@ -235,7 +238,10 @@ async fn check_cancel_skips_queued_messages(backend: Arc<dyn EventBackend>) {
     let m2 = s.send("quick", &kept).await;
     let m3 = s.send("quick", &aborted).await;
     let cancel = AbortOptions::default().mode(AbortMode::Cancel);
-    s.abortable.abort_with(&m1.message_id, &cancel).await.unwrap();
+    s.abortable
+        .abort_with(&m1.message_id, &cancel)
+        .await
+        .unwrap();
     // The default mode cancels a queued message too.
     s.abortable.abort(&m3.message_id).await.unwrap();
     let w = dq_test::stack::worker(&s.app, 2).await;
@@ -245,7 +251,10 @@ async fn check_cancel_skips_queued_messages(backend: Arc<dyn EventBackend>) {
     assert_eq!(s.result(&m3).await.unwrap(), Value::Null);
     assert!(seen(&cancelled).is_empty() && seen(&aborted).is_empty());
     assert_eq!(seen(&kept), ["ran"]);
-    assert!(s.broker.dead_letters_by_queue(&s.queue).is_empty(), "acked, not dead-lettered");
+    assert!(
+        s.broker.dead_letters_by_queue(&s.queue).is_empty(),
+        "acked, not dead-lettered"
+    );
     w.stop().await.unwrap();
 }
 
@@ -272,12 +281,28 @@ async fn redis_events_are_dramatiq_aborts_lists() {
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
     let cancel = format!("dramatiq:aborts:cancel:{id}");
     let abort = format!("dramatiq:aborts:abort:{id}");
-    let values: Vec<String> = redis::cmd("LRANGE").arg(&cancel).arg(0).arg(-1).query_async(&mut c).await.unwrap();
+    let values: Vec<String> = redis::cmd("LRANGE")
+        .arg(&cancel)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut c)
+        .await
+        .unwrap();
     assert_eq!(values, ["{}"]);
-    let values: Vec<String> = redis::cmd("LRANGE").arg(&abort).arg(0).arg(-1).query_async(&mut c).await.unwrap();
+    let values: Vec<String> = redis::cmd("LRANGE")
+        .arg(&abort)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut c)
+        .await
+        .unwrap();
     assert_eq!(values, [r#"{"abort_timeout": 1500}"#]);
     for key in [&cancel, &abort] {
-        let ttl: i64 = redis::cmd("PTTL").arg(key).query_async(&mut c).await.unwrap();
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut c)
+            .await
+            .unwrap();
         assert!(ttl > 0 && ttl <= 90_000, "{key}: {ttl}");
     }
     // Cancel mode writes only the cancel list, with the ttl asked for.
@@ -286,9 +311,17 @@ async fn redis_events_are_dramatiq_aborts_lists() {
         .mode(AbortMode::Cancel)
         .abort_ttl(Duration::from_secs(3600));
     abortable.abort_with(&id, &cancel_only).await.unwrap();
-    let ttl: i64 = redis::cmd("PTTL").arg(format!("dramatiq:aborts:cancel:{id}")).query_async(&mut c).await.unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(format!("dramatiq:aborts:cancel:{id}"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
     assert!(ttl > 90_000, "{ttl}");
-    let exists: i64 = redis::cmd("EXISTS").arg(format!("dramatiq:aborts:abort:{id}")).query_async(&mut c).await.unwrap();
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(format!("dramatiq:aborts:abort:{id}"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
     assert_eq!(exists, 0);
     let _: () = redis::cmd("DEL")
         .arg(&cancel)
@@ -316,7 +349,11 @@ async fn check_abort_stops_running_actors(backend: Arc<dyn EventBackend>) {
     wait_seen(&b, "check: Abort").await;
     assert!(!seen(&a).contains(&"finished") && !seen(&b).contains(&"finished"));
     s.join().await;
-    assert_eq!(s.broker.dead_letters_by_queue(&s.queue).len(), 2, "max_retries 0: dead-lettered");
+    assert_eq!(
+        s.broker.dead_letters_by_queue(&s.queue).len(),
+        2,
+        "max_retries 0: dead-lettered"
+    );
     w.stop().await.unwrap();
 }
 
@@ -338,12 +375,18 @@ async fn cancel_mode_leaves_a_running_message_alone() {
     let m = s.send("graceful", &tag).await;
     wait_seen(&tag, "started").await;
     let cancel = AbortOptions::default().mode(AbortMode::Cancel);
-    s.abortable.abort_with(&m.message_id, &cancel).await.unwrap();
+    s.abortable
+        .abort_with(&m.message_id, &cancel)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(seen(&tag), ["started"], "still running, no abort requested");
     // Now an abort with a grace period: the actor reads the time left and winds down itself.
     let graceful = AbortOptions::default().abort_timeout(Duration::from_secs(30));
-    s.abortable.abort_with(&m.message_id, &graceful).await.unwrap();
+    s.abortable
+        .abort_with(&m.message_id, &graceful)
+        .await
+        .unwrap();
     assert_eq!(s.result(&m).await.unwrap(), json!("saved"));
     assert_eq!(seen(&tag), ["started", "abort requested"]);
     w.stop().await.unwrap();
@@ -354,7 +397,9 @@ async fn which_messages_are_abortable() {
     // The middleware's default says no; the actor option and then the message option win.
     let s = stack(memory_backend(), |a| a.with_abortable(false));
     let cancel = AbortOptions::default().mode(AbortMode::Cancel);
-    let tags: Vec<String> = (0..4).map(|i| dq_test::unique_name(&format!("abortable{i}"))).collect();
+    let tags: Vec<String> = (0..4)
+        .map(|i| dq_test::unique_name(&format!("abortable{i}")))
+        .collect();
     let by_default = s.send("quick", &tags[0]).await;
     let mut asked = s.message("quick", &tags[1]);
     asked.options.insert("abortable".into(), json!(true));
@@ -364,7 +409,10 @@ async fn which_messages_are_abortable() {
     let null = s.app.enqueue(null, None).await.unwrap();
     let by_actor = s.send("not_abortable", &tags[3]).await;
     for m in [&by_default, &asked, &null, &by_actor] {
-        s.abortable.abort_with(&m.message_id, &cancel).await.unwrap();
+        s.abortable
+            .abort_with(&m.message_id, &cancel)
+            .await
+            .unwrap();
     }
     let w = dq_test::stack::worker(&s.app, 2).await;
     s.join().await;
@@ -378,7 +426,10 @@ async fn which_messages_are_abortable() {
     let s = stack(memory_backend(), |a| a);
     let tag = dq_test::unique_name("actor-option");
     let m = s.send("not_abortable", &tag).await;
-    s.abortable.abort_with(&m.message_id, &cancel).await.unwrap();
+    s.abortable
+        .abort_with(&m.message_id, &cancel)
+        .await
+        .unwrap();
     let w = dq_test::stack::worker(&s.app, 2).await;
     s.join().await;
     assert_eq!(seen(&tag), ["ran"]);
@@ -429,7 +480,10 @@ async fn aborting_a_pipeline_stage_stops_the_pipeline() {
     // A running stage aborted.
     let stage1 = s.message("sleepy_async", &first);
     let stage2 = s.message("quick", &second);
-    let pipe = pipeline([stage1.clone(), stage2]).run_with(&s.app, None).await.unwrap();
+    let pipe = pipeline([stage1.clone(), stage2])
+        .run_with(&s.app, None)
+        .await
+        .unwrap();
     wait_seen(&first, "started").await;
     s.abortable.abort(&stage1.message_id).await.unwrap();
     assert_eq!(failure_type(s.result(&pipe.messages()[0]).await), "Abort");
@@ -441,7 +495,10 @@ async fn aborting_a_pipeline_stage_stops_the_pipeline() {
     let pipe2 = pipe2.run_with(&s.app, None).await.unwrap();
     assert_eq!(s.result(&pipe2.messages()[0]).await.unwrap(), Value::Null);
     s.join().await;
-    assert!(seen(&second).is_empty(), "the stage after an aborted one never runs");
+    assert!(
+        seen(&second).is_empty(),
+        "the stage after an aborted one never runs"
+    );
     assert!(seen(&third).is_empty());
     let e = pipe2.messages()[1]
         .get_result::<Value>(&*s.results, false, None)
@@ -503,16 +560,37 @@ async fn on_a_redis_broker() {
         .actor(actor("sleepy_sync", &q, sleepy_sync, |_| {}))
         .build()
         .unwrap();
-    let (cancelled, running) = (dq_test::unique_name("cancelled"), dq_test::unique_name("running"));
-    let m1 = app.enqueue(Message::new(&q, "quick", &(&cancelled,), &()).unwrap(), None).await.unwrap();
+    let (cancelled, running) = (
+        dq_test::unique_name("cancelled"),
+        dq_test::unique_name("running"),
+    );
+    let m1 = app
+        .enqueue(
+            Message::new(&q, "quick", &(&cancelled,), &()).unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
     abortable.abort(&m1.message_id).await.unwrap();
     let w = dq_test::stack::worker(&app, 2).await;
-    let m2 = app.enqueue(Message::new(&q, "sleepy_sync", &(&running,), &()).unwrap(), None).await.unwrap();
+    let m2 = app
+        .enqueue(
+            Message::new(&q, "sleepy_sync", &(&running,), &()).unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
     wait_seen(&running, "started").await;
     abortable.abort(&m2.message_id).await.unwrap();
     let wait = Some(Duration::from_secs(20));
-    assert_eq!(m1.get_result::<Value>(&*results, true, wait).await.unwrap(), Value::Null);
-    assert_eq!(failure_type(m2.get_result::<Value>(&*results, true, wait).await), "Abort");
+    assert_eq!(
+        m1.get_result::<Value>(&*results, true, wait).await.unwrap(),
+        Value::Null
+    );
+    assert_eq!(
+        failure_type(m2.get_result::<Value>(&*results, true, wait).await),
+        "Abort"
+    );
     wait_seen(&running, "check: Abort").await;
     assert!(seen(&cancelled).is_empty());
     w.stop().await.unwrap();
@@ -520,9 +598,17 @@ async fn on_a_redis_broker() {
     let client = redis::Client::open(url.as_str()).unwrap();
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
     for pattern in [format!("{broker_ns}:*"), format!("{events_ns}*")] {
-        let keys: Vec<String> = redis::cmd("KEYS").arg(pattern).query_async(&mut c).await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(pattern)
+            .query_async(&mut c)
+            .await
+            .unwrap();
         if !keys.is_empty() {
-            let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut c).await.unwrap();
+            let _: () = redis::cmd("DEL")
+                .arg(&keys)
+                .query_async(&mut c)
+                .await
+                .unwrap();
         }
     }
 }

@@ -301,7 +301,9 @@ async fn execute(args: AdminArgs) -> anyhow::Result<()> {
 async fn abort(a: &AbortArgs, broker_url: Option<&str>, out: &mut String) -> anyhow::Result<()> {
     use dq_abort::{AbortMode, AbortOptions, Abortable, RedisBackend};
 
-    let is_redis = |u: &&str| u.starts_with("redis://") || u.starts_with("rediss://") || u.starts_with("redis+unix://");
+    let is_redis = |u: &&str| {
+        u.starts_with("redis://") || u.starts_with("rediss://") || u.starts_with("redis+unix://")
+    };
     let url = match (a.redis_url.as_deref(), broker_url.filter(is_redis)) {
         (Some(u), _) | (None, Some(u)) => u.to_owned(),
         (None, None) => dq_redis_env_url(),

@@ -139,7 +139,10 @@ mod tests {
         assert_eq!(rx.try_recv(), Ok(at));
         i.listen(move |at| tx.send(at).unwrap());
         assert_eq!(rx.try_recv(), Ok(at), "already requested: called at once");
-        assert_eq!(i.due().map(|e| e.type_name().to_owned()), Some("Abort".into()));
+        assert_eq!(
+            i.due().map(|e| e.type_name().to_owned()),
+            Some("Abort".into())
+        );
     }
 
     #[test]

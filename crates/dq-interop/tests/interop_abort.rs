@@ -68,7 +68,12 @@ fn check(kind: BrokerKind, worker_lang: Lang, by: Aborter) {
     let mut worker = sc.spawn_worker(worker_lang, DQ_WORKER, "w", 2);
     worker.wait_ready(PATIENCE);
     let log = |w: &WorkerProcess| format!("worker log:\n{}", w.log());
-    assert_eq!(sc.python_get_result(&kept, 20_000), json!({"ok": 3}), "{}", log(&worker));
+    assert_eq!(
+        sc.python_get_result(&kept, 20_000),
+        json!({"ok": 3}),
+        "{}",
+        log(&worker)
+    );
     assert_eq!(
         sc.python_get_result(&cancelled, 20_000),
         json!({"ok": null}),
@@ -128,7 +133,12 @@ fn dq_and_python_write_the_same_events() {
     for mode in ["cancel", "abort"] {
         let read = |id: &str, con: &mut redis::Connection| -> (Vec<String>, i64) {
             let key = format!("{ns}{mode}:{id}");
-            let values: Vec<String> = redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).query(con).unwrap();
+            let values: Vec<String> = redis::cmd("LRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(-1)
+                .query(con)
+                .unwrap();
             let ttl: i64 = redis::cmd("PTTL").arg(&key).query(con).unwrap();
             (values, ttl)
         };

@@ -108,8 +108,8 @@ pub mod middleware {
     pub use dq_core::{
         async_trait, compute_backoff, compute_backoff_with, short_type_name, Actor, ActorContext,
         ActorOptions, ActorResult, BoxActorFuture, Control, GroupBarrier, Handler, Hooks,
-        Interrupt, Invocation, Job, Middleware, MiddlewareError, Options, Outcome, Registry, Scoped,
-        BUILTIN_ACTOR_OPTIONS, MAX_BACKOFF_MS,
+        Interrupt, Invocation, Job, Middleware, MiddlewareError, Options, Outcome, Registry,
+        Scoped, BUILTIN_ACTOR_OPTIONS, MAX_BACKOFF_MS,
     };
     pub use dq_middleware::*;
 }

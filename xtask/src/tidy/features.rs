@@ -34,7 +34,10 @@ const GUARDED: &[(&str, &[&str])] = &[
     ("dq-redis-conn", REDIS_USERS),
     ("redis", REDIS_USERS),
     ("deadpool-redis", REDIS_USERS),
-    ("rustls", &["redis", "results", "ratelimit", "abort", "amqp"]),
+    (
+        "rustls",
+        &["redis", "results", "ratelimit", "abort", "amqp"],
+    ),
 ];
 
 /// The features whose crates talk to Redis.
