@@ -2,10 +2,12 @@
 
 use std::fmt;
 use std::io;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_redis::Pool;
+use redis::aio::MultiplexedConnection;
 use serde_json::{Map, Value};
 
 use crate::backend::{Event, EventBackend};
@@ -25,6 +27,11 @@ pub const DEFAULT_NAMESPACE: &str = "dramatiq:aborts:";
 /// | `poll` | `LPOP <ns><key>` |
 /// | `wait_many` | `BLPOP <ns><key>… <seconds>` |
 ///
+/// `poll` and `notify`, one per message run and per abort, share one multiplexed connection, so
+/// concurrent ones are pipelined and none pays for a pool checkout (deadpool-redis pings a
+/// connection each time it hands one out); the watcher's blocking `BLPOP` takes a pooled
+/// connection of its own.
+///
 /// Values are JSON objects written as Python's `json.dumps` writes them (`{}`,
 /// `{"abort_timeout": 0}`); a value that is not a JSON object counts as no event.
 ///
@@ -38,6 +45,11 @@ pub const DEFAULT_NAMESPACE: &str = "dramatiq:aborts:";
 #[derive(Clone)]
 pub struct RedisBackend {
     pool: Pool,
+    client: redis::Client,
+    /// The shared connection of `poll` and `notify`; `None` until the first, and after a
+    /// failure that may have broken it.
+    shared: Arc<Mutex<Option<MultiplexedConnection>>>,
+    connect_timeout: Duration,
     namespace: String,
     describe: String,
 }
@@ -121,8 +133,13 @@ impl RedisBackendBuilder {
         }
         let pool = conn::pool(&self.url, self.pool_size, self.connect_timeout)
             .map_err(Error::InvalidConfig)?;
+        let client = conn::client(&self.url, None)
+            .map_err(|e| Error::InvalidConfig(format!("{}: {e}", conn::describe(&self.url))))?;
         Ok(RedisBackend {
             pool,
+            client,
+            shared: Arc::new(Mutex::new(None)),
+            connect_timeout: self.connect_timeout,
             namespace: self.namespace,
             describe: conn::describe(&self.url),
         })
@@ -165,6 +182,47 @@ impl RedisBackend {
         Exclusive::get(&self.pool)
             .await
             .map_err(|e| Error::backend("connecting to Redis", e))
+    }
+
+    /// The shared connection, connected on first use.
+    async fn shared(&self) -> Result<MultiplexedConnection> {
+        if let Some(c) = self
+            .shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            return Ok(c.clone());
+        }
+        // No response timeout of the client's own (500 ms in redis 1.x): a busy Redis answers
+        // late, not never, and a reply that comes late must not be read by the next command.
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(None);
+        let c = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| Error::backend("connecting to Redis", e))?;
+        // Two first callers may both connect: the later one's connection wins, both work.
+        *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Runs `f` on the shared connection; drops the connection when the failure may have
+    /// broken it, so the next call connects again.
+    async fn on_shared<T, F, Fut>(&self, operation: &'static str, f: F) -> Result<T>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let c = self.shared().await?;
+        f(c).await.map_err(|e| {
+            if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
+                *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            }
+            Error::backend(operation, e)
+        })
     }
 
     fn decode(&self, key: &[u8], value: &[u8]) -> Option<Event> {
@@ -244,19 +302,19 @@ impl EventBackend for RedisBackend {
                 .ignore();
             pipe.cmd("PEXPIRE").arg(&key).arg(ttl_ms).ignore();
         }
-        let mut conn = self.conn().await?;
-        conn.query_pipe::<()>(&pipe)
-            .await
-            .map_err(|e| Error::backend("signalling abort events", e))
+        self.on_shared("signalling abort events", |mut c| async move {
+            pipe.query_async::<()>(&mut c).await
+        })
+        .await
     }
 
     async fn poll(&self, key: &str) -> Result<Option<Event>> {
         let full = format!("{}{key}", self.namespace);
-        let mut conn = self.conn().await?;
-        let value: Option<Vec<u8>> = conn
-            .query(redis::cmd("LPOP").arg(&full))
-            .await
-            .map_err(|e| Error::backend("polling an abort event", e))?;
+        let value: Option<Vec<u8>> = self
+            .on_shared("polling an abort event", |mut c| async move {
+                redis::cmd("LPOP").arg(&full).query_async(&mut c).await
+            })
+            .await?;
         Ok(value.and_then(|v| {
             decode_value(&v).map(|params| Event {
                 key: key.to_owned(),
