@@ -9,6 +9,7 @@ Run by the bench as:
   python -m dramatiq bench_actors --path crates/dq-bench/python -p 1 -t 8 -Q QUEUE
 with DQ_BENCH_BROKER_URL, DQ_BENCH_QUEUE, DQ_BENCH_NAMESPACE and DQ_BENCH_OUT set, and
 DQ_BENCH_PROMETHEUS=1 (with dramatiq_prom_port and dramatiq_prom_db) for the Prometheus case.
+DQ_BENCH_ABORTABLE=1 to add dramatiq-abort's Abortable middleware.
 """
 
 import os
@@ -32,6 +33,12 @@ if os.environ.get("DQ_BENCH_PROMETHEUS") == "1":
     from dramatiq.middleware.prometheus import Prometheus
 
     broker.add_middleware(Prometheus())
+if os.environ.get("DQ_BENCH_ABORTABLE") == "1":
+    # dramatiq-abort's middleware, events on the broker's Redis (the bench's Abortable case).
+    from dramatiq_abort import Abortable
+    from dramatiq_abort.backends import RedisBackend as AbortBackend
+
+    broker.add_middleware(Abortable(backend=AbortBackend.from_url(URL)))
 dramatiq.set_broker(broker)
 
 _lock = threading.Lock()

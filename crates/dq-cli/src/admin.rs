@@ -8,6 +8,8 @@
 //! Requeued 2 message(s) of default.
 //! $ dq send add --args '[1, 2]'
 //! {"queue_name":"default","actor_name":"add","args":[1,2],...}
+//! $ dq abort 7f5c6a3e-5b0e-4a7b-9a53-2d9c3f1f0b6e
+//! Aborted 7f5c6a3e-5b0e-4a7b-9a53-2d9c3f1f0b6e.
 //! $ dq actors
 //! ACTOR  QUEUE    PRIORITY  OPTIONS  PROCESSES  LAST SEEN            WORKERS
 //! add    default         0  -                1  2024-05-01 10:00:10  web-1:4101
@@ -97,6 +99,36 @@ enum Command {
         #[arg(required = true)]
         queues: Vec<String>,
     },
+    /// Abort or cancel messages, whichever worker (dq or Python with dramatiq-abort's
+    /// Abortable) holds them: the events go to Redis, whatever the broker.
+    #[cfg(feature = "abort")]
+    Abort(AbortArgs),
+}
+
+#[cfg(feature = "abort")]
+#[derive(Debug, Args)]
+struct AbortArgs {
+    /// The message ids (Dramatiq's `message_id`, a UUID).
+    #[arg(required = true, value_name = "MESSAGE_ID")]
+    message_ids: Vec<String>,
+    /// `cancel`: only messages that have not started. `abort`: running ones too.
+    #[arg(long, default_value = "abort", value_parser = ["cancel", "abort"])]
+    mode: String,
+    /// The grace period of a running message, in milliseconds, before it is stopped (abort
+    /// mode only).
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    timeout: u64,
+    /// How long the events wait for their message, in milliseconds (dramatiq-abort's
+    /// `abort_ttl`). Raise it for messages delayed longer.
+    #[arg(long, value_name = "MS", default_value_t = dq_abort::DEFAULT_ABORT_TTL_MS)]
+    ttl: u64,
+    /// The Redis holding the events. Default: the broker URL when it is a Redis one, else
+    /// DQ_REDIS_URL, else redis://127.0.0.1:6379.
+    #[arg(long, value_name = "URL")]
+    redis_url: Option<String>,
+    /// The events' key prefix (dramatiq-abort's `RedisBackend(namespace=...)`).
+    #[arg(long, value_name = "PREFIX", default_value = dq_abort::DEFAULT_NAMESPACE)]
+    abort_namespace: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -245,6 +277,14 @@ async fn execute(args: AdminArgs) -> anyhow::Result<()> {
     let namespace = namespace_from(args.namespace.as_deref());
     // A bad argument is exit code 2 whether or not the broker is up.
     check_arguments(&args.command)?;
+    #[cfg(feature = "abort")]
+    if let Command::Abort(a) = &args.command {
+        // The events live in Redis whatever the broker is: no broker connection needed.
+        let mut out = String::new();
+        abort(a, args.broker_url.as_deref(), &mut out).await?;
+        print!("{out}");
+        return Ok(());
+    }
     let variable = url_variable(args.broker_url.as_deref());
     let broker = connect(&url, variable, namespace.as_deref()).await?;
     broker.ping().await.map_err(|e| Error::from_broker(&e))?;
@@ -256,6 +296,8 @@ async fn execute(args: AdminArgs) -> anyhow::Result<()> {
         Command::Schedules { action } => schedules(broker, action, &mut out).await?,
         Command::DeadLetters(d) => dead_letters(&*broker, d, &mut out).await?,
         Command::Send(s) => send(broker, s, &mut out).await?,
+        #[cfg(feature = "abort")]
+        Command::Abort(_) => {}
         Command::Purge { queues } => {
             for q in &queues {
                 check_queue(q)?;
@@ -269,6 +311,55 @@ async fn execute(args: AdminArgs) -> anyhow::Result<()> {
     }
     print!("{out}");
     Ok(())
+}
+
+/// `dq abort`: signals dramatiq-abort's events for each message id.
+#[cfg(feature = "abort")]
+async fn abort(a: &AbortArgs, broker_url: Option<&str>, out: &mut String) -> anyhow::Result<()> {
+    use dq_abort::{AbortMode, AbortOptions, Abortable, RedisBackend};
+
+    let is_redis = |u: &&str| {
+        u.starts_with("redis://") || u.starts_with("rediss://") || u.starts_with("redis+unix://")
+    };
+    let url = match (a.redis_url.as_deref(), broker_url.filter(is_redis)) {
+        (Some(u), _) | (None, Some(u)) => u.to_owned(),
+        (None, None) => dq_redis_env_url(),
+    };
+    let backend = RedisBackend::builder()
+        .url(&url)
+        .namespace(&a.abort_namespace)
+        .build()
+        .map_err(|e| Usage(e.to_string()))?;
+    let abortable = Abortable::new(backend);
+    let mode: AbortMode = a.mode.parse().map_err(Usage)?;
+    let options = AbortOptions::default()
+        .mode(mode)
+        .abort_timeout(Duration::from_millis(a.timeout))
+        .abort_ttl(Duration::from_millis(a.ttl));
+    for id in &a.message_ids {
+        abortable.abort_with(id, &options).await.map_err(|e| {
+            Error::BrokerUnreachable(format!(
+                "{} (abort events): {}",
+                dq_core::redact_url(&url),
+                error_chain(&e)
+            ))
+        })?;
+        let verb = match mode {
+            AbortMode::Cancel => "Cancelled",
+            AbortMode::Abort => "Aborted",
+        };
+        let _ = writeln!(out, "{verb} {id}.");
+    }
+    Ok(())
+}
+
+/// `DQ_REDIS_URL`, else the default Redis.
+#[cfg(feature = "abort")]
+fn dq_redis_env_url() -> String {
+    std::env::var(crate::broker::REDIS_URL_ENV)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_BROKER_URL.to_owned())
 }
 
 /// Checks what can be checked without the broker: queue names, the actor's name, JSON.
@@ -296,6 +387,11 @@ fn check_arguments(command: &Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Actors | Command::Workers | Command::Schedules { .. } => Ok(()),
+        #[cfg(feature = "abort")]
+        Command::Abort(a) => match a.message_ids.iter().find(|id| id.trim().is_empty()) {
+            Some(_) => Err(Usage("a message id is empty".to_owned()).into()),
+            None => Ok(()),
+        },
     }
 }
 

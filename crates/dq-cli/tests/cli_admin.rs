@@ -336,3 +336,93 @@ async fn queues_send_and_dead_letters_on_rabbitmq() {
     let s = broker.stats(&q.name).await.unwrap();
     assert_eq!((s.ready, s.delayed, s.dead), (0, 0, 0), "{s:?}");
 }
+
+#[tokio::test]
+async fn abort_writes_dramatiq_abort_events_to_redis() {
+    let url = dq_test::require_redis();
+    let ns = format!("{}:", dq_test::unique_name("cli-aborts"));
+    let (a, b) = (dq_test::unique_name("id-a"), dq_test::unique_name("id-b"));
+    let o = Command::new(dq_bin())
+        .args([
+            "--broker-url",
+            &url,
+            "abort",
+            "--abort-namespace",
+            &ns,
+            "--timeout",
+            "2500",
+            &a,
+            &b,
+        ])
+        .output()
+        .unwrap();
+    check(&o, 0);
+    assert_eq!(stdout(&o), format!("Aborted {a}.\nAborted {b}.\n"));
+    let o = Command::new(dq_bin())
+        .args([
+            "abort",
+            "--redis-url",
+            &url,
+            "--abort-namespace",
+            &ns,
+            "--mode",
+            "cancel",
+            "--ttl",
+            "600000",
+            "c",
+        ])
+        .output()
+        .unwrap();
+    check(&o, 0);
+    assert_eq!(stdout(&o), "Cancelled c.\n");
+
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let list = |key: String| redis::cmd("LRANGE").arg(key).arg(0).arg(-1).clone();
+    for id in [&a, &b] {
+        let v: Vec<String> = list(format!("{ns}cancel:{id}"))
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(v, ["{}"]);
+        let v: Vec<String> = list(format!("{ns}abort:{id}"))
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(v, [r#"{"abort_timeout": 2500}"#]);
+    }
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{ns}cancel:c"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(ttl > 90_000, "--ttl: {ttl}");
+    let none: i64 = redis::cmd("EXISTS")
+        .arg(format!("{ns}abort:c"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(none, 0, "cancel mode writes no abort event");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{ns}*"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+
+    // Bad arguments are exit code 2; an unreachable Redis is 3.
+    let o = Command::new(dq_bin())
+        .args(["abort", "--mode", "stop", "x"])
+        .output()
+        .unwrap();
+    check(&o, 2);
+    let o = Command::new(dq_bin())
+        .args(["abort", "--redis-url", "redis://127.0.0.1:1", "x"])
+        .output()
+        .unwrap();
+    check(&o, 3);
+}

@@ -457,6 +457,22 @@ impl App {
         &self.inner.middleware
     }
 
+    /// The first middleware of type `T`, among those that expose themselves through
+    /// [`Middleware::as_any`].
+    ///
+    /// ```
+    /// # fn demo(app: dq_core::App) {
+    /// struct Mine;
+    /// assert!(app.find_middleware::<Mine>().is_none());
+    /// # }
+    /// ```
+    pub fn find_middleware<T: std::any::Any>(&self) -> Option<&T> {
+        self.inner
+            .middleware
+            .iter()
+            .find_map(|m| m.as_any().and_then(|a| a.downcast_ref::<T>()))
+    }
+
     /// The middleware implementing hook `h`, in before-hook order.
     pub fn middleware_with(&self, h: Hooks) -> Vec<Arc<dyn Middleware>> {
         self.inner
@@ -544,7 +560,9 @@ impl App {
             dq.actor = %message.actor_name,
             dq.schedule = claim.schedule,
         );
-        self.enqueue_tick_inner(message, claim).instrument(span).await
+        self.enqueue_tick_inner(message, claim)
+            .instrument(span)
+            .await
     }
 
     async fn enqueue_tick_inner(

@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use crate::actor::{ActorError, BoxActorFuture};
 use crate::app::{App, Entered};
+use crate::interrupt::Interrupt;
 use crate::message::Message;
 
 const RUNNING: u8 = 0;
@@ -29,6 +30,7 @@ pub struct ActorContext {
     deadline: Option<Instant>,
     state: AtomicU8,
     app: Option<App>,
+    interrupt: Option<Arc<Interrupt>>,
 }
 
 impl ActorContext {
@@ -39,7 +41,20 @@ impl ActorContext {
             deadline,
             state: AtomicU8::new(RUNNING),
             app: None,
+            interrupt: None,
         }
+    }
+
+    /// The stop request a middleware may make of this call ([`Job::interrupt`](crate::Job)):
+    /// once its deadline passed, [`check`] returns its error.
+    pub fn with_interrupt(mut self, interrupt: Option<Arc<Interrupt>>) -> ActorContext {
+        self.interrupt = interrupt;
+        self
+    }
+
+    /// The error of a stop request whose deadline passed, if any.
+    pub fn interrupted(&self) -> Option<ActorError> {
+        self.interrupt.as_ref().and_then(|i| i.due())
     }
 
     /// The app the actor runs in: while the call runs, [`App::current`] is this app, so the
@@ -64,12 +79,16 @@ impl ActorContext {
     }
 
     /// `Err` once the actor should stop: `TimeLimitExceeded` past the deadline, `Shutdown` when
-    /// the worker is stopping and the actor asked to be notified.
+    /// the worker is stopping and the actor asked to be notified, a middleware's error (`Abort`)
+    /// once the grace period of its stop request ([`Interrupt`]) passed.
     pub fn check(&self) -> Result<(), ActorError> {
         match self.state.load(Ordering::Acquire) {
             TIMED_OUT => return Err(ActorError::time_limit_exceeded()),
             SHUTDOWN => return Err(ActorError::shutdown()),
             _ => {}
+        }
+        if let Some(e) = self.interrupted() {
+            return Err(e);
         }
         if self.deadline.is_some_and(|d| Instant::now() >= d) {
             self.interrupt_time_limit();
@@ -143,6 +162,22 @@ pub fn check() -> Result<(), ActorError> {
     CURRENT.with(|c| match &*c.borrow() {
         Some(ctx) => ctx.check(),
         None => Ok(()),
+    })
+}
+
+/// Inside an actor: the time left before it is stopped, once a middleware asked it to stop (an
+/// abort with a grace period: `dq::abort::abort_requested` reads this). `None` when no stop was
+/// requested, and outside an actor. Zero once the grace period is over; [`check`] then fails.
+///
+/// ```
+/// assert!(dq_core::stop_requested().is_none()); // not inside an actor
+/// ```
+pub fn stop_requested() -> Option<std::time::Duration> {
+    CURRENT.with(|c| {
+        c.borrow()
+            .as_ref()
+            .and_then(|ctx| ctx.interrupt.as_ref())
+            .and_then(|i| i.remaining())
     })
 }
 

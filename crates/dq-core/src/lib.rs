@@ -29,6 +29,7 @@ mod composition;
 mod context;
 pub mod env;
 mod error;
+mod interrupt;
 mod message;
 mod middleware;
 mod options;
@@ -49,11 +50,12 @@ pub use async_trait::async_trait;
 pub use backoff::{compute_backoff, compute_backoff_with, MAX_BACKOFF_MS};
 pub use broker::{Acker, Broker, Consumer, DeadLetter, Delivery, QueueStats, RetryCount, Token};
 pub use composition::{group, pipeline, Group, GroupBarrier, GroupChild, Pipeline, PipelineStep};
-pub use context::{check, current_message, ActorContext, Scoped};
+pub use context::{check, current_message, stop_requested, ActorContext, Scoped};
 pub use error::{
     ArgsError, BrokerError, BrokerErrorKind, DecodeError, Error, ErrorChain, MiddlewareError,
     Result, ResultError,
 };
+pub use interrupt::Interrupt;
 pub use message::{
     base_queue_name, dead_letter_queue_name, delay_queue_name, encode_args, encode_kwargs,
     is_valid_queue_name, kwargs_from_map, new_message_id, now_ms, Message,

@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::actor::{Actor, ActorError, Invocation};
 use crate::app::App;
 use crate::error::MiddlewareError;
+use crate::interrupt::Interrupt;
 use crate::message::Message;
 
 /// A bit set naming hooks, so the worker only calls (and allocates futures for) the hooks a
@@ -116,6 +117,9 @@ pub struct Job {
     /// What middleware keep on the job from one hook to the next (an OpenTelemetry span, a
     /// Sentry transaction), one value per type, dropped with the job.
     pub extensions: Extensions,
+    /// A stop request a middleware may make while the actor runs (set by Abortable in
+    /// `before_process`); the worker enforces it like a deadline. `None`: nothing can stop it.
+    pub interrupt: Option<Arc<Interrupt>>,
     failed: Option<String>,
 }
 
@@ -189,6 +193,7 @@ impl Job {
             started: Instant::now(),
             span: tracing::Span::none(),
             extensions: Extensions::default(),
+            interrupt: None,
             failed: None,
         }
     }
@@ -263,6 +268,13 @@ pub trait Middleware: Send + Sync + 'static {
     /// `GroupCallbacks` middleware does). [`Group::run_with`](crate::Group::run_with) uses the
     /// first middleware of the app that has one, as Dramatiq looks its `GroupCallbacks` up.
     fn group_barrier(&self) -> Option<&dyn crate::composition::GroupBarrier> {
+        None
+    }
+
+    /// This middleware as [`Any`](std::any::Any), so code that holds an app can find a
+    /// middleware of a known type with [`App::find_middleware`] (as Python's `abort()` looks
+    /// up the broker's `Abortable`). The default, `None`, hides it.
+    fn as_any(&self) -> Option<&(dyn std::any::Any + Send + Sync)> {
         None
     }
 

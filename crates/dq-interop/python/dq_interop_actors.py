@@ -14,6 +14,8 @@ environment the Rust test sets, so both sides agree on the broker, the queue and
   DQ_INTEROP_RESULTS_PREFIX_KEYS  "1": result keys are the namespaced strings, not their MD5
   DQ_INTEROP_MAX_PRIORITY RabbitMQ max_priority (x-max-priority) of the queues
   DQ_INTEROP_GROUPS_URL   run group completion callbacks, with barriers in this Redis
+  DQ_INTEROP_ABORTS_URL   with DQ_INTEROP_ABORTS_NS: run dramatiq-abort's Abortable, events in this Redis
+  DQ_INTEROP_ABORTS_NS    the events' namespace (dramatiq-abort's RedisBackend(namespace=...))
   DQ_INTEROP_WHO          the label records carry (default "py")
   DQ_INTEROP_PROMETHEUS   "1": add Dramatiq's Prometheus middleware (it reads dramatiq_prom_*)
 
@@ -74,6 +76,17 @@ if os.environ.get("DQ_INTEROP_PROMETHEUS") == "1":
     from dramatiq.middleware.prometheus import Prometheus
 
     broker.add_middleware(Prometheus())
+abortable = None
+if os.environ.get("DQ_INTEROP_ABORTS_NS"):
+    from dramatiq_abort import Abortable
+    from dramatiq_abort import backends as abort_backends
+
+    abortable = Abortable(
+        backend=abort_backends.RedisBackend.from_url(
+            os.environ["DQ_INTEROP_ABORTS_URL"], namespace=os.environ["DQ_INTEROP_ABORTS_NS"]
+        )
+    )
+    broker.add_middleware(abortable)
 dramatiq.set_broker(broker)
 
 
@@ -187,6 +200,30 @@ if os.environ.get("DQ_INTEROP_PERIODIQ_SKIP_DELAY"):
     def periodic_record(path, tag):
         message = CurrentMessage.get_current_message()
         record(path, tag, scheduled_at=message.options.get("scheduled_at"))
+# An abortable sleeper needs the Results middleware (its outcome is read as a result) and Abortable.
+if os.environ.get("DQ_INTEROP_RESULTS_NS") and abortable is not None:
+    from dramatiq_abort import Abort
+
+    @dramatiq.actor(queue_name=QUEUE, store_results=True, max_retries=0)
+    def sleeper(path, tag):
+        """Records "started", sleeps a minute in small steps unless aborted ("aborted")."""
+        record(path, tag, phase="started")
+        try:
+            for _ in range(3000):
+                time.sleep(0.02)
+        except Abort:
+            record(path, tag, phase="aborted")
+            raise
+        record(path, tag, phase="done")
+        return "slept"
+
+
+def abort_message(message_id, mode, timeout_ms):
+    """dramatiq-abort's abort(message_id, mode=..., abort_timeout=...) through this broker's Abortable."""
+    from dramatiq_abort import abort
+    from dramatiq_abort.middleware import AbortMode
+
+    abort(message_id, middleware=abortable, mode=AbortMode(mode), abort_timeout=int(timeout_ms))
 
 
 def send(spec_path):
@@ -263,6 +300,8 @@ if __name__ == "__main__":
         send_pipeline()
     elif command == "send-group":
         send_group(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+    elif command == "abort":
+        abort_message(sys.argv[2], sys.argv[3], sys.argv[4])
     elif command == "delete-queues":
         delete_queues(sys.argv[2:])
     elif command == "get-result":

@@ -125,6 +125,9 @@ pub struct Scenario {
     pub groups: bool,
     /// RabbitMQ `max_priority` of every party (`x-max-priority` on the queues).
     pub max_priority: Option<u8>,
+    /// The namespace (key prefix, ending in `:`) of dramatiq-abort's events, when workers run
+    /// the Abortable middleware on the scenario's Redis.
+    pub aborts_namespace: Option<String>,
     /// More environment for the processes started after it is set (e.g. Dramatiq's
     /// `dramatiq_queue_prefetch`, which dq honours too).
     pub extra_env: Vec<(String, String)>,
@@ -160,6 +163,7 @@ impl Scenario {
             results_prefix_keys: false,
             max_priority: None,
             groups: false,
+            aborts_namespace: None,
             extra_env: Vec::new(),
         }
     }
@@ -174,6 +178,13 @@ impl Scenario {
     /// Makes every worker started after store results, in a namespace of this scenario's own.
     pub fn with_results(mut self) -> Scenario {
         self.results_namespace = Some(dq_test::unique_name("results"));
+        self
+    }
+
+    /// Makes every worker started after run the Abortable middleware (dq's and dramatiq-abort's),
+    /// its events in the scenario's Redis under a namespace of its own.
+    pub fn with_aborts(mut self) -> Scenario {
+        self.aborts_namespace = Some(format!("{}:", dq_test::unique_name("aborts")));
         self
     }
 
@@ -213,6 +224,10 @@ impl Scenario {
         }
         if self.groups {
             add("DQ_INTEROP_GROUPS_URL", self.redis_url.clone());
+        }
+        if let Some(ns) = &self.aborts_namespace {
+            add("DQ_INTEROP_ABORTS_URL", self.redis_url.clone());
+            add("DQ_INTEROP_ABORTS_NS", ns.clone());
         }
         if let Some(p) = self.max_priority {
             add("DQ_INTEROP_MAX_PRIORITY", p.to_string());
@@ -421,6 +436,9 @@ impl Scenario {
             redis::Client::open(self.redis_url.as_str()).and_then(|c| c.get_connection())
         {
             let mut patterns = vec![format!("{}:*", self.namespace)];
+            if let Some(ns) = &self.aborts_namespace {
+                patterns.push(format!("{ns}*"));
+            }
             if let Some(ns) = &self.results_namespace {
                 // Only with `use_namespace_prefix_keys`; the default keys are MD5 digests
                 // without a prefix, which their TTL (10 minutes) removes.

@@ -1,6 +1,7 @@
 //! The interop and reliability tests, one binary (STYLE.md): each module one area. Run by
 //! `cargo xtask interop`, which sets `DQ_PYTHON` to the Dramatiq 2.2.1 virtualenv's python.
 
+mod interop_abort;
 mod interop_deadletters;
 mod interop_groups;
 mod interop_handoff;

@@ -76,6 +76,26 @@ impl<T> Deadlines<T> {
         }
     }
 
+    /// Brings the deadline of the message in thread `slot`'s slot forward to `at` (a stop
+    /// request: an abort); a later `at` changes nothing.
+    pub(crate) fn shorten(&self, slot: usize, at: std::time::Instant) {
+        let at = self.ms(Instant::from_std(at)).min(NONE - 1);
+        let s = &self.slots[slot];
+        let mut running = s.running.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(r) = running.as_mut() else {
+            return;
+        };
+        if at >= r.deadline {
+            return;
+        }
+        r.deadline = at;
+        s.deadline.store(at, Ordering::SeqCst);
+        drop(running);
+        if at < self.wake_at.load(Ordering::SeqCst) {
+            self.changed.notify_one();
+        }
+    }
+
     /// Takes the message back from thread `slot`'s slot once its actor returned: `None` when
     /// the watcher settled it already because its time limit passed.
     pub(crate) fn leave(&self, slot: usize) -> Option<T> {
@@ -184,6 +204,25 @@ mod tests {
             "the first left in time; the second is not due"
         );
         assert!(next.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_shortened_deadline_wakes_the_watcher_and_expires() {
+        let d = Deadlines::new(2);
+        d.enter(0, "aborted", after(60_000));
+        let _ = d.expired();
+        d.shorten(0, after(0));
+        tokio::time::timeout(Duration::from_secs(5), d.changed())
+            .await
+            .expect("woken");
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(d.expired().0, ["aborted"]);
+        // A later deadline, or an empty slot, changes nothing.
+        d.enter(1, "kept", after(0));
+        d.shorten(1, after(60_000));
+        d.shorten(0, after(0));
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(d.expired().0, ["kept"]);
     }
 
     #[tokio::test]

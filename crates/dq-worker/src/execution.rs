@@ -300,13 +300,29 @@ fn call_here(
         std::panic::catch_unwind(AssertUnwindSafe(|| run.ctx.scope(f)))
             .unwrap_or_else(|payload| Err(ActorError::panic(&*payload)))
     };
-    let (result, back) = match job.deadline {
+    // A message that may be aborted is watched even without a time limit: its stop request
+    // brings its deadline forward.
+    let watched_until = match (job.deadline, &job.interrupt) {
+        (Some(deadline), _) => Some(deadline),
+        (None, Some(_)) => Some(far_future()),
+        (None, None) => None,
+    };
+    let (result, back) = match watched_until {
         Some(deadline) => {
             let ctx = run.ctx.clone();
+            let interrupt = job.interrupt.clone();
             shared
                 .deadlines
                 .enter(slot, Watched { job, ticket, ctx }, deadline);
+            if let Some(i) = &interrupt {
+                let deadlines = shared.deadlines.clone();
+                i.listen(move |at| deadlines.shorten(slot, at));
+            }
             let result = call();
+            if let Some(i) = &interrupt {
+                // Before the slot is left, so a late request never shortens the next message's.
+                i.unlisten();
+            }
             let back = shared.deadlines.leave(slot).map(|w| (w.job, w.ticket));
             (result, back)
         }
@@ -317,14 +333,25 @@ fn call_here(
     Some((job, ticket, outcome(result)))
 }
 
+/// A deadline no message reaches (a century away), for calls watched only for a stop request.
+fn far_future() -> std::time::Instant {
+    let now = std::time::Instant::now();
+    now.checked_add(std::time::Duration::from_secs(100 * 365 * 86_400))
+        .unwrap_or(now)
+}
+
 /// Concludes sync calls whose time limit passed while their threads run on: one task, asleep
 /// until the earliest deadline of all threads.
 pub(crate) async fn watch_deadlines(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     loop {
         let (due, next) = shared.deadlines.expired();
         for Watched { job, ticket, ctx } in due {
-            ctx.interrupt_time_limit();
-            let outcome = Outcome::Failure(ActorError::time_limit_exceeded());
+            // A stop request (an abort) past its grace period, else the time limit.
+            let error = ctx.interrupted().unwrap_or_else(|| {
+                ctx.interrupt_time_limit();
+                ActorError::time_limit_exceeded()
+            });
+            let outcome = Outcome::Failure(error);
             let s = shared.clone();
             tokio::spawn(async move { conclude(&s, job, ticket, outcome).await });
         }
@@ -365,6 +392,23 @@ async fn call_future(
             None => std::future::pending::<()>().await,
         }
     };
+    let interrupt = job.interrupt.clone();
+    let stop_request = async move {
+        let Some(interrupt) = interrupt else {
+            return std::future::pending::<ActorError>().await;
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        interrupt.listen(move |at| {
+            let _ = tx.send(at);
+        });
+        let Ok(at) = rx.await else {
+            return std::future::pending::<ActorError>().await;
+        };
+        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+        interrupt
+            .error()
+            .unwrap_or_else(|| ActorError::new(dq_core::FailureKind::Error, "Interrupt", ""))
+    };
     let result = tokio::select! {
         r = CatchUnwind(run.ctx.wrap(fut)).instrument(job.span.clone()) => r,
         _ = timer => {
@@ -372,7 +416,11 @@ async fn call_future(
             Err(ActorError::time_limit_exceeded())
         }
         _ = shutdown_signal => Err(ActorError::shutdown()),
+        e = stop_request => Err(e),
     };
+    if let Some(i) = &job.interrupt {
+        i.unlisten();
+    }
     outcome(result)
 }
 

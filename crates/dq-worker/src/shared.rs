@@ -71,7 +71,7 @@ pub(crate) struct Shared {
     /// Where sync actors run.
     pub(crate) sync_threads: SyncThreads,
     /// Time limits of sync actors running on `sync_threads`, one slot per thread.
-    pub(crate) deadlines: Deadlines<Watched>,
+    pub(crate) deadlines: Arc<Deadlines<Watched>>,
     /// False once the worker stops: threads take no more queued messages.
     pub(crate) dispatching: AtomicBool,
     pub(crate) settler: Settler,
@@ -93,7 +93,7 @@ impl Shared {
             notify_jobs: Mutex::new(HashMap::new()),
             next_key: AtomicU64::new(0),
             sync_threads: SyncThreads::new(threads),
-            deadlines: Deadlines::new(threads),
+            deadlines: Arc::new(Deadlines::new(threads)),
             dispatching: AtomicBool::new(true),
             settler: Settler::default(),
             health: BrokerHealth::default(),
@@ -104,7 +104,11 @@ impl Shared {
     /// returned guard lives when the actor asked for them.
     pub(crate) fn actor_context(&self, job: &Job) -> ActorRun<'_> {
         let exposed = job.expose_message.then(|| Arc::new(job.message.clone()));
-        let ctx = Arc::new(ActorContext::new(exposed, job.deadline).with_app(self.app.clone()));
+        let ctx = Arc::new(
+            ActorContext::new(exposed, job.deadline)
+                .with_app(self.app.clone())
+                .with_interrupt(job.interrupt.clone()),
+        );
         let key = job.notify_shutdown.then(|| {
             let key = self.next_key.fetch_add(1, Ordering::Relaxed);
             self.notify_jobs

@@ -41,6 +41,7 @@
 //! | `otel` | no | `dq::otel`: OpenTelemetry context across the queue in `trace_ctx`, producer and consumer spans (dq-otel) |
 //! | `sentry` | no | `dq::sentry`: Sentry error reporting and `_sentry_headers` trace propagation (dq-sentry) |
 //! | `prometheus` | no | `dq::metrics`: Dramatiq's Prometheus middleware and a Python-compatible exposition (dq-metrics); with `cli`, the worker command serves it on `dramatiq_prom_host:dramatiq_prom_port` |
+//! | `abort` | no | `dq::abort(id)` and `dq::abort`: cancel and abort messages, with Python's dramatiq-abort (dq-abort) |
 //! | `full` | no | all of the above |
 
 // What application code names: actors, apps, sending, workers, state, errors.
@@ -111,8 +112,8 @@ pub mod middleware {
     pub use dq_core::{
         async_trait, compute_backoff, compute_backoff_with, short_type_name, Actor, ActorContext,
         ActorOptions, ActorResult, BoxActorFuture, Control, Extensions, GroupBarrier, Handler,
-        Hooks, Invocation, Job, Middleware, MiddlewareError, Options, Outcome, Registry, Scoped,
-        BUILTIN_ACTOR_OPTIONS, MAX_BACKOFF_MS,
+        Hooks, Interrupt, Invocation, Job, Middleware, MiddlewareError, Options, Outcome, Registry,
+        Scoped, BUILTIN_ACTOR_OPTIONS, MAX_BACKOFF_MS,
     };
     pub use dq_middleware::*;
 }
@@ -174,6 +175,27 @@ pub mod sentry {
 pub mod metrics {
     pub use dq_metrics::*;
 }
+
+/// Abort and cancel messages: the [`abort::Abortable`] middleware, [`abort::AbortMode`],
+/// [`abort::AbortOptions`], the event backends, and [`abort::abort_requested`] for actors.
+/// [`abort()`](fn@abort) itself is at the root too.
+#[cfg(feature = "abort")]
+pub mod abort {
+    pub use dq_abort::*;
+}
+
+/// Aborts a message (queued, delayed or running) through the current app's
+/// [`Abortable`](abort::Abortable) middleware: dramatiq-abort's `abort(message_id)`. See
+/// [`abort::abort_with`] for a mode, a ttl and a grace period.
+///
+/// ```no_run
+/// # #[allow(dead_code)]
+/// # async fn demo(message_id: &str) -> Result<(), dq::abort::Error> {
+/// dq::abort(message_id).await?;
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "abort")]
+pub use dq_abort::abort;
 
 #[cfg(feature = "stub")]
 pub use dq_broker_stub::StubBroker;

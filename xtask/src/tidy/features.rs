@@ -38,18 +38,19 @@ const GUARDED: &[(&str, &[&str])] = &[
     ("sentry-core", &["sentry"]),
     ("dq-metrics", &["prometheus"]),
     ("metrics", &["prometheus"]),
+    ("dq-abort", &["abort"]),
     ("dq-redis-conn", REDIS_USERS),
     ("redis", REDIS_USERS),
     ("deadpool-redis", REDIS_USERS),
     (
         "rustls",
-        &["redis", "results", "ratelimit", "periodic", "amqp"],
+        &["redis", "results", "ratelimit", "periodic", "abort", "amqp"],
     ),
 ];
 
 /// The features whose crates talk to Redis (`periodic`: the claims of a broker that cannot
-/// claim ticks itself).
-const REDIS_USERS: &[&str] = &["redis", "results", "ratelimit", "periodic"];
+/// claim ticks itself; `abort`: dramatiq-abort's events).
+const REDIS_USERS: &[&str] = &["redis", "results", "ratelimit", "periodic", "abort"];
 
 /// The features of dq that dq-cli has too, and that dq must forward to it.
 const CLI_BROKERS: &[&str] = &["redis", "amqp"];
@@ -60,6 +61,7 @@ const COMBINATIONS: &[&[&str]] = &[
     &["cli", "amqp"],
     &["results", "ratelimit"],
     &["cli", "redis", "prometheus"],
+    &["cli", "abort"],
 ];
 
 /// Checks every set of features; returns the problems, and how many sets were checked.

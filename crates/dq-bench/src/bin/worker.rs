@@ -50,6 +50,16 @@ fn main() {
                 actor.options.queue_name = queue.clone();
                 app = app.actor(actor);
             }
+            if std::env::var("DQ_BENCH_ABORTABLE").as_deref() == Ok("1") {
+                // The events on the broker's Redis, as the Python side keeps them.
+                let url = std::env::var("DQ_BENCH_BROKER_URL")
+                    .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+                let backend = dq::abort::RedisBackend::builder()
+                    .url(&url)
+                    .build()
+                    .expect("a valid Redis URL for the abort events");
+                app = app.middleware(dq::abort::Abortable::new(backend));
+            }
             app
         })
         .main()

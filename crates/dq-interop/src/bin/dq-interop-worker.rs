@@ -7,7 +7,9 @@
 //! `DQ_INTEROP_HEARTBEAT_MS` and `DQ_INTEROP_MAINTENANCE` (Redis), `DQ_INTEROP_MAX_PRIORITY`
 //! (RabbitMQ), `DQ_INTEROP_RESULTS_URL` with `DQ_INTEROP_RESULTS_NS` and
 //! `DQ_INTEROP_RESULTS_PREFIX_KEYS` (store results in Redis), `DQ_INTEROP_GROUPS_URL` (group
-//! completion callbacks, barriers in that Redis), `DQ_INTEROP_WHO` (the label of its records).
+//! completion callbacks, barriers in that Redis), `DQ_INTEROP_ABORTS_URL` with
+//! `DQ_INTEROP_ABORTS_NS` (the Abortable middleware, events in that Redis under that namespace),
+//! `DQ_INTEROP_WHO` (the label of its records).
 //! Each actor appends one JSON line per run to the file its first argument names.
 
 use std::fs::OpenOptions;
@@ -163,6 +165,33 @@ fn boom(text: String) -> Result<(), Boom> {
     Err(Boom(text))
 }
 
+/// Records `started`, then sleeps a minute in small steps; when an abort drops its future
+/// first, records `dropped`. Async, so an abort stops it at once.
+#[dq::actor(store_results = true, max_retries = 0)]
+async fn sleeper(path: String, tag: String) -> Result<String, String> {
+    /// Records `dropped` unless disarmed: the future was dropped before it finished.
+    struct Dropped(String, String, bool);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            if self.2 {
+                return;
+            }
+            let line = json!({"tag": self.1, "phase": "dropped", "pid": std::process::id()});
+            if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(&self.0) {
+                let _ = f.write_all(format!("{line}\n").as_bytes());
+            }
+        }
+    }
+    record(&path, &tag, json!({ "phase": "started" }))?;
+    let mut guard = Dropped(path.clone(), tag.clone(), false);
+    for _ in 0..3000 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    guard.2 = true;
+    record(&path, &tag, json!({ "phase": "done" }))?;
+    Ok("slept".to_owned())
+}
+
 fn env(key: &str) -> Option<String> {
     std::env::var(key).ok().filter(|v| !v.is_empty())
 }
@@ -177,6 +206,7 @@ fn main() {
     let results = env("DQ_INTEROP_RESULTS_URL").zip(env("DQ_INTEROP_RESULTS_NS"));
     let groups = env("DQ_INTEROP_GROUPS_URL");
     let prefix_keys = env("DQ_INTEROP_RESULTS_PREFIX_KEYS").as_deref() == Some("1");
+    let aborts = env("DQ_INTEROP_ABORTS_URL").zip(env("DQ_INTEROP_ABORTS_NS"));
     let mut cli = dq::cli::Cli::new();
     // The broker is made in code: the heartbeat, maintenance and priority settings the
     // scenarios need have no flag.
@@ -215,6 +245,7 @@ fn main() {
                 hold::actor(),
                 add::actor(),
                 boom::actor(),
+                sleeper::actor(),
             ] {
                 actor.options.queue_name = queue.clone();
                 app = app.actor(actor);
@@ -233,6 +264,14 @@ fn main() {
                     dq::ratelimit::GroupCallbacks::new(backend)
                         .with_barrier_ttl(Duration::from_secs(600)),
                 );
+            }
+            if let Some((url, ns)) = &aborts {
+                let backend = dq::abort::RedisBackend::builder()
+                    .url(url)
+                    .namespace(ns)
+                    .build()
+                    .expect("a valid aborts Redis URL");
+                app = app.middleware(dq::abort::Abortable::new(backend));
             }
             if let Some((url, ns)) = &results {
                 let backend = dq::results::RedisBackend::builder()

@@ -1,0 +1,3 @@
+//! dq-abort's integration tests, one binary (see STYLE.md, section 5).
+
+mod abort;
