@@ -64,6 +64,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod backend;
+mod batch;
 mod error;
 mod memory;
 mod middleware;

@@ -11,6 +11,7 @@ use redis::aio::MultiplexedConnection;
 use serde_json::{Map, Value};
 
 use crate::backend::{Event, EventBackend};
+use crate::batch::Batcher;
 use crate::error::{Error, Result};
 use dq_redis_conn::{self as conn, Exclusive};
 
@@ -24,13 +25,13 @@ pub const DEFAULT_NAMESPACE: &str = "dramatiq:aborts:";
 /// | operation | commands |
 /// |---|---|
 /// | `notify` | `MULTI; RPUSH <ns><key> <json>; PEXPIRE <ns><key> ttl; …; EXEC` |
-/// | `poll` | `LPOP <ns><key>` |
+/// | `poll` | `LPOP <ns><key>`; for checks made at the same time, `EXISTS <ns><key>…`, then `LPOP`s only if one exists |
 /// | `wait_many` | `BLPOP <ns><key>… <seconds>` |
 ///
 /// `poll` and `notify`, one per message run and per abort, share one multiplexed connection, so
-/// concurrent ones are pipelined and none pays for a pool checkout (deadpool-redis pings a
-/// connection each time it hands one out); the watcher's blocking `BLPOP` takes a pooled
-/// connection of its own.
+/// none pays for a pool checkout (deadpool-redis pings a connection each time it hands one
+/// out); polls made while another is out wait for it and then go together, one `EXISTS` for
+/// all of them; the watcher's blocking `BLPOP` takes a pooled connection of its own.
 ///
 /// Values are JSON objects written as Python's `json.dumps` writes them (`{}`,
 /// `{"abort_timeout": 0}`); a value that is not a JSON object counts as no event.
@@ -49,10 +50,14 @@ pub struct RedisBackend {
     /// The shared connection of `poll` and `notify`; `None` until the first, and after a
     /// failure that may have broken it.
     shared: Arc<Mutex<Option<MultiplexedConnection>>>,
+    polls: Arc<Batcher<String, PollAnswer>>,
     connect_timeout: Duration,
     namespace: String,
     describe: String,
 }
+
+/// What one cancel check found: the event's value, if any.
+type PollAnswer = std::result::Result<Option<Vec<u8>>, Arc<Error>>;
 
 impl fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -139,6 +144,7 @@ impl RedisBackendBuilder {
             pool,
             client,
             shared: Arc::new(Mutex::new(None)),
+            polls: Arc::default(),
             connect_timeout: self.connect_timeout,
             namespace: self.namespace,
             describe: conn::describe(&self.url),
@@ -223,6 +229,35 @@ impl RedisBackend {
             }
             Error::backend(operation, e)
         })
+    }
+
+    /// Pops the events of `keys` (full keys) in one request: `LPOP` for a single key;
+    /// otherwise `EXISTS` over all of them first, so the usual answer (no event for any) costs
+    /// one command, and `LPOP`s pipelined only when some event exists.
+    async fn pop_events(&self, keys: Vec<String>) -> Vec<PollAnswer> {
+        let count = keys.len();
+        let found = self
+            .on_shared("polling an abort event", |mut c| async move {
+                if let [key] = keys.as_slice() {
+                    let value: Option<Vec<u8>> =
+                        redis::cmd("LPOP").arg(key).query_async(&mut c).await?;
+                    return Ok(vec![value]);
+                }
+                let existing: usize = redis::cmd("EXISTS").arg(&keys).query_async(&mut c).await?;
+                if existing == 0 {
+                    return Ok(vec![None; keys.len()]);
+                }
+                let mut pipe = redis::pipe();
+                for key in &keys {
+                    pipe.cmd("LPOP").arg(key);
+                }
+                pipe.query_async(&mut c).await
+            })
+            .await;
+        match found {
+            Ok(values) => values.into_iter().map(Ok).collect(),
+            Err(e) => vec![Err(Arc::new(e)); count],
+        }
     }
 
     fn decode(&self, key: &[u8], value: &[u8]) -> Option<Event> {
@@ -310,11 +345,19 @@ impl EventBackend for RedisBackend {
 
     async fn poll(&self, key: &str) -> Result<Option<Event>> {
         let full = format!("{}{key}", self.namespace);
-        let value: Option<Vec<u8>> = self
-            .on_shared("polling an abort event", |mut c| async move {
-                redis::cmd("LPOP").arg(&full).query_async(&mut c).await
-            })
-            .await?;
+        let value = self
+            .polls
+            .run(
+                full,
+                |keys| self.pop_events(keys),
+                || {
+                    Err(Arc::new(Error::InvalidConfig(
+                        "a batched poll went unanswered".into(),
+                    )))
+                },
+            )
+            .await
+            .map_err(|e| Error::backend("polling an abort event", e))?;
         Ok(value.and_then(|v| {
             decode_value(&v).map(|params| Event {
                 key: key.to_owned(),

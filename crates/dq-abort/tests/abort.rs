@@ -5,11 +5,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dq_abort::{AbortMode, AbortOptions, Abortable, EventBackend, MemoryBackend, RedisBackend};
+use dq_abort::{
+    AbortMode, AbortOptions, Abortable, Event, EventBackend, MemoryBackend, RedisBackend,
+};
 use dq_broker_stub::{JoinOptions, StubBroker};
 use dq_core::{
-    __private::ArgReader, pipeline, Actor, ActorOptions, App, ArgsError, Handler, Invocation,
-    Message, Middleware,
+    __private::ArgReader, group, pipeline, Actor, ActorOptions, App, ArgsError, Handler,
+    Invocation, Message, Middleware,
 };
 use dq_results::{Error as ResultError, MessageResult, ResultBackend, Results};
 use serde_json::{json, Value};
@@ -151,6 +153,9 @@ fn stack(backend: Arc<dyn EventBackend>, configure: impl FnOnce(Abortable) -> Ab
         vec![
             Arc::new(abortable.clone()) as Arc<dyn Middleware>,
             Arc::new(Results::from_arc(results.clone())),
+            Arc::new(dq_ratelimit::GroupCallbacks::new(
+                dq_ratelimit::MemoryBackend::default(),
+            )),
         ],
         vec![
             actor("quick", q, quick, |_| {}),
@@ -509,6 +514,52 @@ async fn aborting_a_pipeline_stage_stops_the_pipeline() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_members_are_aborted_and_cancelled_by_their_own_ids() {
+    let s = stack(memory_backend(), |a| a);
+    let w = dq_test::stack::worker(&s.app, 4).await;
+    // A whole group first, so the group's completion callback is known to work here.
+    let done = dq_test::unique_name("complete");
+    let members = [
+        s.message("quick", &dq_test::unique_name("m")),
+        s.message("quick", &dq_test::unique_name("m")),
+    ];
+    group(members.clone())
+        .with_completion_callback(&s.message("quick", &done))
+        .run_with(&s.app, None)
+        .await
+        .unwrap();
+    wait_seen(&done, "ran").await;
+
+    // A running member aborted, a queued one cancelled: the others run, the group never
+    // completes (its barrier counts members that succeeded, as in Python).
+    let (running_tag, cancelled, ok, callback) = (
+        dq_test::unique_name("running"),
+        dq_test::unique_name("cancelled"),
+        dq_test::unique_name("ok"),
+        dq_test::unique_name("callback"),
+    );
+    let running = s.message("sleepy_async", &running_tag);
+    let cancelled_m = s.message("quick", &cancelled);
+    let ok_m = s.message("quick", &ok);
+    s.abortable.abort(&cancelled_m.message_id).await.unwrap();
+    group([running.clone(), cancelled_m.clone(), ok_m.clone()])
+        .with_completion_callback(&s.message("quick", &callback))
+        .run_with(&s.app, None)
+        .await
+        .unwrap();
+    wait_seen(&running_tag, "started").await;
+    s.abortable.abort(&running.message_id).await.unwrap();
+    assert_eq!(failure_type(s.result(&running).await), "Abort");
+    assert_eq!(s.result(&cancelled_m).await.unwrap(), Value::Null);
+    assert_eq!(s.result(&ok_m).await.unwrap(), json!(ok));
+    s.join().await;
+    assert_eq!(seen(&running_tag), ["started", "dropped"]);
+    assert!(seen(&cancelled).is_empty(), "a cancelled member never runs");
+    assert!(seen(&callback).is_empty(), "the group never completes");
+    w.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abort_finds_the_apps_abortable() {
     let s = stack(memory_backend(), |a| a);
     let tag = dq_test::unique_name("through-app");
@@ -609,6 +660,55 @@ async fn on_a_redis_broker() {
                 .query_async(&mut c)
                 .await
                 .unwrap();
+        }
+    }
+}
+
+/// Cancel checks made at the same time go to Redis together: each still gets its own event,
+/// and an event is taken by one check only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_cancel_checks_in_redis_each_get_their_own_event() {
+    let url = dq_test::require_redis();
+    let namespace = format!("{}:", dq_test::unique_name("aborts"));
+    let backend = Arc::new(
+        RedisBackend::builder()
+            .url(&url)
+            .namespace(&namespace)
+            .build()
+            .unwrap(),
+    );
+    let ids: Vec<String> = (0..60).map(|i| format!("m{i}")).collect();
+    // Every third message has a cancel event, with its index to tell them apart.
+    let events: Vec<Event> = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 == 0)
+        .map(|(i, id)| Event::new(AbortMode::Cancel.key(id)).with_param("i", i))
+        .collect();
+    backend
+        .notify(&events, Duration::from_secs(60))
+        .await
+        .unwrap();
+    for round in 0..2 {
+        let checks: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let (backend, key) = (backend.clone(), AbortMode::Cancel.key(id));
+                tokio::spawn(async move { backend.poll(&key).await })
+            })
+            .collect();
+        let mut found = Vec::new();
+        for (i, check) in checks.into_iter().enumerate() {
+            if let Some(event) = check.await.unwrap().unwrap() {
+                assert_eq!(event.key, AbortMode::Cancel.key(&ids[i]));
+                assert_eq!(event.params["i"], i);
+                found.push(i);
+            }
+        }
+        if round == 0 {
+            assert_eq!(found, (0..60).step_by(3).collect::<Vec<_>>());
+        } else {
+            assert!(found.is_empty(), "events are popped once: {found:?}");
         }
     }
 }
