@@ -765,6 +765,135 @@ impl Broker for RedisBroker {
             .collect())
     }
 
+    /// Ready messages are the list `q` (`LRANGE`), dead letters the zset `q.XQ` (`ZRANGE`),
+    /// each with its bodies from the hash (`HMGET`). Delayed messages are read from the hash
+    /// `q.DQ.msgs` (`HSCAN`), because a worker holds them, taken off the list `q.DQ`, until their
+    /// `eta`: up to `offset + limit` of them (at most 10,000) are read and sorted by `eta`.
+    async fn browse(
+        &self,
+        queue: &str,
+        state: dq_core::MessageState,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<dq_core::BrowsedMessage>, BrokerError> {
+        use dq_core::{BrowsedMessage, MessageState};
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let q = base_queue_name(queue);
+        let lane = self.inner.lanes.pick();
+        let context = || format!("browse {state} messages of {q}");
+        let (ids, at): (Vec<String>, Vec<Option<i64>>) = match state {
+            MessageState::Ready => {
+                let mut range = redis::cmd("LRANGE");
+                range
+                    .arg(self.inner.key(q))
+                    .arg(offset)
+                    .arg(offset + limit - 1);
+                let ids: Vec<String> = self
+                    .inner
+                    .lanes
+                    .query(lane, &range)
+                    .await
+                    .map_err(|e| broker_error(e, context()))?;
+                let n = ids.len();
+                (ids, vec![None; n])
+            }
+            MessageState::DeadLettered => {
+                let mut range = redis::cmd("ZRANGE");
+                range
+                    .arg(self.inner.key(&format!("{q}.XQ")))
+                    .arg(offset)
+                    .arg(offset + limit - 1)
+                    .arg("WITHSCORES");
+                let scored: Vec<(String, f64)> = self
+                    .inner
+                    .lanes
+                    .query(lane, &range)
+                    .await
+                    .map_err(|e| broker_error(e, context()))?;
+                scored
+                    .into_iter()
+                    .map(|(id, at)| (id, Some(at as i64)))
+                    .unzip()
+            }
+            MessageState::Delayed => {
+                const MAX_SCANNED: usize = 10_000;
+                let want = offset.saturating_add(limit).min(MAX_SCANNED);
+                let hash = self.inner.key(&format!("{q}.DQ.msgs"));
+                let mut found: Vec<(i64, String, Vec<u8>)> = Vec::new();
+                let mut cursor: u64 = 0;
+                loop {
+                    let mut scan = redis::cmd("HSCAN");
+                    scan.arg(&hash).arg(cursor).arg("COUNT").arg(500);
+                    let (next, pairs): (u64, Vec<(String, Vec<u8>)>) = self
+                        .inner
+                        .lanes
+                        .query(lane, &scan)
+                        .await
+                        .map_err(|e| broker_error(e, context()))?;
+                    for (id, body) in pairs {
+                        let eta = Message::decode(&body)
+                            .ok()
+                            .and_then(|m| m.options.eta())
+                            .unwrap_or(i64::MAX);
+                        found.push((eta, id, body));
+                    }
+                    if next == 0 || found.len() >= MAX_SCANNED {
+                        break;
+                    }
+                    cursor = next;
+                }
+                found.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+                found.truncate(want);
+                return Ok(found
+                    .into_iter()
+                    .skip(offset)
+                    .map(|(_, id, body)| BrowsedMessage {
+                        id,
+                        body,
+                        state,
+                        dead_lettered_at: None,
+                        reason: None,
+                    })
+                    .collect());
+            }
+        };
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let hash = match state {
+            MessageState::DeadLettered => self.inner.key(&format!("{q}.XQ.msgs")),
+            _ => self.inner.key(&format!("{q}.msgs")),
+        };
+        let mut get = redis::cmd("HMGET");
+        get.arg(hash).arg(&ids);
+        let bodies: Vec<Option<Vec<u8>>> = self
+            .inner
+            .lanes
+            .query(lane, &get)
+            .await
+            .map_err(|e| broker_error(e, context()))?;
+        if bodies.len() != ids.len() {
+            return Err(unexpected_reply(&context()));
+        }
+        Ok(ids
+            .into_iter()
+            .zip(at)
+            .zip(bodies)
+            // Taken and acked (or expired) between the two reads: it is gone.
+            .filter_map(|((id, at), body)| {
+                body.map(|body| BrowsedMessage {
+                    id,
+                    body,
+                    state,
+                    dead_lettered_at: at,
+                    reason: None,
+                })
+            })
+            .collect())
+    }
+
     async fn list_queues(&self) -> Result<Vec<String>, BrokerError> {
         // Queues have no registry in Redis: they are the keys that exist. A queue whose
         // messages are all in flight still has its `.msgs` hash.

@@ -97,3 +97,64 @@ async fn requeued_dead_letters_run_again() {
     consumer.acker().ack(&[got[0].token.clone()]).await.unwrap();
     consumer.close().await.unwrap();
 }
+
+fn arg_of(body: &[u8]) -> i64 {
+    dq_core::Message::decode(body)
+        .unwrap()
+        .args_value()
+        .unwrap()[0]
+        .as_i64()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browse_pages_through_ready_delayed_and_dead_messages() {
+    use dq_core::MessageState::{DeadLettered, Delayed, Ready};
+    let ns = Ns::new();
+    let (broker, dead_ids) = dead_lettered(&ns, 3).await;
+    for i in 10..15 {
+        enqueue(&broker, "default", i).await;
+    }
+    // Enqueued latest-eta first: browsing sorts them soonest first.
+    for i in (20..23).rev() {
+        let mut m = message("default.DQ", i);
+        m.options.set_eta(now_ms() + 60_000 + i * 1_000);
+        broker.enqueue(&mut m).await.unwrap();
+    }
+    let page = |state, offset, limit| {
+        let broker = &broker;
+        async move {
+            broker
+                .browse("default", state, offset, limit)
+                .await
+                .unwrap()
+                .iter()
+                .map(|m| {
+                    assert_eq!(m.state, state);
+                    arg_of(&m.body)
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(page(Ready, 0, 2).await, vec![10, 11]);
+    assert_eq!(page(Ready, 2, 10).await, vec![12, 13, 14]);
+    assert_eq!(page(Ready, 5, 10).await, Vec::<i64>::new());
+    assert_eq!(page(Delayed, 0, 2).await, vec![20, 21]);
+    assert_eq!(page(Delayed, 2, 2).await, vec![22]);
+    // Letters dead-lettered in the same millisecond are in id order, as `dead_letters` lists.
+    let all: Vec<i64> = broker
+        .dead_letters("default", 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|l| arg_of(&l.body))
+        .collect();
+    assert_eq!(all.len(), 3);
+    assert_eq!(page(DeadLettered, 1, 5).await, all[1..]);
+    let dead = broker.browse("default", DeadLettered, 0, 1).await.unwrap();
+    assert!(dead_ids.contains(&dead[0].id));
+    assert!(dead[0].dead_lettered_at.is_some_and(|t| t > 0));
+    // A ready message's id is its redis_message_id, the field of `.msgs`.
+    let ready = broker.browse("default", Ready, 0, 1).await.unwrap();
+    assert!(ns.hget("default.msgs", &ready[0].id).await.is_some());
+}

@@ -343,6 +343,20 @@ impl Broker for StubBroker {
         Ok(())
     }
 
+    async fn browse(
+        &self,
+        queue: &str,
+        state: dq_core::MessageState,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<dq_core::BrowsedMessage>, BrokerError> {
+        let st = self.shared.lock();
+        Ok(st
+            .find(base_queue_name(queue))
+            .map(|i| st.queue(i).browse(state, offset, limit))
+            .unwrap_or_default())
+    }
+
     async fn list_queues(&self) -> Result<Vec<String>, BrokerError> {
         Ok(self.queues())
     }

@@ -131,6 +131,40 @@ impl Queue {
         }
     }
 
+    /// Up to `limit` messages in `state` after the first `offset`, oldest first.
+    pub(crate) fn browse(
+        &self,
+        state: dq_core::MessageState,
+        offset: usize,
+        limit: usize,
+    ) -> Vec<dq_core::BrowsedMessage> {
+        let waiting = |entries: &VecDeque<Entry>| {
+            entries
+                .iter()
+                .skip(offset)
+                .take(limit)
+                .map(|e| dq_core::BrowsedMessage {
+                    id: e.id.to_string(),
+                    body: e.body.clone(),
+                    state,
+                    dead_lettered_at: None,
+                    reason: None,
+                })
+                .collect()
+        };
+        match state {
+            dq_core::MessageState::Ready => waiting(&self.ready),
+            dq_core::MessageState::Delayed => waiting(&self.delayed),
+            dq_core::MessageState::DeadLettered => self
+                .dead
+                .iter()
+                .skip(offset)
+                .take(limit)
+                .map(|d| d.to_dead_letter().into())
+                .collect(),
+        }
+    }
+
     pub(crate) fn dead_letters(&self, limit: usize) -> Vec<DeadLetter> {
         self.dead
             .iter()

@@ -266,3 +266,35 @@ async fn requeueing_without_deleting_refuses_rather_than_duplicates() {
         "nothing enqueued, nothing lost"
     );
 }
+
+#[tokio::test]
+async fn browse_pages_through_ready_delayed_and_dead_messages() {
+    use dq_core::MessageState::{DeadLettered, Delayed, Ready};
+    let broker = StubBroker::new();
+    dead_letter(&broker, "q", &[1, 2, 3]).await;
+    for n in 10..13 {
+        broker.enqueue(&mut msg("q", n)).await.unwrap();
+    }
+    broker.enqueue(&mut msg("q.DQ", 20)).await.unwrap();
+    let nums_of = |ms: Vec<dq_core::BrowsedMessage>| {
+        ms.iter()
+            .map(|m| {
+                Message::decode(&m.body).unwrap().args_value().unwrap()[0]
+                    .as_i64()
+                    .unwrap()
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        nums_of(broker.browse("q", Ready, 1, 5).await.unwrap()),
+        [11, 12]
+    );
+    assert_eq!(
+        nums_of(broker.browse("q", Delayed, 0, 5).await.unwrap()),
+        [20]
+    );
+    let dead = broker.browse("q", DeadLettered, 0, 2).await.unwrap();
+    assert_eq!(dead[0].reason.as_deref(), Some("boom"));
+    assert_eq!(nums_of(dead), [1, 2]);
+    assert!(broker.browse("nope", Ready, 0, 5).await.unwrap().is_empty());
+}

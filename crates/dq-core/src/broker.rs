@@ -271,6 +271,56 @@ pub trait Broker: Send + Sync + 'static {
         }
         Ok(requeued)
     }
+
+    /// Up to `limit` messages of canonical queue `queue` in `state`, skipping the first
+    /// `offset`, without taking them: what a dashboard lists page by page. Ready and dead-lettered
+    /// messages come oldest first; delayed ones by broker order (Redis: soonest `eta` first among
+    /// those read). The listing is a snapshot: workers may take or settle a message in between.
+    ///
+    /// The default lists dead letters through [`dead_letters`](Broker::dead_letters) and says
+    /// the broker cannot list the others
+    /// ([`BrokerErrorKind::Unsupported`](crate::BrokerErrorKind::Unsupported)), which is the
+    /// truth for RabbitMQ: AMQP cannot look at a queue's messages without taking them.
+    ///
+    /// ```
+    /// use dq_core::{Broker, Message, MessageState};
+    ///
+    /// # async fn demo(broker: &dyn Broker) -> Result<(), dq_core::BrokerError> {
+    /// for m in broker.browse("default", MessageState::DeadLettered, 0, 50).await? {
+    ///     if let Ok(message) = Message::decode(&m.body) {
+    ///         println!("{} {}", m.id, message.display_call());
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    async fn browse(
+        &self,
+        queue: &str,
+        state: crate::MessageState,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<crate::BrowsedMessage>, BrokerError> {
+        match state {
+            crate::MessageState::DeadLettered => {
+                let letters = self
+                    .dead_letters(queue, offset.saturating_add(limit))
+                    .await?;
+                Ok(letters
+                    .into_iter()
+                    .skip(offset)
+                    .map(crate::BrowsedMessage::from)
+                    .collect())
+            }
+            crate::MessageState::Ready => Err(BrokerError::unsupported(
+                self.kind(),
+                "browsing ready messages",
+            )),
+            crate::MessageState::Delayed => Err(BrokerError::unsupported(
+                self.kind(),
+                "browsing delayed messages",
+            )),
+        }
+    }
 }
 
 /// What [`Broker::requeue_dead_letters`] does with a message's `retries`.

@@ -25,6 +25,7 @@ mod actor;
 mod app;
 mod backoff;
 mod broker;
+mod browse;
 mod composition;
 mod context;
 pub mod env;
@@ -49,6 +50,7 @@ pub use app::{App, AppBuilder, AppScope, StateError, DEFAULT_MAX_MESSAGE_SIZE};
 pub use async_trait::async_trait;
 pub use backoff::{compute_backoff, compute_backoff_with, MAX_BACKOFF_MS};
 pub use broker::{Acker, Broker, Consumer, DeadLetter, Delivery, QueueStats, RetryCount, Token};
+pub use browse::{BrowsedMessage, MessageState, UnknownMessageState};
 pub use composition::{group, pipeline, Group, GroupBarrier, GroupChild, Pipeline, PipelineStep};
 pub use context::{check, current_message, stop_requested, ActorContext, Scoped};
 pub use error::{
