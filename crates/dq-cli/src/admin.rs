@@ -103,6 +103,45 @@ enum Command {
     /// Abortable) holds them: the events go to Redis, whatever the broker.
     #[cfg(feature = "abort")]
     Abort(AbortArgs),
+    /// Serve the web dashboard: queues, messages, dead letters, workers, schedules, and the
+    /// actions to fix them, with a JSON API under /api. Listening beyond loopback needs
+    /// DQ_DASHBOARD_TOKEN, or DQ_DASHBOARD_USER and DQ_DASHBOARD_PASSWORD.
+    #[cfg(feature = "dashboard")]
+    Dashboard(DashboardArgs),
+}
+
+#[cfg(feature = "dashboard")]
+#[derive(Debug, Args)]
+struct DashboardArgs {
+    /// The address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8484")]
+    bind: std::net::SocketAddr,
+    /// The path the dashboard is served under (for a reverse proxy), such as /dq.
+    #[arg(long, value_name = "PATH", default_value = "/")]
+    prefix: String,
+    /// Show this queue too (repeatable): RabbitMQ cannot list its queues, so name the ones no
+    /// running worker consumes.
+    #[arg(short = 'q', long = "queue", value_name = "QUEUE")]
+    queues: Vec<String>,
+    /// RabbitMQ's management API (http://user:password@host:15672), for every queue's name,
+    /// rates and consumers.
+    #[arg(long, value_name = "URL", env = dq_dashboard::MANAGEMENT_URL_ENV)]
+    management_url: Option<String>,
+    /// The RabbitMQ vhost the management API is asked about.
+    #[arg(long, value_name = "VHOST", default_value = "/")]
+    vhost: String,
+    /// Show stored results from the Redis result backend at this URL (the Results
+    /// middleware's, Python's or dq's); its namespace is DQ_RESULTS_NAMESPACE, else
+    /// dramatiq-results.
+    #[arg(long, value_name = "URL")]
+    results_url: Option<String>,
+    /// Offer abort and cancel, through dramatiq-abort's events in Redis: the broker URL when it
+    /// is a Redis one, else DQ_REDIS_URL, else redis://127.0.0.1:6379.
+    #[arg(long)]
+    abort: bool,
+    /// The abort events' key prefix (dramatiq-abort's `RedisBackend(namespace=...)`).
+    #[arg(long, value_name = "PREFIX", default_value = dq_abort::DEFAULT_NAMESPACE)]
+    abort_namespace: String,
 }
 
 #[cfg(feature = "abort")]
@@ -298,6 +337,8 @@ async fn execute(args: AdminArgs) -> anyhow::Result<()> {
         Command::Send(s) => send(broker, s, &mut out).await?,
         #[cfg(feature = "abort")]
         Command::Abort(_) => {}
+        #[cfg(feature = "dashboard")]
+        Command::Dashboard(d) => dashboard(broker, d, args.broker_url.as_deref()).await?,
         Command::Purge { queues } => {
             for q in &queues {
                 check_queue(q)?;
@@ -353,6 +394,88 @@ async fn abort(a: &AbortArgs, broker_url: Option<&str>, out: &mut String) -> any
     Ok(())
 }
 
+/// `dq dashboard`: serves until Ctrl-C or SIGTERM.
+#[cfg(feature = "dashboard")]
+async fn dashboard(
+    broker: Arc<dyn Broker>,
+    d: DashboardArgs,
+    broker_url: Option<&str>,
+) -> anyhow::Result<()> {
+    use dq_dashboard::{Auth, Dashboard};
+
+    let auth = Auth::from_env().map_err(|e| Usage(e.to_string()))?;
+    let prefix = d.prefix.trim_end_matches('/').to_owned();
+    let mut dashboard = Dashboard::new(broker).auth(auth).prefix(&prefix);
+    for q in &d.queues {
+        dashboard = dashboard.queue(q.clone());
+    }
+    if let Some(url) = &d.management_url {
+        dashboard = dashboard.management(url, &d.vhost);
+    }
+    if let Some(url) = &d.results_url {
+        let mut builder = dq_results::RedisBackend::builder().url(url);
+        if let Some(ns) = std::env::var(dq_core::env::RESULTS_NAMESPACE)
+            .ok()
+            .filter(|n| !n.trim().is_empty())
+        {
+            builder = builder.namespace(&ns);
+        }
+        let results = builder.build().map_err(|e| Usage(e.to_string()))?;
+        dashboard = dashboard.results(Arc::new(results));
+    }
+    if d.abort {
+        let is_redis = |u: &&str| {
+            u.starts_with("redis://")
+                || u.starts_with("rediss://")
+                || u.starts_with("redis+unix://")
+        };
+        let url = broker_url
+            .filter(is_redis)
+            .map(str::to_owned)
+            .unwrap_or_else(dq_redis_env_url);
+        let backend = dq_abort::RedisBackend::builder()
+            .url(&url)
+            .namespace(&d.abort_namespace)
+            .build()
+            .map_err(|e| Usage(e.to_string()))?;
+        dashboard = dashboard.abortable(dq_abort::Abortable::new(backend));
+    }
+    eprintln!(
+        "dq dashboard on http://{}{} (Ctrl-C to stop)",
+        d.bind,
+        if prefix.is_empty() { "/" } else { &prefix }
+    );
+    dashboard
+        .serve(d.bind, async {
+            #[cfg(unix)]
+            {
+                use tokio::signal::unix::{signal, SignalKind};
+                match signal(SignalKind::terminate()) {
+                    Ok(mut term) => {
+                        tokio::select! {
+                            _ = tokio::signal::ctrl_c() => {}
+                            _ = term.recv() => {}
+                        }
+                    }
+                    Err(_) => {
+                        let _ = tokio::signal::ctrl_c().await;
+                    }
+                }
+            }
+            #[cfg(not(unix))]
+            {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        })
+        .await
+        .map_err(|e| match e {
+            dq_dashboard::Error::Bind { .. } | dq_dashboard::Error::AuthRequired { .. } => {
+                anyhow::Error::new(Usage(error_chain(&e)))
+            }
+            other => anyhow::Error::new(other),
+        })
+}
+
 /// `DQ_REDIS_URL`, else the default Redis.
 #[cfg(feature = "abort")]
 fn dq_redis_env_url() -> String {
@@ -387,6 +510,17 @@ fn check_arguments(command: &Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Actors | Command::Workers | Command::Schedules { .. } => Ok(()),
+        #[cfg(feature = "dashboard")]
+        Command::Dashboard(d) => {
+            d.queues.iter().try_for_each(|q| check_queue(q))?;
+            if !d.prefix.starts_with('/') {
+                return Err(Usage(format!("the prefix {:?} must start with /", d.prefix)).into());
+            }
+            // Refuse before connecting: an open dashboard is a configuration mistake.
+            let auth = dq_dashboard::Auth::from_env().map_err(|e| Usage(e.to_string()))?;
+            dq_dashboard::check_bind(d.bind, &auth).map_err(|e| Usage(e.to_string()))?;
+            Ok(())
+        }
         #[cfg(feature = "abort")]
         Command::Abort(a) => match a.message_ids.iter().find(|id| id.trim().is_empty()) {
             Some(_) => Err(Usage("a message id is empty".to_owned()).into()),

@@ -5,6 +5,7 @@
 //! `DQ_AMQP_URL`, in queues of their own ([`AmqpQueue`]) that are deleted afterwards.
 
 mod cli_admin;
+mod cli_dashboard;
 mod cli_edges;
 mod cli_exit_codes;
 mod cli_lockdown;

@@ -248,7 +248,11 @@ impl Dashboard {
         let router = if prefix.is_empty() {
             dashboard
         } else {
-            Router::new().nest(&prefix, dashboard)
+            let home = prefix.clone();
+            Router::new().nest(&prefix, dashboard).route(
+                &format!("{prefix}/"),
+                get(move || async move { axum::response::Redirect::permanent(&home) }),
+            )
         };
         let listener = tokio::net::TcpListener::bind(addr)
             .await

@@ -44,7 +44,7 @@ impl IntoResponse for PageFailure {
             html! {
                 h1 { "Error " (f.status.as_u16()) }
                 p.error { (f.message) }
-                p { a href={(shared.base) "/"} { "Back to the overview" } }
+                p { a href=(home(&shared)) { "Back to the overview" } }
             },
         );
         (f.status, body).into_response()
@@ -78,10 +78,10 @@ fn layout(shared: &Shared, title: &str, active: &str, body: Markup) -> Html<Stri
                 }
                 body data-base=(base) {
                     header {
-                        a.brand href={(base) "/"} { "dq" }
+                        a.brand href=(home(shared)) { "dq" }
                         nav {
                             @for (key, path, label) in nav {
-                                a class=[(key == active).then_some("active")] href={(base) (path)} { (label) }
+                                a class=[(key == active).then_some("active")] href=(if path == "/" { home(shared) } else { format!("{base}{path}") }) { (label) }
                             }
                         }
                         span.broker { (shared.broker.kind()) " broker" }
@@ -92,6 +92,16 @@ fn layout(shared: &Shared, title: &str, active: &str, body: Markup) -> Html<Stri
         }
         .into_string(),
     )
+}
+
+/// The overview's address: the prefix itself (a router nested at `/dq` answers `/dq`, not
+/// `/dq/`), or `/`.
+fn home(shared: &Shared) -> String {
+    if shared.base.is_empty() {
+        "/".to_owned()
+    } else {
+        shared.base.clone()
+    }
 }
 
 fn when(ms: Option<i64>) -> String {
