@@ -133,6 +133,7 @@ struct DashboardArgs {
     /// Show stored results from the Redis result backend at this URL (the Results
     /// middleware's, Python's or dq's); its namespace is DQ_RESULTS_NAMESPACE, else
     /// dramatiq-results.
+    #[cfg(feature = "results")]
     #[arg(long, value_name = "URL")]
     results_url: Option<String>,
     /// Offer abort and cancel, through dramatiq-abort's events in Redis: the broker URL when it
@@ -412,6 +413,7 @@ async fn dashboard(
     if let Some(url) = &d.management_url {
         dashboard = dashboard.management(url, &d.vhost);
     }
+    #[cfg(feature = "results")]
     if let Some(url) = &d.results_url {
         let mut builder = dq_results::RedisBackend::builder().url(url);
         if let Some(ns) = std::env::var(dq_core::env::RESULTS_NAMESPACE)

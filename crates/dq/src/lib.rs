@@ -42,6 +42,7 @@
 //! | `sentry` | no | `dq::sentry`: Sentry error reporting and `_sentry_headers` trace propagation (dq-sentry) |
 //! | `prometheus` | no | `dq::metrics`: Dramatiq's Prometheus middleware and a Python-compatible exposition (dq-metrics); with `cli`, the worker command serves it on `dramatiq_prom_host:dramatiq_prom_port` |
 //! | `abort` | no | `dq::abort(id)` and `dq::abort`: cancel and abort messages, with Python's dramatiq-abort (dq-abort) |
+//! | `dashboard` | no | `dq::dashboard`: the web dashboard, a router for your axum app (dq-dashboard); with `cli`, `dq dashboard` |
 //! | `full` | no | all of the above |
 
 // What application code names: actors, apps, sending, workers, state, errors.
@@ -196,6 +197,20 @@ pub mod abort {
 /// ```
 #[cfg(feature = "abort")]
 pub use dq_abort::abort;
+
+/// The web dashboard: [`dashboard::Dashboard`] builds an axum router of pages and a JSON API
+/// over a broker, to mount in your own app.
+///
+/// ```no_run
+/// # async fn demo(broker: std::sync::Arc<dyn dq::broker::Broker>) -> Result<(), dq::dashboard::Error> {
+/// let router = dq::dashboard::Dashboard::new(broker).prefix("/dq").build()?;
+/// # let _ = router;
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "dashboard")]
+pub mod dashboard {
+    pub use dq_dashboard::*;
+}
 
 #[cfg(feature = "stub")]
 pub use dq_broker_stub::StubBroker;

@@ -38,19 +38,37 @@ const GUARDED: &[(&str, &[&str])] = &[
     ("sentry-core", &["sentry"]),
     ("dq-metrics", &["prometheus"]),
     ("metrics", &["prometheus"]),
-    ("dq-abort", &["abort"]),
+    ("dq-abort", &["abort", "dashboard"]),
+    ("dq-dashboard", &["dashboard"]),
+    ("maud", &["dashboard"]),
     ("dq-redis-conn", REDIS_USERS),
     ("redis", REDIS_USERS),
     ("deadpool-redis", REDIS_USERS),
     (
         "rustls",
-        &["redis", "results", "ratelimit", "periodic", "abort", "amqp"],
+        &[
+            "redis",
+            "results",
+            "ratelimit",
+            "periodic",
+            "abort",
+            "amqp",
+            "dashboard",
+        ],
     ),
 ];
 
 /// The features whose crates talk to Redis (`periodic`: the claims of a broker that cannot
-/// claim ticks itself; `abort`: dramatiq-abort's events).
-const REDIS_USERS: &[&str] = &["redis", "results", "ratelimit", "periodic", "abort"];
+/// claim ticks itself; `abort`: dramatiq-abort's events; `dashboard`: its abort action, on
+/// those events).
+const REDIS_USERS: &[&str] = &[
+    "redis",
+    "results",
+    "ratelimit",
+    "periodic",
+    "abort",
+    "dashboard",
+];
 
 /// The features of dq that dq-cli has too, and that dq must forward to it.
 const CLI_BROKERS: &[&str] = &["redis", "amqp"];
@@ -62,6 +80,7 @@ const COMBINATIONS: &[&[&str]] = &[
     &["results", "ratelimit"],
     &["cli", "redis", "prometheus"],
     &["cli", "abort"],
+    &["cli", "dashboard"],
 ];
 
 /// Checks every set of features; returns the problems, and how many sets were checked.
