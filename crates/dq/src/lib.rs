@@ -80,8 +80,8 @@ pub use dq_worker::{Worker, WorkerError, WorkerOptions};
 pub mod broker {
     pub use dq_core::{
         base_queue_name, dead_letter_queue_name, delay_queue_name, is_valid_queue_name, now_ms,
-        redact_url, Acker, ActorInfo, Broker, BrokerError, BrokerErrorKind, Consumer, DeadLetter,
-        Delivery, QueueStats, RetryCount, Token, WorkerInfo,
+        redact_url, Acker, ActorInfo, Broker, BrokerError, BrokerErrorKind, BrowsedMessage,
+        Consumer, DeadLetter, Delivery, MessageState, QueueStats, RetryCount, Token, WorkerInfo,
     };
 }
 
