@@ -2,6 +2,7 @@
 //! on the stub broker and on a real Redis.
 
 mod dashboard_api;
+mod dashboard_browser;
 mod dashboard_redis;
 mod dashboard_security;
 
