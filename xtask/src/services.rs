@@ -5,6 +5,9 @@
 //! it can serve. A service that is down is started when installed, installed with apt-get first
 //! when not (as root), and otherwise reported with what to do. It is never skipped: the tests
 //! need both.
+//!
+//! The dashboard's browser test also needs Debian's `chromium` and `chromium-driver`: they are
+//! installed the same way when missing, and their absence fails the step like a service's.
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
@@ -83,13 +86,18 @@ pub(crate) fn run(ctx: &Ctx) -> Result<()> {
             failures.push(format!("{}: {e:#}", service.name));
         }
     }
+    if let Err(e) = ensure_browser(&apt_updated) {
+        failures.push(format!(
+            "Chromium (for the dashboard's browser test): {e:#}"
+        ));
+    }
     if failures.is_empty() {
         return Ok(());
     }
     let why = if ctx.ci {
-        "CI=true: the test suite needs Redis and RabbitMQ and never skips their tests"
+        "CI=true: the test suite needs Redis, RabbitMQ and Chromium and never skips their tests"
     } else {
-        "the test suite needs Redis and RabbitMQ"
+        "the test suite needs Redis, RabbitMQ and Chromium"
     };
     bail!("{why}; not available:\n  {}", failures.join("\n  "))
 }
@@ -172,6 +180,47 @@ fn wait_ready(s: &Service, addr: &str) -> Result<()> {
             Err(_) => std::thread::sleep(Duration::from_millis(250)),
         }
     }
+}
+
+/// Headless Chromium and its WebDriver server, which dq-dashboard's browser test drives.
+fn ensure_browser(apt_updated: &Cell<bool>) -> Result<()> {
+    let present = || {
+        cmd::find_program("chromedriver").is_some()
+            && (cmd::find_program("chromium").is_some()
+                || cmd::find_program("chromium-browser").is_some())
+    };
+    if present() {
+        return Ok(());
+    }
+    println!("chromium or chromium-driver is not installed");
+    if !crate::is_root() {
+        bail!(
+            "not installed, and installing needs root: `sudo apt-get install -y chromium \
+             chromium-driver`, then `cargo xtask services` again"
+        );
+    }
+    let Some(apt) = cmd::find_program("apt-get") else {
+        bail!("not installed, and there is no apt-get: install Chromium and chromedriver by hand");
+    };
+    if !apt_updated.get() {
+        cmd::run(Command::new(&apt).arg("update"))?;
+        apt_updated.set(true);
+    }
+    cmd::run(
+        Command::new(&apt)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args([
+                "install",
+                "-y",
+                "--no-install-recommends",
+                "chromium",
+                "chromium-driver",
+            ]),
+    )?;
+    if !present() {
+        bail!("apt-get installed chromium and chromium-driver, but chromedriver is not found");
+    }
+    Ok(())
 }
 
 fn install(s: &Service, apt_updated: &Cell<bool>) -> Result<()> {

@@ -69,8 +69,9 @@ fn start_driver() -> Driver {
 }
 
 async fn browser(driver: &Driver) -> Client {
-    let binary = find(&["chromium", "chromium-browser", "google-chrome"])
-        .unwrap_or_else(|| panic!("chromium is needed for the browser test: `apt-get install chromium`"));
+    let binary = find(&["chromium", "chromium-browser", "google-chrome"]).unwrap_or_else(|| {
+        panic!("chromium is needed for the browser test: `apt-get install chromium`")
+    });
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
@@ -124,7 +125,8 @@ async fn dead_letters(broker: &RedisBroker, queue: &str, calls: &[(&str, &str)])
         m.options.set_retries(20);
         m.options.insert(
             "traceback".into(),
-            format!("Traceback (most recent call last):\nRuntimeError: {actor} failed for {arg}\n").into(),
+            format!("Traceback (most recent call last):\nRuntimeError: {actor} failed for {arg}\n")
+                .into(),
         );
         broker.enqueue(&mut m).await.unwrap();
     }
@@ -153,7 +155,12 @@ async fn in_a_browser_requeue_runs_bulk_delete_confirms_and_csrf_refuses() {
     dead_letters(
         &broker,
         queue,
-        &[("greet", "ada"), ("greet", "grace"), ("other", "x"), ("other", "y")],
+        &[
+            ("greet", "ada"),
+            ("greet", "grace"),
+            ("other", "x"),
+            ("other", "y"),
+        ],
     )
     .await;
     for n in 0..5 {
@@ -261,10 +268,8 @@ async fn drive(
         .for_element(Locator::Css("p.done"))
         .await?;
     assert!(done.text().await?.contains("Requeued 1 message"));
-    let ran = dq_test::wait_until_async(PATIENCE, || async {
-        GREETED.load(Ordering::SeqCst) == 1
-    })
-    .await;
+    let ran =
+        dq_test::wait_until_async(PATIENCE, || async { GREETED.load(Ordering::SeqCst) == 1 }).await;
     worker.stop().await.unwrap();
     assert!(ran, "the requeued message did not run");
     assert_eq!(broker.stats(queue).await.unwrap().dead, 3);
@@ -275,13 +280,18 @@ async fn drive(
         .await?
         .send_keys("other")
         .await?;
-    c.find(Locator::Css("form.filters button")).await?.click().await?;
+    c.find(Locator::Css("form.filters button"))
+        .await?
+        .click()
+        .await?;
     c.wait()
         .at_most(PATIENCE)
         .for_element(Locator::Css("button.danger"))
         .await?;
     assert_eq!(
-        c.find_all(Locator::Css("table.messages tbody tr")).await?.len(),
+        c.find_all(Locator::Css("table.messages tbody tr"))
+            .await?
+            .len(),
         2
     );
     c.find(Locator::Css("button.danger")).await?.click().await?;
@@ -292,7 +302,11 @@ async fn drive(
         .await?;
     assert!(question.text().await?.contains("of actor other"));
     screenshot(c, "confirm").await;
-    assert_eq!(broker.stats(queue).await.unwrap().dead, 3, "deleted before confirming");
+    assert_eq!(
+        broker.stats(queue).await.unwrap().dead,
+        3,
+        "deleted before confirming"
+    );
     c.find(Locator::Css("button.danger")).await?.click().await?;
     let done = c
         .wait()
