@@ -93,11 +93,20 @@ impl fmt::Debug for BrowsedMessage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BrowsedMessage")
             .field("id", &self.id)
-            .field("body", &String::from_utf8_lossy(&self.body))
+            .field("body", &BodyText(&self.body))
             .field("state", &self.state)
             .field("dead_lettered_at", &self.dead_lettered_at)
             .field("reason", &self.reason)
             .finish()
+    }
+}
+
+/// A body for `Debug`: its text (lossy, for bodies that are not UTF-8), unquoted.
+struct BodyText<'a>(&'a [u8]);
+
+impl fmt::Debug for BodyText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(self.0))
     }
 }
 

@@ -26,6 +26,7 @@
 //! use std::sync::Arc;
 //! use dq_dashboard::Dashboard;
 //!
+//! # #[allow(dead_code)]
 //! # async fn demo(broker: Arc<dyn dq_core::Broker>) -> Result<(), Box<dyn std::error::Error>> {
 //! let dashboard = Dashboard::new(broker).prefix("/dq").build()?;
 //! let app = axum::Router::new().nest("/dq", dashboard);
@@ -228,6 +229,7 @@ impl Dashboard {
     /// ([`Error::AuthRequired`]) an address that is not loopback without authentication.
     ///
     /// ```no_run
+    /// # #[allow(dead_code)]
     /// # async fn demo(broker: std::sync::Arc<dyn dq_core::Broker>) -> Result<(), dq_dashboard::Error> {
     /// let dashboard = dq_dashboard::Dashboard::new(broker).auth(dq_dashboard::Auth::from_env()?);
     /// dashboard
