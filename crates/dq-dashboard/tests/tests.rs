@@ -1,6 +1,7 @@
 //! dq-dashboard's integration tests: the router driven in process (`tower::ServiceExt::oneshot`)
 //! on the stub broker and on a real Redis.
 
+mod dashboard_amqp;
 mod dashboard_api;
 mod dashboard_browser;
 mod dashboard_redis;
