@@ -147,7 +147,8 @@ pub(crate) async fn sample(shared: &Shared) -> Result<Overview, BrokerError> {
         limits.push(
             "RabbitMQ cannot show a queue's ready or delayed messages without taking them (AMQP \
              has no browse): their counts are shown, and dead letters are listed as `dq \
-             dead-letters` lists them."
+             dead-letters` lists them. Nor does it report messages in flight (unacked) over \
+             AMQP: that column shows 0."
                 .to_owned(),
         );
         if shared.management.is_none() {
