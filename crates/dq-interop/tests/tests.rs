@@ -2,6 +2,7 @@
 //! `cargo xtask interop`, which sets `DQ_PYTHON` to the Dramatiq 2.2.1 virtualenv's python.
 
 mod interop_abort;
+mod interop_dashboard;
 mod interop_deadletters;
 mod interop_groups;
 mod interop_handoff;
