@@ -780,6 +780,9 @@ impl Broker for RedisBroker {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        // Redis takes list and zset indexes as signed 64-bit integers.
+        let offset = offset.min(i64::MAX as usize / 2);
+        let limit = limit.min(i64::MAX as usize / 2);
         let q = base_queue_name(queue);
         let lane = self.inner.lanes.pick();
         let context = || format!("browse {state} messages of {q}");
@@ -789,7 +792,7 @@ impl Broker for RedisBroker {
                 range
                     .arg(self.inner.key(q))
                     .arg(offset)
-                    .arg(offset + limit - 1);
+                    .arg(offset + (limit - 1));
                 let ids: Vec<String> = self
                     .inner
                     .lanes
@@ -804,7 +807,7 @@ impl Broker for RedisBroker {
                 range
                     .arg(self.inner.key(&format!("{q}.XQ")))
                     .arg(offset)
-                    .arg(offset + limit - 1)
+                    .arg(offset + (limit - 1))
                     .arg("WITHSCORES");
                 let scored: Vec<(String, f64)> = self
                     .inner

@@ -267,7 +267,8 @@ pub(crate) async fn queue(
     let f = fail(&shared);
     api::check_queue(&queue).map_err(fail(&shared))?;
     let state = api::parse_state(q.state.as_deref()).map_err(fail(&shared))?;
-    let page_no = q.page.unwrap_or(0);
+    // Far past any queue's end, and far from overflowing `page_no * PER_PAGE`.
+    let page_no = q.page.unwrap_or(0).min(1 << 32);
     let stats = shared
         .broker
         .stats(&queue)

@@ -106,3 +106,34 @@ async fn a_python_dead_letter_is_shown_and_requeued_as_python_does() {
     assert_eq!(broker.stats("default").await.unwrap().dead, 0);
     broker.flush("default").await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absurd_pages_are_empty_not_errors() {
+    let url = dq_test::require_redis();
+    let ns = format!("dqtest-dash-{}", uuid::Uuid::new_v4());
+    let broker = RedisBroker::builder()
+        .url(&url)
+        .namespace(&ns)
+        .build()
+        .await
+        .unwrap();
+    let mut m = Message::new("q", "a", &(1,), &()).unwrap();
+    broker.enqueue(&mut m).await.unwrap();
+    let r = Dashboard::new(Arc::new(broker.clone())).build().unwrap();
+    for state in ["ready", "delayed", "dead"] {
+        let page = get(
+            &r,
+            &format!("/api/queues/q/messages?state={state}&offset=18446744073709551615&limit=18446744073709551615"),
+        )
+        .await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        assert_eq!(page.json()["messages"], json!([]));
+        let html = get(
+            &r,
+            &format!("/queues/q?state={state}&page=18446744073709551615"),
+        )
+        .await;
+        assert_eq!(html.status, StatusCode::OK);
+    }
+    broker.flush("q").await.unwrap();
+}
