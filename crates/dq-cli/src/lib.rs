@@ -39,7 +39,7 @@
 //! | signals | INT / TERM: graceful stop; a second one: kill at once; HUP: graceful reload |
 //! | exit codes | [`exit`]: 0 ok, 1 killed, 2 bad argument or actor, 3 broker unreachable at startup, 4 pid file in use |
 //! | one app | [`Cli::app`]: one function defines the app (middleware, backends, state) for the worker command and, through [`Cli::build_app`], for producers |
-//! | `dq` binary | `dq queues`, `dq dead-letters list / show / requeue / purge`, `dq send`, `dq actors`, `dq workers`, `dq purge` |
+//! | `dq` binary | `dq queues`, `dq dead-letters list / show / requeue / purge`, `dq send`, `dq actors`, `dq workers`, `dq purge`; `dq abort` (feature `abort`); `dq dashboard`, the web dashboard (feature `dashboard`, with `--results-url` under feature `results`) |
 //!
 //! ## One app for the worker and the producer
 //!
