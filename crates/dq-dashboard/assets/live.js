@@ -33,7 +33,55 @@
     return svg;
   }
 
+  function ago(ms) {
+    var s = Math.max(0, Math.floor(ms / 1000));
+    if (s < 60) return s + "s ago";
+    if (s < 3600) return Math.floor(s / 60) + "m " + (s % 60) + "s ago";
+    return Math.floor(s / 3600) + "h " + Math.floor((s % 3600) / 60) + "m ago";
+  }
+
+  function stale(e) {
+    if (status) {
+      status.parentNode.classList.add("stale");
+      status.textContent = "Live refresh failed (" + e.message + "); retrying.";
+    }
+  }
+
+  function fresh() {
+    if (status) {
+      status.parentNode.classList.remove("stale");
+      status.textContent = "Live: updated " + new Date().toLocaleTimeString() + ".";
+    }
+  }
+
+  function refreshWorkers(table) {
+    fetch(base + "/api/workers", { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
+      .then(function (o) {
+        var now = Date.now(), seen = {}, changed = false;
+        o.workers.forEach(function (w) {
+          seen[w.worker_id] = true;
+          var row = table.querySelector('tr[data-worker="' + w.worker_id + '"]');
+          if (!row) { changed = true; return; }
+          set(row, "last_seen", ago(now - w.last_seen));
+        });
+        table.querySelectorAll("tr[data-worker]").forEach(function (row) {
+          if (!seen[row.getAttribute("data-worker")]) { row.classList.add("gone"); changed = true; }
+        });
+        if (changed && !document.getElementById("workers-changed")) {
+          var hint = document.createElement("p");
+          hint.id = "workers-changed"; hint.className = "note";
+          hint.innerHTML = 'Workers started or stopped: <a href="">reload</a> to see them.';
+          table.parentNode.insertBefore(hint, table);
+        }
+        fresh();
+      })
+      .catch(stale);
+  }
+
   function refresh() {
+    var workers = document.querySelector('[data-live="workers"]');
+    if (workers) return refreshWorkers(workers);
     var targets = document.querySelectorAll("[data-live]");
     if (!targets.length) return;
     fetch(base + "/api/queues", { credentials: "same-origin", headers: { Accept: "application/json" } })
@@ -66,17 +114,9 @@
             }
           }
         }
-        if (status) {
-          status.parentNode.classList.remove("stale");
-          status.textContent = "Live: updated " + new Date().toLocaleTimeString() + ".";
-        }
+        fresh();
       })
-      .catch(function (e) {
-        if (status) {
-          status.parentNode.classList.add("stale");
-          status.textContent = "Live refresh failed (" + e.message + "); retrying.";
-        }
-      });
+      .catch(stale);
   }
 
   document.querySelectorAll("[data-check-all]").forEach(function (box) {

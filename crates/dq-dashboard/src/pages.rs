@@ -667,15 +667,16 @@ pub(crate) async fn workers(State(shared): State<Arc<Shared>>) -> PageResult {
             None => p.note { "The " (shared.broker.kind()) " broker keeps no worker registry." },
             Some(ws) if ws.is_empty() => p { "No worker is running (or none has published itself in the last minute)." },
             Some(ws) => {
-                table {
+                p.live { span #live-status { "Live: last-seen times refresh every few seconds." } }
+                table #workers data-live="workers" {
                     thead { tr { th { "Worker" } th { "Id" } th { "Started" } th { "Last seen" } th.num { "Threads" } th { "Queues" } th { "Actors" } th { "Version" } } }
                     tbody {
                         @for w in ws {
-                            tr {
+                            tr data-worker=(w.worker_id) {
                                 td { strong { (w.display_name()) } }
                                 td { code title=(w.worker_id) { (w.worker_id.chars().take(8).collect::<String>()) } }
                                 td { (when(Some(w.started_at))) }
-                                td { (duration(now - w.last_seen)) " ago" }
+                                td data-field="last_seen" { (duration(now - w.last_seen)) " ago" }
                                 td.num { (w.threads) }
                                 td { (w.queues.join(", ")) }
                                 td { (w.actors.iter().map(|a| a.actor_name.as_str()).collect::<Vec<_>>().join(", ")) }

@@ -258,6 +258,25 @@ async fn drive(
         },
     );
     worker.start().await.unwrap();
+    let message_page = c.current_url().await?;
+    // The running worker, from the registry, refreshed in place.
+    c.goto(&format!("{base}/workers")).await?;
+    c.wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css("tr[data-worker]"))
+        .await?;
+    let live = c.find(Locator::Id("live-status")).await?;
+    let mut refreshed = false;
+    for _ in 0..100 {
+        if live.text().await?.contains("updated") {
+            refreshed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refreshed, "the workers page never refreshed");
+    screenshot(c, "workers").await;
+    c.goto(message_page.as_str()).await?;
     c.find(Locator::Css(r#"form[action$="/requeue"] button"#))
         .await?
         .click()
@@ -330,7 +349,6 @@ async fn drive(
     assert_eq!(broker.stats(queue).await.unwrap().dead, 1);
 
     for (page, name) in [
-        ("/workers", "workers"),
         ("/schedules", "schedules"),
         ("/enqueue", "enqueue"),
         ("/queues/newsletters?state=ready", "queue-ready"),
