@@ -544,6 +544,15 @@ fn confirm(shared: &Shared, action: &str, question: &str, fields: &Fields, back:
     layout(shared, "Confirm", "overview", body).into_response()
 }
 
+/// How many dead letters the selection takes now, for the confirmation page.
+async fn how_many(shared: &Shared, queue: &str, sel: &Selection) -> Result<u64, Failure> {
+    api::check_queue(queue)?;
+    Ok(match api::selected(shared, queue, sel).await? {
+        Some(ids) => ids.len() as u64,
+        None => shared.broker.stats(queue).await?.dead,
+    })
+}
+
 fn confirmed(fields: &Fields) -> bool {
     field(fields, "confirmed") == Some("yes")
 }
@@ -565,8 +574,11 @@ pub(crate) async fn requeue(
     let sel = selection(&fields);
     let single = sel.ids.len() == 1 && sel.actor.is_none() && sel.error.is_none();
     if !single && !confirmed(&fields) {
+        let n = how_many(&shared, &queue, &sel)
+            .await
+            .map_err(fail(&shared))?;
         let question = format!(
-            "Requeue {} of {queue}? Each goes back to the end of the queue with its retries reset.",
+            "Requeue {n} message(s), {} of {queue}? Each goes back to the end of the queue with its retries reset.",
             sel.describe()
         );
         return Ok(confirm(
@@ -594,7 +606,13 @@ pub(crate) async fn delete(
 ) -> PageResult {
     let sel = selection(&fields);
     if !confirmed(&fields) {
-        let question = format!("Delete {} of {queue} for good?", sel.describe());
+        let n = how_many(&shared, &queue, &sel)
+            .await
+            .map_err(fail(&shared))?;
+        let question = format!(
+            "Delete {n} message(s), {} of {queue}, for good?",
+            sel.describe()
+        );
         return Ok(confirm(
             &shared,
             &format!("{}/queues/{queue}/delete", shared.base),

@@ -214,7 +214,12 @@ async fn a_requeued_dead_letter_runs_and_bulk_delete_takes_an_actor() {
     )
     .await;
     assert_eq!(ask.status, StatusCode::OK);
-    assert!(ask.text.contains("of actor report"), "{}", ask.text);
+    assert!(
+        ask.text
+            .contains("Delete 2 message(s), the dead letters of actor report"),
+        "{}",
+        ask.text
+    );
     assert!(ask.text.contains(r#"name="confirmed" value="yes""#));
     assert_eq!(broker.stats("jobs").await.unwrap().dead, 2);
     let done = post_form(
