@@ -326,3 +326,52 @@ async fn aborts_go_through_dramatiq_aborts_events() {
     let event = backend.poll("cancel:m-1").await.unwrap();
     assert!(event.is_some(), "no cancel event for m-1");
 }
+
+#[tokio::test]
+async fn a_message_page_shows_its_stored_result() {
+    use dq_results::ResultBackendExt as _;
+    let broker = StubBroker::new();
+    let mut m = Message::new("sums", "add", &(1, 2), &()).unwrap();
+    broker.enqueue(&mut m).await.unwrap();
+    let results = dq_results::MemoryBackend::default();
+    results
+        .store_result(&m, &json!(3), Duration::from_secs(60))
+        .await
+        .unwrap();
+    let r = Dashboard::new(Arc::new(broker.clone()))
+        .results(Arc::new(results))
+        .build()
+        .unwrap();
+    let one = get(
+        &r,
+        &format!("/api/queues/sums/messages/{}?state=ready", m.message_id),
+    )
+    .await
+    .json();
+    assert_eq!(one["result"], json!({ "value": 3 }));
+    let mut other = Message::new("sums", "add", &(5, 5), &()).unwrap();
+    broker.enqueue(&mut other).await.unwrap();
+    let missing = get(
+        &r,
+        &format!("/api/queues/sums/messages/{}?state=ready", other.message_id),
+    )
+    .await
+    .json();
+    assert!(
+        missing["result"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("missing"),
+        "{missing}"
+    );
+    let html = get(
+        &r,
+        &format!("/queues/sums/messages/{}?state=ready", m.message_id),
+    )
+    .await;
+    assert!(
+        html.text.contains("&quot;value&quot;: 3") || html.text.contains("\"value\": 3"),
+        "{}",
+        html.text
+    );
+}
