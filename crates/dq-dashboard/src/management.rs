@@ -138,6 +138,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn answers_read_as_rabbitmq_writes_them() {
+        // The shape of `GET /api/queues/{vhost}/{name}` (trimmed), as RabbitMQ 3.x answers.
+        let q: ApiQueue = serde_json::from_str(
+            r#"{"name":"default","consumers":2,"messages":5,
+                "message_stats":{"publish":10,"publish_details":{"rate":1.5},
+                                 "deliver_get":8,"deliver_get_details":{"rate":0.8},
+                                 "ack":8,"ack_details":{"rate":0.6}}}"#,
+        )
+        .unwrap();
+        assert_eq!(q.consumers, 2);
+        let stats = q.message_stats.unwrap();
+        assert_eq!(stats.publish_details.map(|r| r.rate), Some(1.5));
+        assert_eq!(stats.ack_details.map(|r| r.rate), Some(0.6));
+        // A queue nothing went through yet has no message_stats.
+        let idle: ApiQueue = serde_json::from_str(r#"{"name":"idle.DQ"}"#).unwrap();
+        assert!(idle.message_stats.is_none());
+        assert_eq!(dq_core::base_queue_name(&idle.name), "idle");
+    }
+
+    #[test]
     fn urls_take_the_vhost_as_one_segment() {
         let m = Management::new("http://u:p@localhost:15672/", "/").unwrap();
         assert_eq!(m.user, "u");
