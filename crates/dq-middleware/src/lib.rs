@@ -73,6 +73,7 @@ mod retries;
 mod shutdown;
 mod support;
 mod time_limit;
+mod unique;
 
 use std::sync::Arc;
 
@@ -88,9 +89,11 @@ pub use retries::{
 };
 pub use shutdown::ShutdownNotifications;
 pub use time_limit::{TimeLimit, DEFAULT_TIME_LIMIT_MS};
+pub use unique::Unique;
 
 /// Dramatiq's default stack, with Dramatiq's defaults, in Dramatiq's order: [`AgeLimit`],
-/// [`TimeLimit`], [`ShutdownNotifications`], [`Callbacks`], [`Pipelines`], [`Retries`].
+/// [`TimeLimit`], [`ShutdownNotifications`], [`Callbacks`], [`Pipelines`], [`Retries`]; then
+/// dq's [`Unique`] (it does nothing for messages that are not unique, debounced or throttled).
 ///
 /// ```
 /// let names: Vec<String> = dq_middleware::default_middleware()
@@ -99,7 +102,7 @@ pub use time_limit::{TimeLimit, DEFAULT_TIME_LIMIT_MS};
 ///     .collect();
 /// assert_eq!(
 ///     names,
-///     ["AgeLimit", "TimeLimit", "ShutdownNotifications", "Callbacks", "Pipelines", "Retries"]
+///     ["AgeLimit", "TimeLimit", "ShutdownNotifications", "Callbacks", "Pipelines", "Retries", "Unique"]
 /// );
 /// ```
 pub fn default_middleware() -> Vec<Arc<dyn Middleware>> {
@@ -110,5 +113,6 @@ pub fn default_middleware() -> Vec<Arc<dyn Middleware>> {
         Arc::new(Callbacks),
         Arc::new(Pipelines),
         Arc::new(Retries::default()),
+        Arc::new(Unique),
     ]
 }
