@@ -22,6 +22,8 @@
 --   ns:__dq_schedules__         zset schedule name -> when its hash expires (ms)
 --   ns:__dq_unique__:<q>:<key>  string: the message_id holding unique lock <key> of queue q,
 --                               expiring with the lock's TTL
+--   ns:__dq_replaced__:<q>:<id> string: the message_id of the debounced message that replaced
+--                               message <id> of queue q, which is to be skipped
 
 local ns = KEYS[1]
 local command = ARGV[1]
@@ -184,6 +186,14 @@ elseif command == 'enqueue_unique' then
     if holder and (mode ~= 'debounce' or holder == message_id) then
         return {'duplicate', holder}
     end
+    if holder then
+        -- The replaced message is remembered as long as its own lock would have lived (it
+        -- covered its delay), or this one's, whichever is longer: it is skipped when it comes
+        -- up, even after this one has started and released the key.
+        local mark_ttl = math.max(redis.call('pttl', lock), tonumber(ttl))
+        redis.call('set', ns .. ':__dq_replaced__:' .. canonical .. ':' .. holder, message_id,
+            'px', mark_ttl)
+    end
     redis.call('set', lock, message_id, 'px', ttl)
     unique_push(ARGV[FIRST + 4], ARGV[FIRST + 5])
     if holder then
@@ -194,6 +204,10 @@ elseif command == 'enqueue_unique' then
 elseif command == 'release_unique' then
     -- ARGV[FIRST..]: key, message_id; queue = the canonical queue. Compare and delete.
     local lock = ns .. ':__dq_unique__:' .. canonical .. ':' .. ARGV[FIRST]
+    local newer = redis.call('get', ns .. ':__dq_replaced__:' .. canonical .. ':' .. ARGV[FIRST + 1])
+    if newer then
+        return {'replaced', newer}
+    end
     local holder = redis.call('get', lock)
     if not holder then
         return {'absent'}

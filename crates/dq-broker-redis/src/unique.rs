@@ -4,6 +4,7 @@
 //! | key | type | content |
 //! |---|---|---|
 //! | `<ns>:__dq_unique__:<q>:<key>` | string | the `message_id` holding the lock of `key` on canonical queue `q`; expires with the lock's TTL |
+//! | `<ns>:__dq_replaced__:<q>:<id>` | string | the `message_id` of the debounced message that replaced message `id`, which is skipped when it comes up; expires with the longer of the two locks' TTLs |
 //!
 //! Dramatiq reads and writes neither, and `list_queues` skips them.
 
@@ -93,6 +94,7 @@ impl Inner {
             (Some("released"), _) => Ok(ReleaseOutcome::Released),
             (Some("absent"), _) => Ok(ReleaseOutcome::Absent),
             (Some("held"), Some(holder)) => Ok(ReleaseOutcome::HeldBy(holder.clone())),
+            (Some("replaced"), Some(newer)) => Ok(ReleaseOutcome::Replaced(newer.clone())),
             _ => Err(BrokerError::new(
                 BrokerErrorKind::Other,
                 format!("{}: unexpected reply {parts:?}", what()),

@@ -431,7 +431,17 @@ impl Broker for StubBroker {
             Some(holder) if lock.mode != UniqueMode::Debounce || holder == message.message_id => {
                 return Ok(SendOutcome::Duplicate { holder });
             }
-            Some(previous) => SendOutcome::Replaced { previous },
+            Some(previous) => {
+                // Remembered as long as the replaced message's own lock would have lived, or
+                // this one's, whichever is longer: it is skipped when it comes up.
+                let until = st.unique[&slot].1.max(now + lock.ttl);
+                st.replaced.retain(|_, (_, u)| *u > now);
+                st.replaced.insert(
+                    (name.to_owned(), previous.clone()),
+                    (message.message_id.clone(), until),
+                );
+                SendOutcome::Replaced { previous }
+            }
             None => SendOutcome::Enqueued,
         };
         st.unique
@@ -451,6 +461,12 @@ impl Broker for StubBroker {
         let now = Instant::now();
         let mut st = self.shared.lock();
         let slot = (base_queue_name(queue).to_owned(), key.to_owned());
+        let mark = (slot.0.clone(), message_id.to_owned());
+        if let Some((newer, until)) = st.replaced.get(&mark) {
+            if *until > now {
+                return Ok(ReleaseOutcome::Replaced(newer.clone()));
+            }
+        }
         Ok(match st.unique.get(&slot) {
             Some((_, until)) if *until <= now => {
                 st.unique.remove(&slot);

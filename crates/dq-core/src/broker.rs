@@ -229,8 +229,9 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Releases the lock `key` of canonical queue `queue` if `message_id` holds it (compare
     /// and delete), and says who held it: a worker calls it when a unique message starts or
-    /// finishes, and a debounced message that finds another holder is skipped. The default
-    /// says the broker cannot.
+    /// finishes. A debounced message that a newer send replaced gets
+    /// [`ReleaseOutcome::Replaced`] (also once the newer one has released the key), and is
+    /// skipped. The default says the broker cannot.
     async fn release_unique(
         &self,
         queue: &str,

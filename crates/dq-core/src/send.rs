@@ -132,8 +132,11 @@ impl SendOptions {
     /// assert_eq!(opts.options.get_str("dq_unique_key"), Some("report:42"));
     /// ```
     pub fn unique_for(self, ttl: Duration) -> SendOptions {
-        self.option(crate::UNIQUE_MODE_OPTION, crate::UniqueMode::Unique.as_str())
-            .option(crate::UNIQUE_TTL_OPTION, millis(ttl))
+        self.option(
+            crate::UNIQUE_MODE_OPTION,
+            crate::UniqueMode::Unique.as_str(),
+        )
+        .option(crate::UNIQUE_TTL_OPTION, millis(ttl))
     }
 
     /// When a unique message's lock is released before its TTL: when it starts, when it
@@ -159,8 +162,11 @@ impl SendOptions {
     /// assert_eq!(opts.options.get_str("dq_unique_mode"), Some("throttle"));
     /// ```
     pub fn throttle(self, window: Duration) -> SendOptions {
-        self.option(crate::UNIQUE_MODE_OPTION, crate::UniqueMode::Throttle.as_str())
-            .option(crate::UNIQUE_TTL_OPTION, millis(window))
+        self.option(
+            crate::UNIQUE_MODE_OPTION,
+            crate::UniqueMode::Throttle.as_str(),
+        )
+        .option(crate::UNIQUE_TTL_OPTION, millis(window))
     }
 
     /// Only the last of these within `window` runs: the message waits `window` (or its own
@@ -177,8 +183,11 @@ impl SendOptions {
     /// assert_eq!(opts.options.get_str("dq_unique_mode"), Some("debounce"));
     /// ```
     pub fn debounce(self, window: Duration) -> SendOptions {
-        self.option(crate::UNIQUE_MODE_OPTION, crate::UniqueMode::Debounce.as_str())
-            .option(crate::UNIQUE_TTL_OPTION, millis(window))
+        self.option(
+            crate::UNIQUE_MODE_OPTION,
+            crate::UniqueMode::Debounce.as_str(),
+        )
+        .option(crate::UNIQUE_TTL_OPTION, millis(window))
     }
 
     /// Applies these options to a message built for `message_with_options`: options merged, and

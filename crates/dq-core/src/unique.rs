@@ -238,13 +238,18 @@ pub enum ReleaseOutcome {
     Absent,
     /// Another message, this `message_id`, holds the key; it was left alone.
     HeldBy(String),
+    /// This (debounced) message was replaced by the newer message `message_id`, which took its
+    /// key before it started: it is to be skipped. The broker remembers a replaced message for
+    /// as long as its lock would have lived.
+    Replaced(String),
 }
 
 impl ReleaseOutcome {
-    /// The other holder, for [`HeldBy`](ReleaseOutcome::HeldBy).
+    /// The other holder, for [`HeldBy`](ReleaseOutcome::HeldBy) and
+    /// [`Replaced`](ReleaseOutcome::Replaced).
     pub fn holder(&self) -> Option<&str> {
         match self {
-            ReleaseOutcome::HeldBy(h) => Some(h),
+            ReleaseOutcome::HeldBy(h) | ReleaseOutcome::Replaced(h) => Some(h),
             ReleaseOutcome::Released | ReleaseOutcome::Absent => None,
         }
     }
@@ -351,7 +356,8 @@ pub(crate) fn plan(
         || opts.contains_key(UNIQUE_MODE_OPTION)
         || opts.contains_key(UNIQUE_KEY_OPTION)
         || opts.contains_key(UNIQUE_UNTIL_OPTION);
-    let from_actor = actor_extra.filter(|x| UNIQUE_ACTOR_OPTIONS.iter().any(|k| x.contains_key(*k)));
+    let from_actor =
+        actor_extra.filter(|x| UNIQUE_ACTOR_OPTIONS.iter().any(|k| x.contains_key(*k)));
     if !requested && from_actor.is_none() {
         return Ok(None);
     }
@@ -382,13 +388,13 @@ pub(crate) fn plan(
         }
     }
     if let Some(m) = opts.get(UNIQUE_MODE_OPTION) {
-        mode = m
-            .as_str()
-            .and_then(UniqueMode::parse)
-            .ok_or_else(|| Error::InvalidUniqueOption {
-                option: UNIQUE_MODE_OPTION,
-                reason: format!("must be \"unique\", \"debounce\" or \"throttle\", not {m}"),
-            })?;
+        mode =
+            m.as_str()
+                .and_then(UniqueMode::parse)
+                .ok_or_else(|| Error::InvalidUniqueOption {
+                    option: UNIQUE_MODE_OPTION,
+                    reason: format!("must be \"unique\", \"debounce\" or \"throttle\", not {m}"),
+                })?;
     }
     if let Some(ms) = millis_option(opts, UNIQUE_TTL_OPTION)? {
         ttl_ms = Some(ms);
@@ -529,7 +535,10 @@ mod tests {
         );
         let (lock, _) = check(
             &[(UNIQUE_MODE_OPTION, "throttle".into())],
-            &[("unique_for", 700.into()), ("unique_until", "finished".into())],
+            &[
+                ("unique_for", 700.into()),
+                ("unique_until", "finished".into()),
+            ],
             None,
         )
         .unwrap()
@@ -564,12 +573,17 @@ mod tests {
     fn the_plan_travels_in_the_options() {
         let mut m = Message::new("q.DQ", "a", &(1,), &()).unwrap();
         let extra: serde_json::Map<String, Value> =
-            [("unique_for".to_owned(), Value::from(60_000))].into_iter().collect();
+            [("unique_for".to_owned(), Value::from(60_000))]
+                .into_iter()
+                .collect();
         let (lock, _) = plan(&mut m, Some(&extra), None).unwrap().unwrap();
-        assert_eq!(UniqueLock::from_options(&m.options), Some(lock.clone()).map(|mut l| {
-            l.ttl = Duration::from_millis(60_000);
-            l
-        }));
+        assert_eq!(
+            UniqueLock::from_options(&m.options),
+            Some(lock.clone()).map(|mut l| {
+                l.ttl = Duration::from_millis(60_000);
+                l
+            })
+        );
         // The default key is the canonical queue's, so a delayed send shares it.
         let mut plain = Message::new("q", "a", &(1,), &()).unwrap();
         let (plain_lock, _) = plan(&mut plain, Some(&extra), None).unwrap().unwrap();

@@ -38,7 +38,12 @@ pub struct Unique;
 impl Unique {
     /// Releases `message`'s lock if it holds it; what the broker found, or `None` when the
     /// message has no lock or the release failed (logged).
-    async fn release(&self, app: &App, message: &Message, lock: &UniqueLock) -> Option<ReleaseOutcome> {
+    async fn release(
+        &self,
+        app: &App,
+        message: &Message,
+        lock: &UniqueLock,
+    ) -> Option<ReleaseOutcome> {
         let queue = base_queue_name(&message.queue_name);
         match app
             .broker()
@@ -91,7 +96,8 @@ impl Middleware for Unique {
         match (lock.mode, lock.until) {
             (UniqueMode::Debounce, _) => {
                 let found = self.release(app, &job.message, &lock).await;
-                if let Some(ReleaseOutcome::HeldBy(newer)) = found {
+                if let Some(ReleaseOutcome::HeldBy(newer) | ReleaseOutcome::Replaced(newer)) = found
+                {
                     if job.message.options.retries() == 0 {
                         info!(
                             message_id = %job.message.message_id,
