@@ -103,9 +103,9 @@ async fn send_queues_and_purge_on_redis() {
             .unwrap()
             .split_whitespace()
             .collect::<Vec<_>>(),
-        ["QUEUE", "READY", "DELAYED", "DEAD", "UNACKED", "WORKERS"]
+        ["QUEUE", "READY", "DELAYED", "DEAD", "UNACKED", "WORKERS", "LOCKS"]
     );
-    assert_eq!(row(&table, "math"), ["math", "2", "1", "0", "0", "0"]);
+    assert_eq!(row(&table, "math"), ["math", "2", "1", "0", "0", "0", "0"]);
 
     // What `dq send` enqueued is what a worker receives.
     let mut consumer = broker.consume("math", 1).await.unwrap();

@@ -29,7 +29,7 @@
 //!     .middleware_arcs(default_middleware())
 //!     .middleware(CurrentMessage)
 //!     .build()?;
-//! assert_eq!(app.middleware().len(), 7);
+//! assert_eq!(app.middleware().len(), 8);
 //! # Ok(()) }
 //! ```
 //!
@@ -48,6 +48,7 @@
 //!     Arc::new(Callbacks),
 //!     Arc::new(Pipelines),
 //!     Arc::new(Retries::default().with_max_retries(3)),
+//!     Arc::new(Unique),
 //! ];
 //! assert_eq!(stack.len(), default_middleware().len());
 //! ```
@@ -61,6 +62,7 @@
 //! | [`Pipelines`] | `after_process` | `pipe_target`, `pipe_ignore`, `delay` |
 //! | [`Retries`] | `after_process` | `retries`, `max_retries`, `min_backoff`, `max_backoff`, `throws`, `retry_when`, `on_retry_exhausted` |
 //! | [`CurrentMessage`] | `before_process` | |
+//! | [`Unique`] | `before_process`, `after_process`, `after_skip`, `after_nack` | `dq_unique_key`, `dq_unique_mode`, `dq_unique_until` |
 
 #![doc(test(attr(deny(warnings))))]
 
