@@ -58,8 +58,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .debounce(Duration::from_millis(300))
         .unique_key("reindex:handbook");
     for revision in 1..=5 {
-        let sent =
-            reindex::send_with_options("handbook".into(), revision, settle.clone()).await?;
+        let sent = reindex::send_with_options("handbook".into(), revision, settle.clone()).await?;
         println!("edit {revision}: {}", sent.outcome());
     }
 

@@ -171,7 +171,10 @@ async fn dead_letters_on_redis() {
     }
     assert!(list.contains("work(0)"), "{list}");
     let o = scope.dq(&["queues"]);
-    assert_eq!(row(&stdout(&o), "jobs"), ["jobs", "0", "0", "3", "0", "0", "0"]);
+    assert_eq!(
+        row(&stdout(&o), "jobs"),
+        ["jobs", "0", "0", "3", "0", "0", "0"]
+    );
 
     // `show` finds a letter by its id or by its message id.
     let o = scope.dq(&["dead-letters", "show", &letters[0].id]);
