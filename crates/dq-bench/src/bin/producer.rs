@@ -109,6 +109,8 @@ async fn run(args: &[String]) -> Res<()> {
             let app = app(&url).await?;
             app.broker().declare_queue(&queue).await?;
             let one_key = mode == "send-unique-duplicate";
+            // Keys of their own per run: a run's locks outlive it (TTL 600 s).
+            let run = dq::broker::now_ms();
             let start = Instant::now();
             let mut enqueued = 0;
             for i in 0..n {
@@ -116,7 +118,7 @@ async fn run(args: &[String]) -> Res<()> {
                 let mut m = message(&queue, &actor, arg)?;
                 dq::SendOptions::new()
                     .unique_for(Duration::from_secs(600))
-                    .unique_key(format!("bench:{key}"))
+                    .unique_key(format!("bench:{run}:{key}"))
                     .apply_to_message(&mut m);
                 let (_, outcome) = app.send(m, None).await?;
                 enqueued += usize::from(outcome.is_enqueued());
