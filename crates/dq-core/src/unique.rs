@@ -81,7 +81,8 @@ impl UniqueUntil {
     }
 }
 
-/// What a send does when its key is held (see the [module docs](self)).
+/// What a send does when its key is held: refuse it (unique, throttle) or replace the holder
+/// (debounce).
 ///
 /// ```
 /// use dq_core::UniqueMode;
