@@ -152,7 +152,7 @@ async fn concurrent_senders(kind: Kind) {
     let app = app_on(kind).await;
     let token = dq_test::unique_name("concurrent");
     let opts = SendOptions::new()
-        .unique_for(Duration::from_millis(700))
+        .unique_for(Duration::from_secs(2))
         .unique_key(token.clone());
     for round in 0..2 {
         let mut tasks = Vec::new();
@@ -212,7 +212,7 @@ async fn release_points(kind: Kind) {
         .unique_until(UniqueUntil::Started)
         .unique_key(started.clone());
     let ttl_opts = SendOptions::new()
-        .unique_for(Duration::from_secs(2))
+        .unique_for(Duration::from_secs(4))
         .unique_until(UniqueUntil::Ttl)
         .unique_key(ttl.clone());
     let dead_opts = SendOptions::new()
@@ -238,6 +238,15 @@ async fn release_points(kind: Kind) {
 
     let w = worker(&app).await;
     let long = Duration::from_secs(20);
+
+    // TTL: the message ran, and the lock is held all the same until it expires.
+    wait_for("the ttl work", long, || !events(&ttl).is_empty()).await;
+    let again = send_work(&app, &ttl, 2, ttl_opts.clone()).await;
+    assert_eq!(
+        again.duplicate_of(),
+        Some(t1.message_id.as_str()),
+        "{kind:?}"
+    );
 
     // Started: released as the message starts, so a send while it runs is enqueued.
     wait_for("the started hold", long, || !events(&started).is_empty()).await;
@@ -271,14 +280,6 @@ async fn release_points(kind: Kind) {
         .unwrap();
     assert_eq!(*d2.outcome(), SendOutcome::Enqueued, "{kind:?}");
 
-    // TTL: the message ran, and the lock is held all the same until it expires.
-    wait_for("the ttl work", long, || !events(&ttl).is_empty()).await;
-    let again = send_work(&app, &ttl, 2, ttl_opts.clone()).await;
-    assert_eq!(
-        again.duplicate_of(),
-        Some(t1.message_id.as_str()),
-        "{kind:?}"
-    );
     wait_locks(&app, "unique_work", 0, long).await;
     let t2 = send_work(&app, &ttl, 3, ttl_opts).await;
     assert_eq!(*t2.outcome(), SendOutcome::Enqueued);
