@@ -491,6 +491,7 @@ fn check_smoke(samples: &[Sample], cfg: &Config) -> Result<()> {
             ("enqueue", Imp::Python, "rate"),
             ("enqueue", Imp::Dq, "rate"),
             ("enqueue-pipelined", Imp::Dq, "rate"),
+            ("enqueue-unique", Imp::Dq, "rate"),
             ("noop-2x8", Imp::Python, "rate"),
             ("noop-2x8", Imp::Dq, "rate"),
             ("noop-2x8-prometheus", Imp::Python, "rate"),
@@ -507,7 +508,9 @@ fn check_smoke(samples: &[Sample], cfg: &Config) -> Result<()> {
                     && s.value.is_finite()
                     && s.value > 0.0
             });
-            if !ok {
+            // Unique sends are Redis only.
+            let expected = case != "enqueue-unique" || b == Kind::Redis;
+            if !ok && expected {
                 bail!(
                     "smoke: no {metric} for {case} ({}) on {}",
                     imp.name(),
@@ -556,9 +559,16 @@ fn suite(cfg: &Config, env: &Env, b: &BrokerUnderTest, run: usize) -> Result<Vec
         ("enqueue", Imp::Dq, "send"),
         ("enqueue-pipelined", Imp::Dq, "batch"),
         ("enqueue-unconfirmed", Imp::Dq, "batch-unconfirmed"),
+        // Unique sends (Redis only: RabbitMQ refuses them): a lock and the enqueue in one
+        // script call, each on its own key, and all on one key (refused after the first).
+        ("enqueue-unique", Imp::Dq, "send-unique"),
+        ("enqueue-unique-duplicate", Imp::Dq, "send-unique-duplicate"),
     ] {
         // Only RabbitMQ has publisher confirms to turn off.
         if !cfg.wants(case) || (mode == "batch-unconfirmed" && b.kind != Kind::Amqp) {
+            continue;
+        }
+        if mode.starts_with("send-unique") && b.kind != Kind::Redis {
             continue;
         }
         let queue = queue_name(env, case, imp);
@@ -1461,6 +1471,28 @@ fn summarize(samples: &[Sample]) -> Vec<Row> {
             if redis { enq } else { Target::None },
             true,
         );
+        if redis {
+            // Python has no unique sends: the ratio is to its plain sends, and the difference
+            // from dq's plain `enqueue` row above is what the lock costs per send.
+            row(
+                "enqueue, one at a time, unique (a lock per send)",
+                "msg/s",
+                "enqueue",
+                "enqueue-unique",
+                "rate",
+                Target::None,
+                true,
+            );
+            row(
+                "unique sends of one held key (refused)",
+                "msg/s",
+                "enqueue",
+                "enqueue-unique-duplicate",
+                "rate",
+                Target::None,
+                true,
+            );
+        }
         if !redis {
             row(
                 "enqueue, dq pipelined without publisher confirms (Python's default)",

@@ -134,3 +134,28 @@ async fn a_nonexistent_queue_is_not_an_error_for_admin_calls() {
     let err = broker.stats("not valid").await.unwrap_err();
     assert_eq!(err.kind(), BrokerErrorKind::Rejected);
 }
+
+/// RabbitMQ cannot take a lock and publish as one step: unique sends are refused, with a typed
+/// error, and nothing is published.
+#[tokio::test]
+async fn unique_sends_are_refused() {
+    let url = util::init();
+    let q = Queue::new("publish-unique", &url);
+    let broker = util::broker(&url).await;
+    broker.declare_queue(&q.name).await.unwrap();
+    let lock = dq_core::UniqueLock {
+        key: "k".into(),
+        mode: dq_core::UniqueMode::Unique,
+        until: dq_core::UniqueUntil::Finished,
+        ttl: std::time::Duration::from_secs(60),
+    };
+    let mut m = util::msg(&q.name, 1);
+    let e = broker.enqueue_unique(&lock, &mut m).await.unwrap_err();
+    assert_eq!(e.kind(), BrokerErrorKind::Unsupported, "{e}");
+    assert!(get_raw(&url, &q.name).await.is_none());
+    let e = broker
+        .release_unique(&q.name, "k", &m.message_id)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), BrokerErrorKind::Unsupported);
+}

@@ -10,8 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dq_core::{
     base_queue_name, is_valid_queue_name, new_message_id, now_ms, Broker, BrokerError,
-    BrokerErrorKind, Consumer, DeadLetter, Message, QueueStats, ScheduleState, TickClaim,
-    TickOutcome, WorkerInfo,
+    BrokerErrorKind, Consumer, DeadLetter, Message, QueueStats, ReleaseOutcome, ScheduleState,
+    SendOutcome, TickClaim, TickOutcome, UniqueLock, WorkerInfo,
 };
 use rand::Rng;
 use redis::{Cmd, ErrorKind, RedisResult, ServerErrorKind, Value};
@@ -523,7 +523,7 @@ impl Inner {
 }
 
 /// `s` with the characters that are special in a Redis glob escaped.
-fn glob_escape(s: &str) -> String {
+pub(crate) fn glob_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {
@@ -631,6 +631,32 @@ impl Broker for RedisBroker {
 
     async fn release_tick(&self, schedule: &str, message_id: &str) -> Result<(), BrokerError> {
         self.inner.release_tick(schedule, message_id).await
+    }
+
+    /// One call of the dispatch script takes the lock `<ns>:__dq_unique__:<q>:<key>` (`SET NX
+    /// PX`, or for a debounce a replacement of the holder) and enqueues the message as
+    /// `enqueue` does: never one without the other.
+    async fn enqueue_unique(
+        &self,
+        lock: &UniqueLock,
+        message: &mut Message,
+    ) -> Result<SendOutcome, BrokerError> {
+        self.inner.enqueue_unique(lock, message).await
+    }
+
+    /// Compare and delete, in the dispatch script.
+    async fn release_unique(
+        &self,
+        queue: &str,
+        key: &str,
+        message_id: &str,
+    ) -> Result<ReleaseOutcome, BrokerError> {
+        self.inner.release_unique(queue, key, message_id).await
+    }
+
+    /// A `SCAN` of the queue's lock keys.
+    async fn unique_locks(&self, queue: &str) -> Result<u64, BrokerError> {
+        self.inner.unique_locks(queue).await
     }
 
     async fn schedules(&self) -> Result<Vec<ScheduleState>, BrokerError> {

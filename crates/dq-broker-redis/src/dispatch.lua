@@ -20,6 +20,10 @@
 --   ns:__dq_schedules__:<name>  hash of a periodic schedule: tick (the latest claimed, ms),
 --                               state (JSON for tools), busy (message id), busy_until (ms)
 --   ns:__dq_schedules__         zset schedule name -> when its hash expires (ms)
+--   ns:__dq_unique__:<q>:<key>  string: the message_id holding unique lock <key> of queue q,
+--                               expiring with the lock's TTL
+--   ns:__dq_replaced__:<q>:<id> string: the message_id of the debounced message that replaced
+--                               message <id> of queue q, which is to be skipped
 
 local ns = KEYS[1]
 local command = ARGV[1]
@@ -108,6 +112,13 @@ if maintenance == '1' then
     maintain()
 end
 
+-- Unique messages: pushes one message onto this queue, for enqueue_unique.
+local function unique_push(id, body)
+    redis.call('hset', msgs, id, body)
+    redis.call('rpush', list, id)
+    announce(1)
+end
+
 if command == 'enqueue' then
     -- ARGV[FIRST..]: id1, body1, id2, body2, ...
     local last = #ARGV
@@ -161,6 +172,52 @@ elseif command == 'enqueue_tick' then
         redis.call('hdel', key, 'busy', 'busy_until')
     end
     return {'enqueued'}
+
+-- ---- unique messages: enqueue_unique, release_unique ----------------------------------------
+elseif command == 'enqueue_unique' then
+    -- ARGV[FIRST..]: key, message_id, ttl (ms), mode ("unique", "throttle", "debounce"), id,
+    -- body. Taking the lock and pushing the message are this one script: never a lock without
+    -- its message, nor a message past a held lock. A debounce takes the key from its holder,
+    -- which the worker then skips when it comes up (its key holds a newer id).
+    local lock = ns .. ':__dq_unique__:' .. canonical .. ':' .. ARGV[FIRST]
+    local message_id = ARGV[FIRST + 1]
+    local ttl, mode = ARGV[FIRST + 2], ARGV[FIRST + 3]
+    local holder = redis.call('get', lock)
+    if holder and (mode ~= 'debounce' or holder == message_id) then
+        return {'duplicate', holder}
+    end
+    if holder then
+        -- The replaced message is remembered as long as its own lock would have lived (it
+        -- covered its delay), or this one's, whichever is longer: it is skipped when it comes
+        -- up, even after this one has started and released the key.
+        local mark_ttl = math.max(redis.call('pttl', lock), tonumber(ttl))
+        redis.call('set', ns .. ':__dq_replaced__:' .. canonical .. ':' .. holder, message_id,
+            'px', mark_ttl)
+    end
+    redis.call('set', lock, message_id, 'px', ttl)
+    unique_push(ARGV[FIRST + 4], ARGV[FIRST + 5])
+    if holder then
+        return {'replaced', holder}
+    end
+    return {'enqueued'}
+
+elseif command == 'release_unique' then
+    -- ARGV[FIRST..]: key, message_id; queue = the canonical queue. Compare and delete.
+    local lock = ns .. ':__dq_unique__:' .. canonical .. ':' .. ARGV[FIRST]
+    local newer = redis.call('get', ns .. ':__dq_replaced__:' .. canonical .. ':' .. ARGV[FIRST + 1])
+    if newer then
+        return {'replaced', newer}
+    end
+    local holder = redis.call('get', lock)
+    if not holder then
+        return {'absent'}
+    end
+    if holder == ARGV[FIRST + 1] then
+        redis.call('del', lock)
+        return {'released'}
+    end
+    return {'held', holder}
+-- ---- end of unique messages -------------------------------------------------------------------
 
 elseif command == 'release_tick' then
     -- ARGV[FIRST..]: schedule name, message_id. Compare and delete.

@@ -81,6 +81,7 @@ mod consumer;
 mod error;
 mod notify;
 mod schedules;
+mod unique;
 mod workers;
 
 pub use broker::{

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use dq_core::{
     async_trait, base_queue_name, is_valid_queue_name, Broker, BrokerError, Consumer, DeadLetter,
-    Message, QueueStats, ScheduleState, TickClaim, TickOutcome, WorkerInfo,
+    Message, QueueStats, ReleaseOutcome, ScheduleState, SendOutcome, TickClaim, TickOutcome,
+    UniqueLock, UniqueMode, WorkerInfo,
 };
 use tokio::time::Instant;
 
@@ -420,6 +421,86 @@ impl Broker for StubBroker {
             }
         }
         Ok(())
+    }
+
+    /// The lock and the enqueue under the broker's one mutex, so concurrent sends of a key
+    /// enqueue one message, as on Redis. Locks expire on Tokio's clock.
+    async fn enqueue_unique(
+        &self,
+        lock: &UniqueLock,
+        message: &mut Message,
+    ) -> Result<SendOutcome, BrokerError> {
+        let (name, side) =
+            parse_physical(&message.queue_name).map_err(|e| e.into_broker("enqueue"))?;
+        let body = message.encode();
+        let now = Instant::now();
+        let mut st = self.shared.lock();
+        let slot = (name.to_owned(), lock.key.clone());
+        let holder = st
+            .unique
+            .get(&slot)
+            .filter(|(_, until)| *until > now)
+            .map(|(id, _)| id.clone());
+        let outcome = match holder {
+            Some(holder) if lock.mode != UniqueMode::Debounce || holder == message.message_id => {
+                return Ok(SendOutcome::Duplicate { holder });
+            }
+            Some(previous) => {
+                // Remembered as long as the replaced message's own lock would have lived, or
+                // this one's, whichever is longer: it is skipped when it comes up.
+                let until = st.unique[&slot].1.max(now + lock.ttl);
+                st.replaced.retain(|_, (_, u)| *u > now);
+                st.replaced.insert(
+                    (name.to_owned(), previous.clone()),
+                    (message.message_id.clone(), until),
+                );
+                SendOutcome::Replaced { previous }
+            }
+            None => SendOutcome::Enqueued,
+        };
+        st.unique
+            .insert(slot, (message.message_id.clone(), now + lock.ttl));
+        let i = st.declare(name);
+        st.push(i, side, body);
+        st.queue(i).notify(side).notify_waiters();
+        Ok(outcome)
+    }
+
+    async fn release_unique(
+        &self,
+        queue: &str,
+        key: &str,
+        message_id: &str,
+    ) -> Result<ReleaseOutcome, BrokerError> {
+        let now = Instant::now();
+        let mut st = self.shared.lock();
+        let slot = (base_queue_name(queue).to_owned(), key.to_owned());
+        let mark = (slot.0.clone(), message_id.to_owned());
+        if let Some((newer, until)) = st.replaced.get(&mark) {
+            if *until > now {
+                return Ok(ReleaseOutcome::Replaced(newer.clone()));
+            }
+        }
+        Ok(match st.unique.get(&slot) {
+            Some((_, until)) if *until <= now => {
+                st.unique.remove(&slot);
+                ReleaseOutcome::Absent
+            }
+            Some((id, _)) if id == message_id => {
+                st.unique.remove(&slot);
+                ReleaseOutcome::Released
+            }
+            Some((id, _)) => ReleaseOutcome::HeldBy(id.clone()),
+            None => ReleaseOutcome::Absent,
+        })
+    }
+
+    async fn unique_locks(&self, queue: &str) -> Result<u64, BrokerError> {
+        let now = Instant::now();
+        let mut st = self.shared.lock();
+        st.unique.retain(|_, (_, until)| *until > now);
+        let q = base_queue_name(queue);
+        Ok(st.unique.keys().filter(|(name, _)| name == q).count() as u64)
     }
 
     async fn schedules(&self) -> Result<Vec<ScheduleState>, BrokerError> {

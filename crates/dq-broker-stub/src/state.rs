@@ -240,6 +240,12 @@ pub(crate) struct State {
     workers: HashMap<String, (WorkerInfo, Instant)>,
     /// Periodic schedules, by name: see [`Schedule`].
     pub(crate) schedules: HashMap<String, Schedule>,
+    /// Unique locks by (canonical queue, key): the holder's `message_id` and when the lock
+    /// expires (Tokio's clock).
+    pub(crate) unique: HashMap<(String, String), (String, Instant)>,
+    /// Debounced messages replaced by a newer send, by (canonical queue, `message_id`): the
+    /// newer one's id, and until when this is remembered.
+    pub(crate) replaced: HashMap<(String, String), (String, Instant)>,
 }
 
 /// One periodic schedule's record, as the Redis broker keeps it (without expiry: a stub broker

@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! $ dq queues
-//! QUEUE    READY  DELAYED  DEAD  UNACKED
-//! default      3        1     2        0
+//! QUEUE    READY  DELAYED  DEAD  UNACKED  WORKERS  LOCKS
+//! default      3        1     2        0        1      0
 //! $ dq dead-letters requeue --all
 //! Requeued 2 message(s) of default.
 //! $ dq send add --args '[1, 2]'
@@ -656,8 +656,22 @@ async fn queues_table(
         out.push_str("No queues.\n");
         return Ok(());
     }
-    let mut rows = Vec::with_capacity(queues.len());
+    // Unique locks held per queue; `None`: the broker holds none (RabbitMQ), no LOCKS column.
+    let mut locks: Option<Vec<u64>> = Some(Vec::with_capacity(queues.len()));
     for q in &queues {
+        match broker.unique_locks(q).await {
+            Ok(n) => locks.iter_mut().for_each(|l| l.push(n)),
+            Err(e) if e.kind() == BrokerErrorKind::Unsupported => {
+                locks = None;
+                break;
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("counting the locks of {q}")))
+            }
+        }
+    }
+    let mut rows = Vec::with_capacity(queues.len());
+    for (i, q) in queues.iter().enumerate() {
         let s = broker
             .stats(q)
             .await
@@ -673,13 +687,24 @@ async fn queues_table(
             let consumers = workers.iter().filter(|w| w.queues.contains(q)).count();
             row.push(consumers.to_string());
         }
+        if let Some(locks) = &locks {
+            row.push(locks[i].to_string());
+        }
         rows.push(row);
     }
     let mut header = vec!["QUEUE", "READY", "DELAYED", "DEAD", "UNACKED"];
     if workers.is_some() {
         header.push("WORKERS");
     }
-    table(&header, &rows, &[false, true, true, true, true, true], out);
+    if locks.is_some() {
+        header.push("LOCKS");
+    }
+    table(
+        &header,
+        &rows,
+        &[false, true, true, true, true, true, true],
+        out,
+    );
     Ok(())
 }
 
@@ -1485,6 +1510,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn queues_count_the_unique_locks_held() {
+        let stub = dq::StubBroker::new();
+        let lock = |key: &str| dq_core::UniqueLock {
+            key: key.into(),
+            mode: dq_core::UniqueMode::Unique,
+            until: dq_core::UniqueUntil::Finished,
+            ttl: Duration::from_secs(60),
+        };
+        for key in ["a", "b", "a"] {
+            let mut m = Message::new("reports", "build", &(key,), &()).unwrap();
+            stub.enqueue_unique(&lock(key), &mut m).await.unwrap();
+        }
+        let mut out = String::new();
+        queues_table(&stub, vec!["reports".into()], &mut out)
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            "QUEUE    READY  DELAYED  DEAD  UNACKED  WORKERS  LOCKS\n\
+             reports      2        0     0        0        0      2\n"
+        );
+    }
+
+    #[tokio::test]
     async fn send_takes_the_queue_running_workers_declare() {
         let stub = dq::StubBroker::new();
         let broker: Arc<dyn Broker> = Arc::new(stub.clone());
@@ -1538,11 +1587,11 @@ mod tests {
         queues_table(&*broker, vec![], &mut out).await.unwrap();
         assert_eq!(
             out,
-            "QUEUE    READY  DELAYED  DEAD  UNACKED  WORKERS\n\
-             default      0        0     0        0        1\n\
-             emails       1        0     0        0        1\n\
-             later        1        0     0        0        0\n\
-             mail         0        0     0        0        1\n"
+            "QUEUE    READY  DELAYED  DEAD  UNACKED  WORKERS  LOCKS\n\
+             default      0        0     0        0        1      0\n\
+             emails       1        0     0        0        1      0\n\
+             later        1        0     0        0        0      0\n\
+             mail         0        0     0        0        1      0\n"
         );
 
         let mut out = String::new();

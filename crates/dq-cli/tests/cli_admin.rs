@@ -103,9 +103,9 @@ async fn send_queues_and_purge_on_redis() {
             .unwrap()
             .split_whitespace()
             .collect::<Vec<_>>(),
-        ["QUEUE", "READY", "DELAYED", "DEAD", "UNACKED", "WORKERS"]
+        ["QUEUE", "READY", "DELAYED", "DEAD", "UNACKED", "WORKERS", "LOCKS"]
     );
-    assert_eq!(row(&table, "math"), ["math", "2", "1", "0", "0", "0"]);
+    assert_eq!(row(&table, "math"), ["math", "2", "1", "0", "0", "0", "0"]);
 
     // What `dq send` enqueued is what a worker receives.
     let mut consumer = broker.consume("math", 1).await.unwrap();
@@ -171,7 +171,10 @@ async fn dead_letters_on_redis() {
     }
     assert!(list.contains("work(0)"), "{list}");
     let o = scope.dq(&["queues"]);
-    assert_eq!(row(&stdout(&o), "jobs"), ["jobs", "0", "0", "3", "0", "0"]);
+    assert_eq!(
+        row(&stdout(&o), "jobs"),
+        ["jobs", "0", "0", "3", "0", "0", "0"]
+    );
 
     // `show` finds a letter by its id or by its message id.
     let o = scope.dq(&["dead-letters", "show", &letters[0].id]);

@@ -65,7 +65,7 @@ async fn send_actors_and_queues_follow_a_running_worker_on_redis() {
     check(&o, 0);
     assert_eq!(
         row(&stdout(&o), "default"),
-        ["default", "0", "0", "0", "0", "1"]
+        ["default", "0", "0", "0", "0", "1", "0"]
     );
 
     // `dq send` finds the actor's queue.
@@ -97,8 +97,14 @@ async fn send_actors_and_queues_follow_a_running_worker_on_redis() {
     let o = scope.dq(&["queues"]);
     check(&o, 0);
     let table = stdout(&o);
-    assert_eq!(row(&table, "other"), ["other", "1", "0", "0", "0", "0"]);
-    assert_eq!(row(&table, "default"), ["default", "0", "0", "0", "0", "1"]);
+    assert_eq!(
+        row(&table, "other"),
+        ["other", "1", "0", "0", "0", "0", "0"]
+    );
+    assert_eq!(
+        row(&table, "default"),
+        ["default", "0", "0", "0", "0", "1", "0"]
+    );
     // Naming another queue than the workers use works, with a warning.
     let o = scope.dq(&["send", "touch", "-q", "other", "--args", &args]);
     check(&o, 0);

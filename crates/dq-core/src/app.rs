@@ -17,6 +17,7 @@ use crate::message::{delay_queue_name, now_ms, Message};
 use crate::middleware::{Hooks, Middleware};
 use crate::options::BUILTIN_ACTOR_OPTIONS;
 use crate::state::{StateBuildError, StateBuilder, StateKey, States};
+use crate::unique::{SendOutcome, UniqueLock};
 
 /// The default limit on an encoded message: 8 MiB. Larger messages are refused at send and
 /// dead-lettered by the worker.
@@ -505,18 +506,90 @@ impl App {
     /// the message id, actor and queue, and the OpenTelemetry messaging fields
     /// (`otel.kind = "producer"`) a `tracing-opentelemetry` layer understands.
     pub async fn enqueue(&self, message: Message, delay: Option<Duration>) -> Result<Message> {
-        let span = tracing::info_span!(
-            "dq.enqueue",
-            otel.name = %format_args!("send {}", message.queue_name),
-            otel.kind = "producer",
-            messaging.system = "dramatiq",
-            messaging.operation.name = "send",
-            messaging.destination.name = %message.queue_name,
-            messaging.message.id = %message.message_id,
-            dq.actor = %message.actor_name,
-            dq.delay_ms = delay.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-        );
+        let span = enqueue_span(&message, delay);
         self.enqueue_inner(message, delay).instrument(span).await
+    }
+
+    /// Sends `message` as a producer's send does (`my_actor::send(..)` comes here): like
+    /// [`enqueue`](App::enqueue), and when the message or its actor asks for it (the
+    /// `unique_for` / `debounce` / `throttle` of [`SendOptions`](crate::SendOptions) or of the
+    /// actor's options), as a unique, debounced or throttled message through
+    /// [`Broker::enqueue_unique`], the lock written into the message's options so that the
+    /// worker releases it. Returns the message and what came of the send: a
+    /// [`SendOutcome::Duplicate`] enqueued nothing (and ran no `after_enqueue` hook).
+    ///
+    /// Only a send takes a lock: a retry, a pipeline's next stage or a requeued dead letter is
+    /// enqueued with [`enqueue`](App::enqueue) and keeps the lock its message holds.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use dq_core::{App, Message, SendOptions, SendOutcome};
+    ///
+    /// # async fn demo(app: App) -> Result<(), dq_core::Error> {
+    /// let opts = SendOptions::new().unique_for(Duration::from_secs(60));
+    /// let mut message = Message::new("default", "report", &(42,), &())?;
+    /// opts.apply_to_message(&mut message);
+    /// match app.send(message, opts.delay).await? {
+    ///     (m, SendOutcome::Enqueued) => println!("sent {}", m.message_id),
+    ///     (_, SendOutcome::Duplicate { holder }) => println!("already queued as {holder}"),
+    ///     (m, outcome) => println!("sent {}: {outcome}", m.message_id),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn send(
+        &self,
+        mut message: Message,
+        delay: Option<Duration>,
+    ) -> Result<(Message, SendOutcome)> {
+        let extra = self
+            .inner
+            .registry
+            .get(&message.actor_name)
+            .map(|a| &a.options.extra)
+            .filter(|x| !x.is_empty());
+        let Some((lock, delay)) = crate::unique::plan(&mut message, extra, delay)? else {
+            return Ok((self.enqueue(message, delay).await?, SendOutcome::Enqueued));
+        };
+        let span = enqueue_span(&message, delay);
+        self.send_unique_inner(message, delay, lock)
+            .instrument(span)
+            .await
+    }
+
+    async fn send_unique_inner(
+        &self,
+        mut message: Message,
+        delay: Option<Duration>,
+        lock: UniqueLock,
+    ) -> Result<(Message, SendOutcome)> {
+        self.prepare(&mut message, delay).await?;
+        let outcome = self
+            .inner
+            .broker
+            .enqueue_unique(&lock, &mut message)
+            .await?;
+        tracing::Span::current().record("dq.unique", tracing::field::display(&outcome));
+        if outcome.is_enqueued() {
+            for m in &self.inner.after_enqueue {
+                m.after_enqueue(self, &message, delay).await?;
+            }
+        }
+        Ok((message, outcome))
+    }
+
+    /// The `before_enqueue` hooks, the routing of a delayed message to its delay queue and the
+    /// size check: what every enqueue does before the broker call.
+    async fn prepare(&self, message: &mut Message, delay: Option<Duration>) -> Result<()> {
+        for m in &self.inner.before_enqueue {
+            m.before_enqueue(self, message, delay).await?;
+        }
+        if let Some(d) = delay {
+            message.queue_name = delay_queue_name(&message.queue_name);
+            // A delay past i64 milliseconds (292 million years) means never, not an overflow.
+            let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+            message.options.set_eta(now_ms().saturating_add(ms));
+        }
+        self.check_size(message)
     }
 
     async fn enqueue_inner(
@@ -629,4 +702,21 @@ impl App {
         }
         Ok(())
     }
+}
+
+/// The `dq.enqueue` span of a send (see [`App::enqueue`]); `dq.unique` is recorded by a unique
+/// send with its outcome.
+fn enqueue_span(message: &Message, delay: Option<Duration>) -> tracing::Span {
+    tracing::info_span!(
+        "dq.enqueue",
+        otel.name = %format_args!("send {}", message.queue_name),
+        otel.kind = "producer",
+        messaging.system = "dramatiq",
+        messaging.operation.name = "send",
+        messaging.destination.name = %message.queue_name,
+        messaging.message.id = %message.message_id,
+        dq.actor = %message.actor_name,
+        dq.delay_ms = delay.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        dq.unique = tracing::field::Empty,
+    )
 }

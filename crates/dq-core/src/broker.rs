@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use crate::error::BrokerError;
 use crate::message::{base_queue_name, Message};
 use crate::schedules::{ScheduleState, TickClaim, TickOutcome};
+use crate::unique::{ReleaseOutcome, SendOutcome, UniqueLock};
 use crate::workers::WorkerInfo;
 
 /// Identifies one delivery to the consumer that handed it out: an AMQP delivery tag, a Redis
@@ -187,6 +188,65 @@ pub trait Broker: Send + Sync + 'static {
     async fn release_tick(&self, schedule: &str, message_id: &str) -> Result<(), BrokerError> {
         let _ = (schedule, message_id);
         Ok(())
+    }
+
+    /// Takes `lock` for `message` and enqueues the message **as one step**: when the lock's
+    /// key (within the message's canonical queue) is free, it is set to the message's
+    /// `message_id` for `lock.ttl` and the message enqueued ([`SendOutcome::Enqueued`]); when
+    /// it is held, a unique or throttled send enqueues nothing
+    /// ([`SendOutcome::Duplicate`] with the holder's id), and a debounced one takes the key
+    /// from the holder and enqueues ([`SendOutcome::Replaced`]). However many processes send
+    /// one key at once, one takes it. `message.queue_name` is physical (`q` or `q.DQ`), as for
+    /// [`enqueue`](Broker::enqueue). The default says the broker cannot
+    /// ([`BrokerErrorKind::Unsupported`](crate::BrokerErrorKind::Unsupported)), which is the
+    /// truth for RabbitMQ: it cannot lock and publish atomically.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use dq_core::{Broker, Message, SendOutcome, UniqueLock, UniqueMode, UniqueUntil};
+    ///
+    /// # async fn demo(broker: &dyn Broker) -> Result<(), dq_core::BrokerError> {
+    /// let mut m = Message::new("default", "report", &(42,), &()).unwrap();
+    /// let lock = UniqueLock {
+    ///     key: "report:42".into(),
+    ///     mode: UniqueMode::Unique,
+    ///     until: UniqueUntil::Finished,
+    ///     ttl: Duration::from_secs(60),
+    /// };
+    /// if let SendOutcome::Duplicate { holder } = broker.enqueue_unique(&lock, &mut m).await? {
+    ///     println!("already queued as {holder}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    async fn enqueue_unique(
+        &self,
+        lock: &UniqueLock,
+        message: &mut Message,
+    ) -> Result<SendOutcome, BrokerError> {
+        let _ = (lock, message);
+        Err(BrokerError::unsupported(self.kind(), "unique messages"))
+    }
+
+    /// Releases the lock `key` of canonical queue `queue` if `message_id` holds it (compare
+    /// and delete), and says who held it: a worker calls it when a unique message starts or
+    /// finishes. A debounced message that a newer send replaced gets
+    /// [`ReleaseOutcome::Replaced`] (also once the newer one has released the key), and is
+    /// skipped. The default says the broker cannot.
+    async fn release_unique(
+        &self,
+        queue: &str,
+        key: &str,
+        message_id: &str,
+    ) -> Result<ReleaseOutcome, BrokerError> {
+        let _ = (queue, key, message_id);
+        Err(BrokerError::unsupported(self.kind(), "unique messages"))
+    }
+
+    /// How many unique locks are held for canonical queue `queue` now (`dq queues`). The
+    /// default says the broker cannot.
+    async fn unique_locks(&self, queue: &str) -> Result<u64, BrokerError> {
+        let _ = queue;
+        Err(BrokerError::unsupported(self.kind(), "unique messages"))
     }
 
     /// The schedules recorded by [`enqueue_tick`](Broker::enqueue_tick), by name. The default

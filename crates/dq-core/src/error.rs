@@ -63,6 +63,15 @@ pub enum Error {
     /// A message's result could not be read (see [`ResultError`]).
     #[error(transparent)]
     Result(#[from] ResultError),
+    /// A unique, debounced or throttled send has an option that does not make sense (no TTL,
+    /// a release point dq does not know, ...).
+    #[error("invalid unique option {option}: {reason}")]
+    InvalidUniqueOption {
+        /// The option (`dq_unique_ttl`, `unique_until`, ...).
+        option: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// Why reading a message's result gave no value: what [`Sent::result`](crate::Sent::result) and

@@ -40,6 +40,7 @@ mod schedules;
 mod send;
 mod state;
 mod typed;
+mod unique;
 mod workers;
 
 pub use actor::{
@@ -70,6 +71,11 @@ pub use schedules::{ScheduleState, TickClaim, TickOutcome};
 pub use send::SendOptions;
 pub use state::{State, StateBuildError, StateBuilder, StateKey, States};
 pub use typed::{pipe, Sent, SentPipeline, Stage, TypedMessage, TypedPipeline};
+pub use unique::{
+    default_unique_key, ReleaseOutcome, SendOutcome, UniqueLock, UniqueMode, UniqueUntil,
+    UNIQUE_ACTOR_OPTIONS, UNIQUE_KEY_OPTION, UNIQUE_MODE_OPTION, UNIQUE_TTL_OPTION,
+    UNIQUE_UNTIL_OPTION,
+};
 pub use workers::{ActorInfo, WorkerInfo};
 
 /// Items generated code refers to. Not part of the public API.

@@ -305,6 +305,11 @@ pub const BUILTIN_ACTOR_OPTIONS: &[&str] = &[
     "throws",
     "retry_when",
     "on_retry_exhausted",
+    // Unique messages (`App::send` reads them; dq_core::UNIQUE_ACTOR_OPTIONS).
+    "unique_for",
+    "unique_until",
+    "debounce",
+    "throttle",
 ];
 
 /// Python's truthiness of a JSON value.

@@ -112,6 +112,84 @@ impl SendOptions {
         self.option("broker_priority", p)
     }
 
+    /// Makes this a unique send: while a message of the same key holds its lock (at most
+    /// `ttl`), another send is refused, and [`Sent::outcome`](crate::Sent::outcome) says
+    /// [`Duplicate`](crate::SendOutcome::Duplicate) with the holder's id. The key defaults to
+    /// a digest of the queue, actor and arguments ([`unique_key`](SendOptions::unique_key)
+    /// sets one); the lock is released when the message finishes, unless
+    /// [`unique_until`](SendOptions::unique_until) says otherwise. The TTL is mandatory so
+    /// that a lock whose worker died expires. Needs a broker that can lock atomically with
+    /// the enqueue (Redis, the stub broker).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use dq_core::{SendOptions, UniqueUntil};
+    ///
+    /// let opts = SendOptions::new()
+    ///     .unique_for(Duration::from_secs(600))
+    ///     .unique_until(UniqueUntil::Started)
+    ///     .unique_key("report:42");
+    /// assert_eq!(opts.options.get_str("dq_unique_key"), Some("report:42"));
+    /// ```
+    pub fn unique_for(self, ttl: Duration) -> SendOptions {
+        self.option(
+            crate::UNIQUE_MODE_OPTION,
+            crate::UniqueMode::Unique.as_str(),
+        )
+        .option(crate::UNIQUE_TTL_OPTION, millis(ttl))
+    }
+
+    /// When a unique message's lock is released before its TTL: when it starts, when it
+    /// finishes (the default), or only by the TTL.
+    pub fn unique_until(self, until: crate::UniqueUntil) -> SendOptions {
+        self.option(crate::UNIQUE_UNTIL_OPTION, until.as_str())
+    }
+
+    /// The key of a unique, debounced or throttled send, instead of the digest of its call.
+    /// Keys are per queue.
+    pub fn unique_key(self, key: impl Into<String>) -> SendOptions {
+        self.option(crate::UNIQUE_KEY_OPTION, key.into())
+    }
+
+    /// At most one message of this key per `window`: a send inside the window is refused
+    /// ([`Duplicate`](crate::SendOutcome::Duplicate)), whatever became of the first one.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use dq_core::SendOptions;
+    ///
+    /// let opts = SendOptions::new().throttle(Duration::from_secs(60)).unique_key("user:7");
+    /// assert_eq!(opts.options.get_str("dq_unique_mode"), Some("throttle"));
+    /// ```
+    pub fn throttle(self, window: Duration) -> SendOptions {
+        self.option(
+            crate::UNIQUE_MODE_OPTION,
+            crate::UniqueMode::Throttle.as_str(),
+        )
+        .option(crate::UNIQUE_TTL_OPTION, millis(window))
+    }
+
+    /// Only the last of these within `window` runs: the message waits `window` (or its own
+    /// [`delay`](SendOptions::delay)), and a newer send of the same key in the meantime
+    /// replaces it ([`Replaced`](crate::SendOutcome::Replaced)); the replaced message is
+    /// skipped, with a log line, when it comes up. Once a message has started, a newer send is
+    /// queued as usual.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use dq_core::SendOptions;
+    ///
+    /// let opts = SendOptions::new().debounce(Duration::from_secs(2)).unique_key("search:42");
+    /// assert_eq!(opts.options.get_str("dq_unique_mode"), Some("debounce"));
+    /// ```
+    pub fn debounce(self, window: Duration) -> SendOptions {
+        self.option(
+            crate::UNIQUE_MODE_OPTION,
+            crate::UniqueMode::Debounce.as_str(),
+        )
+        .option(crate::UNIQUE_TTL_OPTION, millis(window))
+    }
+
     /// Applies these options to a message built for `message_with_options`: options merged, and
     /// a delay recorded as the `delay` option (which pipelines honour), as Dramatiq does.
     pub fn apply_to_message(&self, message: &mut crate::Message) {
@@ -124,4 +202,8 @@ impl SendOptions {
                 .insert("delay".into(), Value::from(d.as_millis() as u64));
         }
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }

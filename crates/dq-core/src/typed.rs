@@ -20,6 +20,7 @@ use crate::composition::{GroupChild, Pipeline, PipelineStep};
 use crate::error::{Result, ResultError};
 use crate::message::Message;
 use crate::result::{read, ResultSource};
+use crate::unique::SendOutcome;
 
 /// A message built for an actor whose successful result is a `T`, not sent yet: what
 /// `my_actor::message(...)` returns.
@@ -85,12 +86,6 @@ impl<T> TypedMessage<T> {
 /// actor's output type, cloned, shown, compared, borrowed and unwrapped as the message.
 macro_rules! message_wrapper {
     ($ty:ident) => {
-        impl<T> Clone for $ty<T> {
-            fn clone(&self) -> $ty<T> {
-                $ty::from_message(self.message.clone())
-            }
-        }
-
         impl<T> fmt::Debug for $ty<T> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.debug_struct(stringify!($ty))
@@ -144,6 +139,18 @@ macro_rules! message_wrapper {
 message_wrapper!(TypedMessage);
 message_wrapper!(Sent);
 
+impl<T> Clone for TypedMessage<T> {
+    fn clone(&self) -> TypedMessage<T> {
+        TypedMessage::from_message(self.message.clone())
+    }
+}
+
+impl<T> Clone for Sent<T> {
+    fn clone(&self) -> Sent<T> {
+        Sent::with_outcome(self.message.clone(), self.outcome.clone())
+    }
+}
+
 /// Options and the like may be changed; the actor, and so `T`, stays.
 impl<T> DerefMut for TypedMessage<T> {
     fn deref_mut(&mut self) -> &mut Message {
@@ -191,6 +198,7 @@ impl<T> From<TypedMessage<T>> for GroupChild {
 /// ```
 pub struct Sent<T> {
     message: Message,
+    outcome: SendOutcome,
     output: PhantomData<fn() -> T>,
 }
 
@@ -205,9 +213,54 @@ impl<T> Sent<T> {
     /// # Ok::<(), dq_core::Error>(())
     /// ```
     pub fn from_message(message: Message) -> Sent<T> {
+        Sent::with_outcome(message, SendOutcome::Enqueued)
+    }
+
+    /// Wraps a `message` whose send had this `outcome` (what the generated sends return for a
+    /// unique, debounced or throttled message; see [`App::send`]).
+    ///
+    /// ```
+    /// # use dq_core::{Message, Sent, SendOutcome};
+    /// let m = Message::new("default", "add", &(1, 2), &())?;
+    /// let sent: Sent<i64> = Sent::with_outcome(m, SendOutcome::Duplicate { holder: "m0".into() });
+    /// assert_eq!(sent.duplicate_of(), Some("m0"));
+    /// # Ok::<(), dq_core::Error>(())
+    /// ```
+    pub fn with_outcome(message: Message, outcome: SendOutcome) -> Sent<T> {
         Sent {
             message,
+            outcome,
             output: PhantomData,
+        }
+    }
+
+    /// What came of the send: [`SendOutcome::Enqueued`] for any send that is not unique;
+    /// for a unique, debounced or throttled one, whether its key was free
+    /// ([`Enqueued`](SendOutcome::Enqueued)), held by another message that stays
+    /// ([`Duplicate`](SendOutcome::Duplicate): this message was **not** enqueued, and its
+    /// result never comes; read the holder's instead), or taken from an older message that will
+    /// be skipped ([`Replaced`](SendOutcome::Replaced)).
+    ///
+    /// ```
+    /// # use dq_core::{Message, Sent, SendOutcome};
+    /// # let sent: Sent<i64> = Sent::from_message(Message::new("default", "add", &(1, 2), &())?);
+    /// match sent.outcome() {
+    ///     SendOutcome::Enqueued => println!("queued as {}", sent.message_id),
+    ///     SendOutcome::Duplicate { holder } => println!("{holder} is already queued"),
+    ///     SendOutcome::Replaced { previous } => println!("replaced {previous}"),
+    /// }
+    /// # Ok::<(), dq_core::Error>(())
+    /// ```
+    pub fn outcome(&self) -> &SendOutcome {
+        &self.outcome
+    }
+
+    /// The id of the message holding the key, when this send was a
+    /// [`Duplicate`](SendOutcome::Duplicate) and enqueued nothing.
+    pub fn duplicate_of(&self) -> Option<&str> {
+        match &self.outcome {
+            SendOutcome::Duplicate { holder } => Some(holder),
+            SendOutcome::Enqueued | SendOutcome::Replaced { .. } => None,
         }
     }
 

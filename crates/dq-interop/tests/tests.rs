@@ -14,6 +14,7 @@ mod interop_prometheus;
 mod interop_results;
 mod interop_roundtrip;
 mod interop_tracing;
+mod interop_unique;
 mod reliability_amqp;
 mod reliability_backlog;
 mod reliability_chaos;

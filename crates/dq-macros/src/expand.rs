@@ -184,7 +184,8 @@ fn companion(args: &ActorArgs, f: &ItemFn, sig: &ActorSig) -> TokenStream {
             pub async fn send(#params) -> #result<#p::Sent<self::Output>, #p::Error> {
                 let __dq_app = #p::App::current()?;
                 let __dq_message = self::message(#(#idents),*)?.into_message();
-                #ok(#p::Sent::from_message(__dq_app.enqueue(__dq_message, #none).await?))
+                let (__dq_sent, __dq_outcome) = __dq_app.send(__dq_message, #none).await?;
+                #ok(#p::Sent::with_outcome(__dq_sent, __dq_outcome))
             }
 
             /// Sends a message through the current app with per-message options merged into its
@@ -198,7 +199,8 @@ fn companion(args: &ActorArgs, f: &ItemFn, sig: &ActorSig) -> TokenStream {
                 for (__dq_key, __dq_value) in #opts.options.0 {
                     __dq_message.options.insert(__dq_key, __dq_value);
                 }
-                #ok(#p::Sent::from_message(__dq_app.enqueue(__dq_message, #opts.delay).await?))
+                let (__dq_sent, __dq_outcome) = __dq_app.send(__dq_message, #opts.delay).await?;
+                #ok(#p::Sent::with_outcome(__dq_sent, __dq_outcome))
             }
 
             /// Sends a message through `app`.
@@ -206,7 +208,8 @@ fn companion(args: &ActorArgs, f: &ItemFn, sig: &ActorSig) -> TokenStream {
                 -> #result<#p::Sent<self::Output>, #p::Error>
             {
                 let __dq_message = self::message(#(#idents),*)?.into_message();
-                #ok(#p::Sent::from_message(#app.enqueue(__dq_message, #none).await?))
+                let (__dq_sent, __dq_outcome) = #app.send(__dq_message, #none).await?;
+                #ok(#p::Sent::with_outcome(__dq_sent, __dq_outcome))
             }
 
             /// Sends a message through the current app from synchronous code, blocking until the
@@ -215,8 +218,8 @@ fn companion(args: &ActorArgs, f: &ItemFn, sig: &ActorSig) -> TokenStream {
                 // The app is chosen here, on the caller's thread, where its scope is entered.
                 let __dq_app = #p::App::current()?;
                 let __dq_message = self::message(#(#idents),*)?.into_message();
-                let __dq_sent = #p::block_on(async move { __dq_app.enqueue(__dq_message, #none).await })?;
-                #ok(#p::Sent::from_message(__dq_sent))
+                let (__dq_sent, __dq_outcome) = #p::block_on(async move { __dq_app.send(__dq_message, #none).await })?;
+                #ok(#p::Sent::with_outcome(__dq_sent, __dq_outcome))
             }
         }
     }

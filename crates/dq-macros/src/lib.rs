@@ -127,6 +127,8 @@ use proc_macro::TokenStream;
 /// | `throws` | error types that fail the message at once: `[MyError, "OtherError"]` (types or type names) |
 /// | `retry_when` | a `fn(u32, &ActorError) -> bool` deciding whether to retry; replaces `max_retries` |
 /// | `on_retry_exhausted` | string: the actor told when retries run out |
+/// | `unique_for`, `debounce`, `throttle` | milliseconds: every send of the actor is unique for that TTL, debounced or throttled by that window (see `SendOptions::unique_for`); `send` then reports a refused duplicate in `Sent::outcome` |
+/// | `unique_until` | `"finished"` (default), `"started"` or `"ttl"`: when a `unique_for` lock is released |
 /// | `crate` | the path generated code reaches dq through (default `::dq`) |
 /// | anything else | an option some middleware declares; the value (a literal, `None`, or an array of these) goes to `ActorOptions::extra` as JSON, and `AppBuilder::build` rejects a key no middleware declares |
 ///

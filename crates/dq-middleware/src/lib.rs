@@ -29,7 +29,7 @@
 //!     .middleware_arcs(default_middleware())
 //!     .middleware(CurrentMessage)
 //!     .build()?;
-//! assert_eq!(app.middleware().len(), 7);
+//! assert_eq!(app.middleware().len(), 8);
 //! # Ok(()) }
 //! ```
 //!
@@ -48,6 +48,7 @@
 //!     Arc::new(Callbacks),
 //!     Arc::new(Pipelines),
 //!     Arc::new(Retries::default().with_max_retries(3)),
+//!     Arc::new(Unique),
 //! ];
 //! assert_eq!(stack.len(), default_middleware().len());
 //! ```
@@ -61,6 +62,7 @@
 //! | [`Pipelines`] | `after_process` | `pipe_target`, `pipe_ignore`, `delay` |
 //! | [`Retries`] | `after_process` | `retries`, `max_retries`, `min_backoff`, `max_backoff`, `throws`, `retry_when`, `on_retry_exhausted` |
 //! | [`CurrentMessage`] | `before_process` | |
+//! | [`Unique`] | `before_process`, `after_process`, `after_skip`, `after_nack` | `dq_unique_key`, `dq_unique_mode`, `dq_unique_until` |
 
 #![doc(test(attr(deny(warnings))))]
 
@@ -73,6 +75,7 @@ mod retries;
 mod shutdown;
 mod support;
 mod time_limit;
+mod unique;
 
 use std::sync::Arc;
 
@@ -88,9 +91,11 @@ pub use retries::{
 };
 pub use shutdown::ShutdownNotifications;
 pub use time_limit::{TimeLimit, DEFAULT_TIME_LIMIT_MS};
+pub use unique::Unique;
 
 /// Dramatiq's default stack, with Dramatiq's defaults, in Dramatiq's order: [`AgeLimit`],
-/// [`TimeLimit`], [`ShutdownNotifications`], [`Callbacks`], [`Pipelines`], [`Retries`].
+/// [`TimeLimit`], [`ShutdownNotifications`], [`Callbacks`], [`Pipelines`], [`Retries`]; then
+/// dq's [`Unique`] (it does nothing for messages that are not unique, debounced or throttled).
 ///
 /// ```
 /// let names: Vec<String> = dq_middleware::default_middleware()
@@ -99,7 +104,7 @@ pub use time_limit::{TimeLimit, DEFAULT_TIME_LIMIT_MS};
 ///     .collect();
 /// assert_eq!(
 ///     names,
-///     ["AgeLimit", "TimeLimit", "ShutdownNotifications", "Callbacks", "Pipelines", "Retries"]
+///     ["AgeLimit", "TimeLimit", "ShutdownNotifications", "Callbacks", "Pipelines", "Retries", "Unique"]
 /// );
 /// ```
 pub fn default_middleware() -> Vec<Arc<dyn Middleware>> {
@@ -110,5 +115,6 @@ pub fn default_middleware() -> Vec<Arc<dyn Middleware>> {
         Arc::new(Callbacks),
         Arc::new(Pipelines),
         Arc::new(Retries::default()),
+        Arc::new(Unique),
     ]
 }

@@ -20,6 +20,10 @@ fn each_middleware_declares_only_the_hooks_it_implements() {
         ("Callbacks", Hooks::AFTER_PROCESS),
         ("Pipelines", Hooks::AFTER_PROCESS),
         ("Retries", Hooks::AFTER_PROCESS),
+        (
+            "Unique",
+            Hooks::BEFORE_PROCESS | Hooks::AFTER_PROCESS | Hooks::AFTER_SKIP | Hooks::NACK,
+        ),
     ];
     assert_eq!(hooks.len(), expected.len());
     for ((name, got), (want_name, want)) in hooks.iter().zip(expected) {

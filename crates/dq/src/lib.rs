@@ -59,6 +59,10 @@ pub use dq_core::{
     pipe, ResultError, ResultSource, Sent, SentPipeline, Stage, TypedMessage, TypedPipeline,
 };
 
+// Unique, debounced and throttled sends: `SendOptions::unique_for` / `debounce` / `throttle`,
+// what a send's `Sent::outcome` says, and the release points.
+pub use dq_core::{SendOutcome, UniqueMode, UniqueUntil};
+
 #[cfg(feature = "macros")]
 pub use dq_macros::actor;
 
@@ -81,7 +85,8 @@ pub mod broker {
     pub use dq_core::{
         base_queue_name, dead_letter_queue_name, delay_queue_name, is_valid_queue_name, now_ms,
         redact_url, Acker, ActorInfo, Broker, BrokerError, BrokerErrorKind, BrowsedMessage,
-        Consumer, DeadLetter, Delivery, MessageState, QueueStats, RetryCount, Token, WorkerInfo,
+        Consumer, DeadLetter, Delivery, MessageState, QueueStats, ReleaseOutcome, RetryCount,
+        Token, UniqueLock, WorkerInfo,
     };
 }
 

@@ -2,6 +2,10 @@
 //!
 //! ```text
 //! dq-bench-producer send N ACTOR [ARG]     one message at a time, as a plain `send` loop does
+//! dq-bench-producer send-unique N ACTOR [ARG]
+//!                                          `send` loop of unique messages, a key each (Redis)
+//! dq-bench-producer send-unique-duplicate N ACTOR [ARG]
+//!                                          the same on one key: one enqueued, the rest refused
 //! dq-bench-producer batch N ACTOR [ARG]    `enqueue_many` in batches of 1,000 (pre-fill, pipelined enqueue)
 //! dq-bench-producer batch-unconfirmed N ACTOR [ARG]
 //!                                          `batch` without RabbitMQ publisher confirms (Python's default)
@@ -98,6 +102,32 @@ async fn run(args: &[String]) -> Res<()> {
                 app.enqueue(message(&queue, &actor, arg)?, None).await?;
             }
             report(n, start.elapsed());
+            app.close().await?;
+        }
+        Some(mode @ ("send-unique" | "send-unique-duplicate")) => {
+            let (n, actor, arg) = count_arg(args)?;
+            let app = app(&url).await?;
+            app.broker().declare_queue(&queue).await?;
+            let one_key = mode == "send-unique-duplicate";
+            // Keys of their own per run: a run's locks outlive it (TTL 600 s).
+            let run = dq::broker::now_ms();
+            let start = Instant::now();
+            let mut enqueued = 0;
+            for i in 0..n {
+                let key = if one_key { 0 } else { i };
+                let mut m = message(&queue, &actor, arg)?;
+                dq::SendOptions::new()
+                    .unique_for(Duration::from_secs(600))
+                    .unique_key(format!("bench:{run}:{key}"))
+                    .apply_to_message(&mut m);
+                let (_, outcome) = app.send(m, None).await?;
+                enqueued += usize::from(outcome.is_enqueued());
+            }
+            report(n, start.elapsed());
+            let want = if one_key { 1 } else { n };
+            if enqueued != want {
+                return Err(format!("{enqueued} unique messages enqueued, not {want}").into());
+            }
             app.close().await?;
         }
         Some(mode @ ("batch" | "batch-unconfirmed")) => {
