@@ -440,6 +440,16 @@ pub(crate) async fn schedules(State(shared): State<Arc<Shared>>) -> ApiResult<Va
     }))
 }
 
+pub(crate) async fn unique_locks(State(shared): State<Arc<Shared>>) -> ApiResult<Value> {
+    Ok(Json(match data::unique_locks(&shared).await? {
+        Ok(l) => json!({
+            "supported": true,
+            "queues": l.into_iter().map(|(q, n)| json!({ "queue": q, "locks": n })).collect::<Vec<_>>(),
+        }),
+        Err(why) => json!({ "supported": false, "reason": why, "queues": [] }),
+    }))
+}
+
 pub(crate) async fn csrf(State(shared): State<Arc<Shared>>) -> Json<Value> {
     Json(json!({ "token": shared.csrf }))
 }

@@ -357,6 +357,32 @@ pub(crate) async fn filtered_dead(
 }
 
 /// The recorded schedules, or why there are none to show.
+/// Unique locks held, per queue that holds any: `Err` (the words for the page) when the broker
+/// keeps no unique locks.
+pub(crate) async fn unique_locks(
+    shared: &Shared,
+) -> Result<Result<Vec<(String, u64)>, String>, BrokerError> {
+    let workers = workers(shared).await?;
+    let mut limits = Vec::new();
+    let names = queue_names(shared, workers.as_deref(), &mut limits).await?;
+    let mut held = Vec::new();
+    for q in names {
+        match shared.broker.unique_locks(&q).await {
+            Ok(0) => {}
+            Ok(n) => held.push((q, n)),
+            Err(e) if e.kind() == BrokerErrorKind::Unsupported => {
+                return Ok(Err(format!(
+                    "The {} broker keeps no unique locks: unique, debounced and throttled sends \
+                     need Redis (or the in-memory broker).",
+                    shared.broker.kind()
+                )))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Ok(held))
+}
+
 pub(crate) async fn schedules(
     shared: &Shared,
 ) -> Result<Result<Vec<ScheduleState>, String>, BrokerError> {

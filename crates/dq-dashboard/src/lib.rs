@@ -43,6 +43,7 @@
 //! | `GET /api/queues/{queue}/messages?state=ready\|delayed\|dead&offset=&limit=` | one page of messages |
 //! | `GET /api/queues/{queue}/messages/{id}?state=` | one message (by broker id or message id), with its result |
 //! | `GET /api/workers`, `GET /api/schedules` | the worker registry, the schedules |
+//! | `GET /api/unique-locks` | unique locks held, per queue |
 //! | `GET /api/csrf` | the token POSTs carry in `x-csrf-token` |
 //! | `POST /api/queues/{queue}/dead/requeue`, `.../dead/delete` | `{"ids": [..]}` or `{"actor": .., "error": ..}` or `{"all": true}` |
 //! | `POST /api/enqueue` | `{"actor", "queue", "args", "kwargs", "options", "delay_ms"}` |
@@ -339,6 +340,7 @@ fn routes(shared: Arc<Shared>) -> Router {
         .route("/api/queues/{queue}/dead/delete", post(api::delete))
         .route("/api/workers", get(api::workers))
         .route("/api/schedules", get(api::schedules))
+        .route("/api/unique-locks", get(api::unique_locks))
         .route("/api/enqueue", post(api::enqueue))
         .route("/api/messages/{message_id}/abort", post(api::abort))
         .route("/api/csrf", get(api::csrf))

@@ -715,6 +715,10 @@ pub(crate) async fn schedules(State(shared): State<Arc<Shared>>) -> PageResult {
         .await
         .map_err(Failure::from)
         .map_err(fail(&shared))?;
+    let locks = data::unique_locks(&shared)
+        .await
+        .map_err(Failure::from)
+        .map_err(fail(&shared))?;
     let now = now_ms();
     let body = html! {
         h1 { "Schedules" }
@@ -737,9 +741,19 @@ pub(crate) async fn schedules(State(shared): State<Arc<Shared>>) -> PageResult {
             },
         }
         h2 { "Unique locks" }
-        // UNIQUE-LOCKS: the place for unique messages' locks once that feature lands (another
-        // branch builds it); until then the page says it is not there.
-        p.note #unique-locks { "Unique messages are not part of this dq yet: there are no locks to show." }
+        @match &locks {
+            Err(why) => p.note #unique-locks { (why) },
+            Ok(l) if l.is_empty() => p #unique-locks { "No unique locks are held." },
+            Ok(l) => table #unique-locks {
+                thead { tr { th { "Queue" } th.num { "Locks held" } } }
+                tbody {
+                    @for (q, n) in l {
+                        tr { td { a href=(queue_link(&shared, q, "ready")) { (q) } } td.num { (n) } }
+                    }
+                }
+            },
+        }
+        p.muted { "A lock is taken by a unique, debounced or throttled send and released by a dq worker at the point the send chose, or when its TTL runs out." }
     };
     Ok(layout(&shared, "Schedules", "schedules", body).into_response())
 }

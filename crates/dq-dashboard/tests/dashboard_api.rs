@@ -375,3 +375,32 @@ async fn a_message_page_shows_its_stored_result() {
         html.text
     );
 }
+
+#[tokio::test]
+async fn unique_locks_show_per_queue() {
+    use dq_core::{UniqueLock, UniqueMode, UniqueUntil};
+    let broker = StubBroker::new();
+    let r = dashboard(&broker);
+    assert_eq!(
+        get(&r, "/api/unique-locks").await.json()["queues"],
+        json!([])
+    );
+    for key in ["report:1", "report:2"] {
+        let lock = UniqueLock {
+            key: key.to_owned(),
+            mode: UniqueMode::Unique,
+            until: UniqueUntil::Finished,
+            ttl: Duration::from_secs(60),
+        };
+        let mut m = Message::new("reports", "build", &(1,), &()).unwrap();
+        broker.enqueue_unique(&lock, &mut m).await.unwrap();
+    }
+    let l = get(&r, "/api/unique-locks").await.json();
+    assert_eq!(l["supported"], true);
+    assert_eq!(l["queues"], json!([{ "queue": "reports", "locks": 2 }]));
+    let html = get(&r, "/schedules").await.text;
+    assert!(
+        html.contains("Locks held") && html.contains("reports"),
+        "{html}"
+    );
+}
