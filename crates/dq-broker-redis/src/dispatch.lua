@@ -9,7 +9,8 @@
 --
 -- KEYS[1] = namespace
 -- ARGV    = command, now_ms, queue, broker_id, heartbeat_timeout, dead_message_ttl,
---           maintenance ("1" or "0"), max_unpack, command arguments...
+--           maintenance ("1" or "0"), max_unpack, max_priority (0: no broker priority),
+--           command arguments...
 --
 -- Keys (ns = namespace, Q = queue, q = Q without a trailing ".DQ"):
 --   ns:Q                        list of ids, pushed at the tail, popped at the head
@@ -20,6 +21,11 @@
 --   ns:__dq_schedules__:<name>  hash of a periodic schedule: tick (the latest claimed, ms),
 --                               state (JSON for tools), busy (message id), busy_until (ms)
 --   ns:__dq_schedules__         zset schedule name -> when its hash expires (ms)
+--   ns:__dq_priority__.Q        zset id -> score of the ready ids with a broker priority
+--                               (dq only; see "Broker priority" below)
+--   ns:__dq_priority__.Q.seq    counter: FIFO order within a priority level
+--   ns:__acks__.__dq_priority__.Q.Q
+--                               the same ids, held by the pseudo-worker __dq_priority__.Q
 
 local ns = KEYS[1]
 local command = ARGV[1]
@@ -31,7 +37,8 @@ local heartbeat_timeout = tonumber(ARGV[5])
 local dead_message_ttl = tonumber(ARGV[6])
 local maintenance = ARGV[7]
 local max_unpack = tonumber(ARGV[8])
-local FIRST = 9
+local max_priority = tonumber(ARGV[9])
+local FIRST = 10
 
 local unpack = table.unpack or unpack
 
@@ -74,6 +81,96 @@ local function announce(count)
     end
 end
 
+-- ==== Broker priority (dq only) ============================================================
+-- A message whose options carry `broker_priority` >= 1, on a broker given a max_priority, waits
+-- in the zset ns:__dq_priority__.Q instead of the list ns:Q: higher priority first, FIFO within
+-- a level (score = (256 - priority) * 2^40 + sequence). Python workers never read that zset, so
+-- its ids are also held in the ack set of a pseudo-worker, __dq_priority__.Q, whose heartbeat
+-- dq consumers keep fresh. When no dq consumer has beaten for the heartbeat timeout, the
+-- maintenance of any worker (Python's or ours) sees a dead worker and moves those ids onto the
+-- list: a Python-only fleet still gets every message, without its priority. An id in the zset
+-- but no longer in the pseudo ack set was recovered that way and is stale: fetch drops it.
+-- The delay queue Q.DQ never uses the zset: its messages are ordered by eta, not priority.
+local LEVEL = 1099511627776 -- 2^40: sequences below it, levels above; all exact in a double
+local prio_queue = max_priority > 0 and string.sub(queue, -3) ~= '.DQ'
+local prio_worker = '__dq_priority__.' .. queue
+local prio_set = ns .. ':' .. prio_worker
+local prio_seq = prio_set .. '.seq'
+local prio_acks = acks_prefix .. prio_worker .. '.' .. queue
+
+-- The broker priority of a message body, clamped to max_priority; 0 when it has none, when
+-- this queue takes no priority, or when the body is not a message (it then goes to the list,
+-- and the worker that fetches it dead-letters it as undecodable).
+local function priority_of(body)
+    if not prio_queue or not body or not string.find(body, '"broker_priority"', 1, true) then
+        return 0
+    end
+    local ok, message = pcall(cjson.decode, body)
+    if not ok or type(message) ~= 'table' or type(message.options) ~= 'table' then
+        return 0
+    end
+    local p = tonumber(message.options.broker_priority)
+    if not p or p < 1 then
+        return 0
+    end
+    return math.min(math.floor(p), max_priority)
+end
+
+-- Puts a ready id in the priority zset: at the tail of its level, or at its head for a message
+-- given back unprocessed (requeued or recovered), which was at the front when it was fetched.
+local function push_prioritized(id, p, front)
+    local seq = 0
+    if not front then
+        seq = redis.call('incr', prio_seq) % LEVEL
+    end
+    redis.call('zadd', prio_set, (256 - p) * LEVEL + seq, id)
+    redis.call('sadd', prio_acks, id)
+    -- NX: only a consumer's call keeps the pseudo-worker alive; a producer only makes sure it
+    -- has a heartbeat, so that maintenance can ever see it dead.
+    redis.call('zadd', heartbeats, 'NX', now_arg, prio_worker)
+end
+
+-- The one place a ready message goes onto its queue: the priority zset or the list's tail.
+local function push_message(id, body)
+    local p = priority_of(body)
+    if p > 0 then
+        push_prioritized(id, p, false)
+    else
+        redis.call('rpush', list, id)
+    end
+end
+
+-- Gives back an id that was fetched and not processed (requeue, recovery of a dead dq worker):
+-- a prioritized one to the head of its level, any other to the list's tail as Dramatiq does.
+-- False when its body is gone (settled elsewhere).
+local function give_back(id)
+    if not prio_queue then
+        if redis.call('hexists', msgs, id) == 1 then
+            redis.call('rpush', list, id)
+            return true
+        end
+        return false
+    end
+    local body = redis.call('hget', msgs, id)
+    if not body then
+        return false
+    end
+    local p = priority_of(body)
+    if p > 0 then
+        push_prioritized(id, p, true)
+    else
+        redis.call('rpush', list, id)
+    end
+    return true
+end
+
+-- A consumer's call keeps the pseudo-worker alive (XX: only when it exists), before any
+-- maintenance this call runs could find it dead.
+if prio_queue and (command == 'fetch' or command == 'settle' or command == 'promote') then
+    redis.call('zadd', heartbeats, 'XX', now_arg, prio_worker)
+end
+-- ==== end of broker priority ===============================================================
+
 -- Gives the unsettled ids of dead brokers back to this queue, forgets brokers that hold
 -- nothing any more, and drops dead letters older than the TTL.
 local function maintain()
@@ -86,9 +183,14 @@ local function maintain()
         if #ids > 0 then
             for _, id in ipairs(ids) do
                 -- An id whose body is gone was settled elsewhere: pushing it would only make
-                -- a ghost entry.
-                if redis.call('hexists', msgs, id) == 1 then
-                    redis.call('rpush', list, id)
+                -- a ghost entry. The pseudo-worker's ids go to the list (that is its point);
+                -- a dead dq worker's prioritized ids go back to their level.
+                if broker == prio_worker then
+                    if redis.call('hexists', msgs, id) == 1 then
+                        redis.call('rpush', list, id)
+                        recovered = recovered + 1
+                    end
+                elseif give_back(id) then
                     recovered = recovered + 1
                 end
             end
@@ -116,11 +218,18 @@ if command == 'enqueue' then
     while i < last do
         local j = math.min(i + 2 * pairs_per_call - 1, last)
         redis.call('hset', msgs, unpack(ARGV, i, j))
-        local ids = {}
-        for k = i, j, 2 do
-            ids[#ids + 1] = ARGV[k]
+        if prio_queue then
+            for k = i, j, 2 do
+                push_message(ARGV[k], ARGV[k + 1])
+            end
+        else
+            -- Without priority every id goes to the list: one RPUSH for the slice.
+            local ids = {}
+            for k = i, j, 2 do
+                ids[#ids + 1] = ARGV[k]
+            end
+            redis.call('rpush', list, unpack(ids))
         end
-        redis.call('rpush', list, unpack(ids))
         i = j + 1
     end
     announce((last - FIRST + 1) / 2)
@@ -152,7 +261,7 @@ elseif command == 'enqueue_tick' then
         end
     end
     redis.call('hset', msgs, id, body)
-    redis.call('rpush', list, id)
+    push_message(id, body)
     announce(1)
     redis.call('hset', key, 'state', state)
     if no_overlap then
@@ -175,6 +284,42 @@ elseif command == 'fetch' then
     -- ARGV[FIRST]: how many. Returns id1, body1, id2, body2, ... where a body may be nil: the
     -- id is then held in the ack set all the same, as Dramatiq does.
     local n = math.min(tonumber(ARGV[FIRST]), max_unpack)
+    local out = {}
+    -- Prioritized ids first, best first. Stale ones (recovered onto the list, see above) and
+    -- ones whose body is gone (a Python purge) are dropped on the way.
+    if prio_queue then
+        local taken = {}
+        while #taken < n do
+            local ids = redis.call('zrange', prio_set, 0, n - #taken - 1)
+            if #ids == 0 then
+                break
+            end
+            redis.call('zrem', prio_set, unpack(ids))
+            local live = {}
+            for _, id in ipairs(ids) do
+                if redis.call('srem', prio_acks, id) == 1 then
+                    live[#live + 1] = id
+                end
+            end
+            if #live > 0 then
+                local bodies = redis.call('hmget', msgs, unpack(live))
+                for k = 1, #live do
+                    if bodies[k] then
+                        taken[#taken + 1] = live[k]
+                        out[#out + 1] = live[k]
+                        out[#out + 1] = bodies[k]
+                    end
+                end
+            end
+        end
+        if #taken > 0 then
+            redis.call('sadd', my_acks, unpack(taken))
+        end
+        n = n - #taken
+        if n == 0 then
+            return out
+        end
+    end
     -- One LPOP with a count (Redis 6.2+) instead of one per id; older servers reject the count
     -- and get the loop.
     local ids = redis.pcall('lpop', list, n)
@@ -191,16 +336,41 @@ elseif command == 'fetch' then
         ids = {}
     end
     if #ids == 0 then
-        return {}
+        return out
     end
     redis.call('sadd', my_acks, unpack(ids))
     local bodies = redis.call('hmget', msgs, unpack(ids))
-    local out = {}
+    local base = #out
     for i = 1, #ids do
-        out[2 * i - 1] = ids[i]
-        out[2 * i] = bodies[i]
+        out[base + 2 * i - 1] = ids[i]
+        out[base + 2 * i] = bodies[i]
     end
     return out
+
+elseif command == 'promote' then
+    -- ARGV[FIRST]: how many ids at the head of the list to look at. Moves those whose message
+    -- carries a broker priority (sent by a producer that does not route them: Python's, or dq
+    -- without max_priority) into the priority zset, at the tail of their level. Returns how
+    -- many it moved.
+    if not prio_queue then
+        return 0
+    end
+    local ids = redis.call('lrange', list, 0, tonumber(ARGV[FIRST]) - 1)
+    local promoted = 0
+    local from = 1
+    while from <= #ids do
+        local to = math.min(from + max_unpack - 1, #ids)
+        local bodies = redis.call('hmget', msgs, unpack(ids, from, to))
+        for k = from, to do
+            local p = priority_of(bodies[k - from + 1])
+            if p > 0 and redis.call('lrem', list, 1, ids[k]) == 1 then
+                push_prioritized(ids[k], p, false)
+                promoted = promoted + 1
+            end
+        end
+        from = to + 1
+    end
+    return promoted
 
 elseif command == 'settle' then
     -- ARGV[FIRST]: number of acks, ARGV[FIRST+1]: number of nacks, then the acked ids, the
@@ -254,8 +424,7 @@ elseif command == 'settle' then
     while i <= #ARGV do
         local id = ARGV[i]
         i = i + 1
-        if redis.call('srem', my_acks, id) == 1 and redis.call('hexists', msgs, id) == 1 then
-            redis.call('rpush', list, id)
+        if redis.call('srem', my_acks, id) == 1 and give_back(id) then
             requeued = requeued + 1
         end
     end
@@ -263,7 +432,7 @@ elseif command == 'settle' then
     return {acked, nacked, requeued}
 
 elseif command == 'purge' then
-    redis.call('del', list, my_acks, msgs, xq, xq_msgs)
+    redis.call('del', list, my_acks, msgs, xq, xq_msgs, prio_set, prio_seq, prio_acks)
     return 1
 
 end

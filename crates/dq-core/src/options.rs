@@ -210,6 +210,10 @@ pub struct ActorOptions {
     pub queue_name: String,
     /// Worker-local priority: lower runs sooner (default 0).
     pub priority: i32,
+    /// The default `broker_priority` of the actor's messages (higher is fetched sooner, on
+    /// RabbitMQ with `max_priority` and on Redis with `max_priority`); a message's own option
+    /// overrides it. `#[dq::actor(broker_priority = 5)]` sets it on the messages it builds.
+    pub broker_priority: Option<u8>,
     /// Retries allowed; `Some(None)` means unlimited, `None` means the middleware default (20).
     pub max_retries: Option<Option<u32>>,
     /// Minimum backoff in ms (default 15 000).
@@ -273,6 +277,7 @@ impl Default for ActorOptions {
         ActorOptions {
             queue_name: "default".to_owned(),
             priority: 0,
+            broker_priority: None,
             max_retries: None,
             min_backoff: None,
             max_backoff: None,
@@ -294,6 +299,7 @@ pub const BUILTIN_ACTOR_OPTIONS: &[&str] = &[
     "actor_name",
     "queue_name",
     "priority",
+    "broker_priority",
     "max_retries",
     "min_backoff",
     "max_backoff",
