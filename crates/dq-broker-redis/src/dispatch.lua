@@ -90,12 +90,16 @@ end
 -- maintenance of any worker (Python's or ours) sees a dead worker and moves those ids onto the
 -- list: a Python-only fleet still gets every message, without its priority. An id in the zset
 -- but no longer in the pseudo ack set was recovered that way and is stale: fetch drops it.
+-- Within a level, the upper half of the sequence range orders fresh messages (FIFO); the lower
+-- half, counting down, holds messages given back unprocessed, ahead of the fresh ones.
 -- The delay queue Q.DQ never uses the zset: its messages are ordered by eta, not priority.
 local LEVEL = 1099511627776 -- 2^40: sequences below it, levels above; all exact in a double
+local HALF = LEVEL / 2
 local prio_queue = max_priority > 0 and string.sub(queue, -3) ~= '.DQ'
 local prio_worker = '__dq_priority__.' .. queue
 local prio_set = ns .. ':' .. prio_worker
 local prio_seq = prio_set .. '.seq'
+local prio_front = prio_set .. '.front'
 local prio_acks = acks_prefix .. prio_worker .. '.' .. queue
 
 -- The broker priority of a message body, clamped to max_priority; 0 when it has none, when
@@ -119,9 +123,11 @@ end
 -- Puts a ready id in the priority zset: at the tail of its level, or at its head for a message
 -- given back unprocessed (requeued or recovered), which was at the front when it was fetched.
 local function push_prioritized(id, p, front)
-    local seq = 0
-    if not front then
-        seq = redis.call('incr', prio_seq) % LEVEL
+    local seq
+    if front then
+        seq = HALF - 1 - redis.call('incr', prio_front) % HALF
+    else
+        seq = HALF + redis.call('incr', prio_seq) % HALF
     end
     redis.call('zadd', prio_set, (256 - p) * LEVEL + seq, id)
     redis.call('sadd', prio_acks, id)
@@ -141,9 +147,10 @@ local function push_message(id, body)
 end
 
 -- Gives back an id that was fetched and not processed (requeue, recovery of a dead dq worker):
--- a prioritized one to the head of its level, any other to the list's tail as Dramatiq does.
--- False when its body is gone (settled elsewhere).
-local function give_back(id)
+-- any plain one to the list's tail at once, as Dramatiq does; a prioritized one is added to
+-- `front`, for `to_front` to put at the head of its level. False when its body is gone
+-- (settled elsewhere).
+local function give_back(id, front)
     if not prio_queue then
         if redis.call('hexists', msgs, id) == 1 then
             redis.call('rpush', list, id)
@@ -157,11 +164,19 @@ local function give_back(id)
     end
     local p = priority_of(body)
     if p > 0 then
-        push_prioritized(id, p, true)
+        front[#front + 1] = {id, p}
     else
         redis.call('rpush', list, id)
     end
     return true
+end
+
+-- Puts ids given back at the head of their levels, the first given first: the last is pushed
+-- in front first.
+local function to_front(front)
+    for k = #front, 1, -1 do
+        push_prioritized(front[k][1], front[k][2], true)
+    end
 end
 
 -- A consumer's call keeps the pseudo-worker alive (XX: only when it exists), before any
@@ -176,6 +191,7 @@ end
 local function maintain()
     local recovered = 0
     local dead = redis.call('zrangebyscore', heartbeats, 0, now - heartbeat_timeout)
+    local front = {}
     for _, broker in ipairs(dead) do
         local prefix = acks_prefix .. broker
         local held = prefix .. '.' .. queue
@@ -190,7 +206,7 @@ local function maintain()
                         redis.call('rpush', list, id)
                         recovered = recovered + 1
                     end
-                elseif give_back(id) then
+                elseif give_back(id, front) then
                     recovered = recovered + 1
                 end
             end
@@ -200,6 +216,7 @@ local function maintain()
             redis.call('zrem', heartbeats, broker)
         end
     end
+    to_front(front)
     local expired = redis.call('zrangebyscore', xq, 0, now - dead_message_ttl)
     call_sliced('zrem', xq, expired, 1, #expired)
     call_sliced('hdel', xq_msgs, expired, 1, #expired)
@@ -421,18 +438,20 @@ elseif command == 'settle' then
             end
         end
     end
+    local front = {}
     while i <= #ARGV do
         local id = ARGV[i]
         i = i + 1
-        if redis.call('srem', my_acks, id) == 1 and give_back(id) then
+        if redis.call('srem', my_acks, id) == 1 and give_back(id, front) then
             requeued = requeued + 1
         end
     end
+    to_front(front)
     announce(requeued)
     return {acked, nacked, requeued}
 
 elseif command == 'purge' then
-    redis.call('del', list, my_acks, msgs, xq, xq_msgs, prio_set, prio_seq, prio_acks)
+    redis.call('del', list, my_acks, msgs, xq, xq_msgs, prio_set, prio_seq, prio_front, prio_acks)
     return 1
 
 end
