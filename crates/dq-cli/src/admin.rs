@@ -4,6 +4,8 @@
 //! $ dq queues
 //! QUEUE    READY  DELAYED  DEAD  UNACKED
 //! default      3        1     2        0
+//! (a PRIORITIZED column, of READY those waiting with a broker priority, appears when a queue
+//! has any)
 //! $ dq dead-letters requeue --all
 //! Requeued 2 message(s) of default.
 //! $ dq send add --args '[1, 2]'
@@ -520,30 +522,48 @@ async fn queues_table(
         out.push_str("No queues.\n");
         return Ok(());
     }
-    let mut rows = Vec::with_capacity(queues.len());
+    let mut stats = Vec::with_capacity(queues.len());
     for q in &queues {
         let s = broker
             .stats(q)
             .await
             .with_context(|| format!("counting the messages of {q}"))?;
-        let mut row = vec![
-            q.clone(),
-            s.ready.to_string(),
+        stats.push(s);
+    }
+    // PRIORITIZED (of READY, those waiting with a broker priority) only when some queue has
+    // any, so the table of a broker without priority stays as it was.
+    let prioritized = stats.iter().any(|s| s.prioritized > 0);
+    let mut rows = Vec::with_capacity(queues.len());
+    for (q, s) in queues.iter().zip(&stats) {
+        let mut row = vec![q.clone(), s.ready.to_string()];
+        if prioritized {
+            row.push(s.prioritized.to_string());
+        }
+        row.extend([
             s.delayed.to_string(),
             s.dead.to_string(),
             s.in_flight.to_string(),
-        ];
+        ]);
         if let Some(workers) = &workers {
             let consumers = workers.iter().filter(|w| w.queues.contains(q)).count();
             row.push(consumers.to_string());
         }
         rows.push(row);
     }
-    let mut header = vec!["QUEUE", "READY", "DELAYED", "DEAD", "UNACKED"];
+    let mut header = vec!["QUEUE", "READY"];
+    if prioritized {
+        header.push("PRIORITIZED");
+    }
+    header.extend(["DELAYED", "DEAD", "UNACKED"]);
     if workers.is_some() {
         header.push("WORKERS");
     }
-    table(&header, &rows, &[false, true, true, true, true, true], out);
+    table(
+        &header,
+        &rows,
+        &[false, true, true, true, true, true, true],
+        out,
+    );
     Ok(())
 }
 
@@ -1346,6 +1366,30 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(exit_code(&e), 2);
+    }
+
+    #[tokio::test]
+    async fn queues_shows_prioritized_messages_when_there_are_some() {
+        let stub = dq::StubBroker::with_max_priority(10);
+        let broker: Arc<dyn Broker> = Arc::new(stub.clone());
+        for p in [None, Some(3), Some(9)] {
+            let mut m = Message::new("jobs", "work", &(1,), &()).unwrap();
+            if let Some(p) = p {
+                dq_core::SendOptions::default()
+                    .broker_priority(p)
+                    .apply_to_message(&mut m);
+            }
+            broker.enqueue(&mut m).await.unwrap();
+        }
+        let mut out = String::new();
+        queues_table(&*broker, vec!["jobs".into()], &mut out)
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            "QUEUE  READY  PRIORITIZED  DELAYED  DEAD  UNACKED  WORKERS\n\
+             jobs       3            2        0     0        0        0\n"
+        );
     }
 
     #[tokio::test]
