@@ -185,7 +185,8 @@ impl Options {
             .get("group_completion_callbacks")
             .and_then(Value::as_array)
     }
-    /// `broker_priority`: RabbitMQ's AMQP priority (higher is more urgent).
+    /// `broker_priority`: higher is fetched sooner on a broker with a `max_priority` (RabbitMQ's
+    /// AMQP priority, dq's priority set on Redis); clamped to 0..=255.
     pub fn broker_priority(&self) -> Option<u8> {
         self.get_i64("broker_priority")
             .map(|p| p.clamp(0, 255) as u8)
