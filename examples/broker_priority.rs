@@ -56,7 +56,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("{:>2}. {what}", i + 1);
     }
     println!("    ... and {} more reports", order.len() - 5);
-    assert_eq!(order[..3], ["alert: disk almost full", "invoice 1", "invoice 2"]);
+    assert_eq!(
+        order[..3],
+        ["alert: disk almost full", "invoice 1", "invoice 2"]
+    );
     assert_eq!(order.len(), 33);
     Ok(())
 }

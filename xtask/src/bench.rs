@@ -562,7 +562,11 @@ fn suite(cfg: &Config, env: &Env, b: &BrokerUnderTest, run: usize) -> Result<Vec
         // Broker priority on Redis (max_priority 10, broker_priority 1 to 10 in turn): what
         // routing into the priority set costs against `enqueue` and `enqueue-pipelined`.
         ("enqueue-prioritized", Imp::Dq, "send-prioritized"),
-        ("enqueue-pipelined-prioritized", Imp::Dq, "batch-prioritized"),
+        (
+            "enqueue-pipelined-prioritized",
+            Imp::Dq,
+            "batch-prioritized",
+        ),
     ] {
         // Only RabbitMQ has publisher confirms to turn off; only Redis has dq's priority set
         // (RabbitMQ's priority is the server's own).

@@ -459,7 +459,11 @@ async fn heartbeat(inner: Weak<Inner>, every: Duration) {
             }
             pipe.add_command(zadd).ignore();
         }
-        match inner.lanes.query_pipe::<()>(inner.lanes.pick(), &pipe).await {
+        match inner
+            .lanes
+            .query_pipe::<()>(inner.lanes.pick(), &pipe)
+            .await
+        {
             Ok(()) => inner.last_beat.store(now, Ordering::Relaxed),
             // A worker logs an outage once; the beats it misses meanwhile are details.
             Err(e) => {

@@ -72,9 +72,7 @@ async fn higher_priority_first_fifo_within_a_level() {
             .len(),
         6
     );
-    let zcard: usize = ns
-        .cmd(&["ZCARD", &ns.key("__dq_priority__.default")])
-        .await;
+    let zcard: usize = ns.cmd(&["ZCARD", &ns.key("__dq_priority__.default")]).await;
     assert_eq!(zcard, 6);
     let beat: Option<f64> = ns
         .cmd(&[
@@ -99,9 +97,7 @@ async fn higher_priority_first_fifo_within_a_level() {
     }
     assert_eq!(
         order,
-        [
-            "p10-a", "p10-b", "p5-a", "p5-b", "p1-a", "p1-b", "plain-a", "zero", "plain-b"
-        ]
+        ["p10-a", "p10-b", "p5-a", "p5-b", "p1-a", "p1-b", "plain-a", "zero", "plain-b"]
     );
     let stats = broker.stats("default").await.unwrap();
     assert_eq!((stats.ready, stats.prioritized, stats.in_flight), (0, 0, 0));
@@ -253,9 +249,7 @@ async fn with_no_dq_consumer_alive_maintenance_hands_them_to_the_list() {
         .await
         .unwrap()
         .is_empty());
-    let zcard: usize = ns
-        .cmd(&["ZCARD", &ns.key("__dq_priority__.default")])
-        .await;
+    let zcard: usize = ns.cmd(&["ZCARD", &ns.key("__dq_priority__.default")]).await;
     assert_eq!(zcard, 0);
     consumer.close().await.unwrap();
 }
@@ -294,7 +288,11 @@ async fn a_live_dq_consumer_keeps_the_pseudo_worker_alive() {
         .unwrap()
         .is_empty());
     assert_eq!(dq.stats("default").await.unwrap().prioritized, 1);
-    other.acker().ack(&[got_plain[0].token.clone()]).await.unwrap();
+    other
+        .acker()
+        .ack(&[got_plain[0].token.clone()])
+        .await
+        .unwrap();
     other.close().await.unwrap();
     consumer.acker().ack(&[got[0].token.clone()]).await.unwrap();
     let got = fetch_n(&mut consumer, 1).await;
@@ -352,7 +350,12 @@ async fn flush_deletes_the_priority_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_priority_zero_is_refused() {
     let ns = Ns::new();
-    let e = ns.builder().max_priority(Some(0)).build().await.unwrap_err();
+    let e = ns
+        .builder()
+        .max_priority(Some(0))
+        .build()
+        .await
+        .unwrap_err();
     assert!(
         matches!(e, dq_broker_redis::RedisBrokerError::InvalidConfig(_)),
         "{e:?}"

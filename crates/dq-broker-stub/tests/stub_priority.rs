@@ -52,10 +52,7 @@ async fn without_max_priority_order_is_fifo() {
 async fn given_back_messages_return_to_the_head_of_their_level() {
     let broker = StubBroker::with_max_priority(5);
     for n in 1..=3 {
-        broker
-            .enqueue(&mut prioritized("q", n, 3))
-            .await
-            .unwrap();
+        broker.enqueue(&mut prioritized("q", n, 3)).await.unwrap();
     }
     broker.enqueue(&mut msg("q", 4)).await.unwrap();
     let mut c = broker.consume("q", 2).await.unwrap();

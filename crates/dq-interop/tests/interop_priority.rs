@@ -128,7 +128,10 @@ fn redis_python_worker_gets_prioritized_messages_once_no_dq_process_heartbeats()
             app.enqueue(m, None).await.expect("dq enqueues");
         }
         let stats = app.broker().stats(&sc.queue).await.expect("stats");
-        assert_eq!((stats.ready, stats.prioritized), (2 * EACH as u64, EACH as u64));
+        assert_eq!(
+            (stats.ready, stats.prioritized),
+            (2 * EACH as u64, EACH as u64)
+        );
     });
     let mut worker = sc.spawn_worker(Lang::Python, DQ_WORKER, "py", 1);
     worker.wait_ready(Duration::from_secs(30));
@@ -164,8 +167,8 @@ fn record_level(
     m: &dq::Message,
     _: &dq::States,
 ) -> Result<dq::middleware::Invocation, dq::ArgsError> {
-    let (seq,): (u64,) = serde_json::from_str(m.args.get())
-        .map_err(|e| dq::ArgsError::Malformed(e.to_string()))?;
+    let (seq,): (u64,) =
+        serde_json::from_str(m.args.get()).map_err(|e| dq::ArgsError::Malformed(e.to_string()))?;
     let level = m.options.broker_priority().unwrap_or(0);
     Ok(dq::middleware::Invocation::Sync(Box::new(move || {
         BACKLOG_ORDER.lock().expect("order").push((level, seq));

@@ -49,7 +49,11 @@ fn broker_priority_is_a_default_of_the_actors_messages() {
         .unwrap()
         .into_message();
     assert_eq!(m.options.broker_priority(), Some(2));
-    assert!(add::message(1, 2).unwrap().into_message().options.is_empty());
+    assert!(add::message(1, 2)
+        .unwrap()
+        .into_message()
+        .options
+        .is_empty());
 }
 
 #[test]

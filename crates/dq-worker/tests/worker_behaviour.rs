@@ -897,7 +897,10 @@ async fn broker_priority_orders_a_backlog_with_a_small_prefetch() {
     const PREFETCH: usize = 16;
     let broker = StubBroker::with_max_priority(10);
     let q = "prio-backlog";
-    let app = app(&broker, vec![actor("record_level", q, record_level, |_| {})]);
+    let app = app(
+        &broker,
+        vec![actor("record_level", q, record_level, |_| {})],
+    );
     let levels = [0u8, 5, 9];
     let messages: Vec<Message> = (0..BACKLOG)
         .map(|i| {
