@@ -120,30 +120,65 @@ local function priority_of(body)
     return math.min(math.floor(p), max_priority)
 end
 
--- Puts a ready id in the priority zset: at the tail of its level, or at its head for a message
--- given back unprocessed (requeued or recovered), which was at the front when it was fetched.
-local function push_prioritized(id, p, front)
-    local seq
-    if front then
-        seq = HALF - 1 - redis.call('incr', prio_front) % HALF
-    else
-        seq = HALF + redis.call('incr', prio_seq) % HALF
+-- Puts ready ids in the priority zset, `items` a list of {id, priority}: at the tail of their
+-- levels in the order given, or, `front`, at their heads for messages given back unprocessed
+-- (requeued or recovered), which were at the front when they were fetched, the first given
+-- coming out first. One counter bump per call, one ZADD and SADD per slice.
+local function push_prioritized(items, front)
+    if #items == 0 then
+        return
     end
-    redis.call('zadd', prio_set, (256 - p) * LEVEL + seq, id)
-    redis.call('sadd', prio_acks, id)
+    local total = #items
+    local last = redis.call('incrby', front and prio_front or prio_seq, total)
+    local per_call = math.max(1, math.floor(max_unpack / 2))
+    local from = 1
+    while from <= total do
+        local to = math.min(from + per_call - 1, total)
+        local scored, ids = {}, {}
+        for k = from, to do
+            local seq
+            if front then
+                -- Counting down from the middle of the range: the first item gets the highest
+                -- counter value, so the lowest sequence.
+                seq = HALF - 1 - (last - k + 1) % HALF
+            else
+                seq = HALF + (last - total + k) % HALF
+            end
+            scored[#scored + 1] = (256 - items[k][2]) * LEVEL + seq
+            scored[#scored + 1] = items[k][1]
+            ids[#ids + 1] = items[k][1]
+        end
+        redis.call('zadd', prio_set, unpack(scored))
+        redis.call('sadd', prio_acks, unpack(ids))
+        from = to + 1
+    end
     -- NX: only a consumer's call keeps the pseudo-worker alive; a producer only makes sure it
     -- has a heartbeat, so that maintenance can ever see it dead.
     redis.call('zadd', heartbeats, 'NX', now_arg, prio_worker)
 end
 
--- The one place a ready message goes onto its queue: the priority zset or the list's tail.
-local function push_message(id, body)
-    local p = priority_of(body)
-    if p > 0 then
-        push_prioritized(id, p, false)
-    else
-        redis.call('rpush', list, id)
+-- The one place ready messages go onto their queue (ids[k] with bodies[k], bodies already in
+-- ns:Q.msgs): each to the priority zset or the list's tail. Every enqueue command calls it.
+local function push_messages(ids, bodies)
+    if not prio_queue then
+        call_sliced('rpush', list, ids, 1, #ids)
+        return
     end
+    local plain, prioritized = {}, {}
+    for k = 1, #ids do
+        local p = priority_of(bodies[k])
+        if p > 0 then
+            prioritized[#prioritized + 1] = {ids[k], p}
+        else
+            plain[#plain + 1] = ids[k]
+        end
+    end
+    call_sliced('rpush', list, plain, 1, #plain)
+    push_prioritized(prioritized, false)
+end
+
+local function push_message(id, body)
+    push_messages({id}, {body})
 end
 
 -- Gives back an id that was fetched and not processed (requeue, recovery of a dead dq worker):
@@ -174,9 +209,7 @@ end
 -- Puts ids given back at the head of their levels, the first given first: the last is pushed
 -- in front first.
 local function to_front(front)
-    for k = #front, 1, -1 do
-        push_prioritized(front[k][1], front[k][2], true)
-    end
+    push_prioritized(front, true)
 end
 
 -- A consumer's call keeps the pseudo-worker alive (XX: only when it exists), before any
@@ -235,18 +268,12 @@ if command == 'enqueue' then
     while i < last do
         local j = math.min(i + 2 * pairs_per_call - 1, last)
         redis.call('hset', msgs, unpack(ARGV, i, j))
-        if prio_queue then
-            for k = i, j, 2 do
-                push_message(ARGV[k], ARGV[k + 1])
-            end
-        else
-            -- Without priority every id goes to the list: one RPUSH for the slice.
-            local ids = {}
-            for k = i, j, 2 do
-                ids[#ids + 1] = ARGV[k]
-            end
-            redis.call('rpush', list, unpack(ids))
+        local ids, bodies = {}, {}
+        for k = i, j, 2 do
+            ids[#ids + 1] = ARGV[k]
+            bodies[#bodies + 1] = ARGV[k + 1]
         end
+        push_messages(ids, bodies)
         i = j + 1
     end
     announce((last - FIRST + 1) / 2)
@@ -373,7 +400,7 @@ elseif command == 'promote' then
         return 0
     end
     local ids = redis.call('lrange', list, 0, tonumber(ARGV[FIRST]) - 1)
-    local promoted = 0
+    local promoted = {}
     local from = 1
     while from <= #ids do
         local to = math.min(from + max_unpack - 1, #ids)
@@ -381,13 +408,13 @@ elseif command == 'promote' then
         for k = from, to do
             local p = priority_of(bodies[k - from + 1])
             if p > 0 and redis.call('lrem', list, 1, ids[k]) == 1 then
-                push_prioritized(ids[k], p, false)
-                promoted = promoted + 1
+                promoted[#promoted + 1] = {ids[k], p}
             end
         end
         from = to + 1
     end
-    return promoted
+    push_prioritized(promoted, false)
+    return #promoted
 
 elseif command == 'settle' then
     -- ARGV[FIRST]: number of acks, ARGV[FIRST+1]: number of nacks, then the acked ids, the
