@@ -339,10 +339,24 @@ elseif command == 'fetch' then
                 break
             end
             redis.call('zrem', prio_set, unpack(ids))
+            -- The live ones: still held by the pseudo-worker, by one SMISMEMBER and one SREM
+            -- (Redis 6.2+); older servers get an SREM per id.
             local live = {}
-            for _, id in ipairs(ids) do
-                if redis.call('srem', prio_acks, id) == 1 then
-                    live[#live + 1] = id
+            local held = redis.pcall('smismember', prio_acks, unpack(ids))
+            if type(held) == 'table' and held.err == nil then
+                for k, id in ipairs(ids) do
+                    if held[k] == 1 then
+                        live[#live + 1] = id
+                    end
+                end
+                if #live > 0 then
+                    redis.call('srem', prio_acks, unpack(live))
+                end
+            else
+                for _, id in ipairs(ids) do
+                    if redis.call('srem', prio_acks, id) == 1 then
+                        live[#live + 1] = id
+                    end
                 end
             end
             if #live > 0 then
