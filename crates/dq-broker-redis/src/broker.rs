@@ -437,9 +437,16 @@ async fn heartbeat(inner: Weak<Inner>, every: Duration) {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
         let now = now_ms();
-        if inner.active_consumers.load(Ordering::Relaxed) == 0
-            || now - inner.last_beat.load(Ordering::Relaxed) < every.as_millis() as i64
-        {
+        if inner.active_consumers.load(Ordering::Relaxed) == 0 {
+            continue;
+        }
+        // The priority pseudo-workers of the queues this broker consumes are alive while it
+        // is (XX: only those that exist). Script calls refresh only their own queue's, so these
+        // are refreshed on every tick, even when a recent call made our own beat unnecessary.
+        let pseudo = inner.priority_workers();
+        let own_beat_due =
+            now - inner.last_beat.load(Ordering::Relaxed) >= every.as_millis() as i64;
+        if !own_beat_due && pseudo.is_empty() {
             continue;
         }
         let mut pipe = redis::pipe();
@@ -448,9 +455,6 @@ async fn heartbeat(inner: Weak<Inner>, every: Duration) {
             .arg(now)
             .arg(&inner.broker_id)
             .ignore();
-        // The priority pseudo-workers of the queues this broker consumes are alive while it
-        // is (XX: only those that exist).
-        let pseudo = inner.priority_workers();
         if !pseudo.is_empty() {
             let mut zadd = redis::cmd("ZADD");
             zadd.arg(inner.key("__heartbeats__")).arg("XX");
@@ -496,9 +500,9 @@ impl Inner {
         self.queues
             .lock()
             .expect("queues lock")
-            .keys()
-            .filter(|q| !q.ends_with(".DQ"))
-            .map(|q| format!("__dq_priority__.{q}"))
+            .iter()
+            .filter(|(q, state)| !q.ends_with(".DQ") && state.has_consumers())
+            .map(|(q, _)| format!("__dq_priority__.{q}"))
             .collect()
     }
 

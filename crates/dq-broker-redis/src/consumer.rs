@@ -77,6 +77,17 @@ pub(crate) struct QueueState {
     consumers: Mutex<Vec<Weak<Shared>>>,
 }
 
+impl QueueState {
+    /// Whether a consumer of this queue is open in this broker.
+    pub(crate) fn has_consumers(&self) -> bool {
+        self.consumers
+            .lock()
+            .expect("queue state lock")
+            .iter()
+            .any(|w| w.strong_count() > 0)
+    }
+}
+
 /// The part of a consumer its acker shares.
 struct Shared {
     queue: String,

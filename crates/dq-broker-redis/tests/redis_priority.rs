@@ -279,7 +279,20 @@ async fn a_live_dq_consumer_keeps_the_pseudo_worker_alive() {
         .await
         .unwrap();
     let mut other = plain.consume("default", 10).await.unwrap();
+    // Meanwhile the same dq broker consumes and sends to another queue: its calls keep its own
+    // heartbeat fresh (so its heartbeat task need not write it), but not the pseudo-worker of
+    // "default".
+    let elsewhere = dq.consume("elsewhere", 1).await.unwrap();
+    let sender = dq.clone();
+    let polling = tokio::spawn(async move {
+        for _ in 0..45 {
+            send(&sender, "elsewhere", &[("x", None)]).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        elsewhere.close().await.unwrap();
+    });
     tokio::time::sleep(Duration::from_millis(900)).await;
+    polling.await.unwrap();
     let got_plain = fetch_n(&mut other, 1).await;
     assert_eq!(tags(&got_plain), ["busy"]);
     assert!(other
