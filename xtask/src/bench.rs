@@ -32,6 +32,9 @@ use anyhow::{bail, Context, Result};
 use crate::{cmd, Ctx};
 
 const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// What the worker command reads its broker's `max_priority` from (dq-core's `env::MAX_PRIORITY`;
+/// xtask depends on no dq crate).
+const DQ_MAX_PRIORITY_ENV: &str = "DQ_MAX_PRIORITY";
 
 /// How much to measure.
 #[derive(Clone, Debug)]
@@ -563,9 +566,21 @@ fn suite(cfg: &Config, env: &Env, b: &BrokerUnderTest, run: usize) -> Result<Vec
         // script call, each on its own key, and all on one key (refused after the first).
         ("enqueue-unique", Imp::Dq, "send-unique"),
         ("enqueue-unique-duplicate", Imp::Dq, "send-unique-duplicate"),
+        // Broker priority on Redis (max_priority 10, broker_priority 1 to 10 in turn): what
+        // routing into the priority set costs against `enqueue` and `enqueue-pipelined`.
+        ("enqueue-prioritized", Imp::Dq, "send-prioritized"),
+        (
+            "enqueue-pipelined-prioritized",
+            Imp::Dq,
+            "batch-prioritized",
+        ),
     ] {
-        // Only RabbitMQ has publisher confirms to turn off.
-        if !cfg.wants(case) || (mode == "batch-unconfirmed" && b.kind != Kind::Amqp) {
+        // Only RabbitMQ has publisher confirms to turn off; only Redis has dq's priority set
+        // (RabbitMQ's priority is the server's own).
+        if !cfg.wants(case)
+            || (mode == "batch-unconfirmed" && b.kind != Kind::Amqp)
+            || (mode.ends_with("-prioritized") && b.kind != Kind::Redis)
+        {
             continue;
         }
         if mode.starts_with("send-unique") && b.kind != Kind::Redis {
@@ -628,6 +643,19 @@ fn suite(cfg: &Config, env: &Env, b: &BrokerUnderTest, run: usize) -> Result<Vec
             None,
             false,
         ),
+        // Broker priority on Redis: noop-2x8's backlog with broker_priority 1 to 10, taken from
+        // the priority set by dq workers with max_priority 10. Python's Redis broker has none.
+        (
+            "noop-2x8-prioritized",
+            2,
+            8,
+            "noop",
+            None,
+            cfg.noop,
+            true,
+            None,
+            false,
+        ),
         (
             "sleep-8",
             1,
@@ -672,7 +700,8 @@ fn suite(cfg: &Config, env: &Env, b: &BrokerUnderTest, run: usize) -> Result<Vec
             continue;
         }
         // The abort events live in Redis: on RabbitMQ the case would measure a second server.
-        if case.ends_with("-abortable") && b.kind != Kind::Redis {
+        if (case.ends_with("-abortable") || case.ends_with("-prioritized")) && b.kind != Kind::Redis
+        {
             continue;
         }
         for imp in [Imp::Python, Imp::Dq] {
@@ -869,6 +898,10 @@ impl Worker {
         if tag.ends_with("-abortable-dq") || tag.ends_with("-abortable-python") {
             // Both workers add their Abortable middleware, events on the broker's Redis.
             c.env("DQ_BENCH_ABORTABLE", "1");
+        }
+        if tag.ends_with("-prioritized-dq") {
+            // The producer's max_priority (dq-bench-producer's `-prioritized` modes).
+            c.env(DQ_MAX_PRIORITY_ENV, "10");
         }
         if let Some(p) = prefetch {
             c.env("dramatiq_queue_prefetch", p.to_string());
@@ -1122,7 +1155,12 @@ struct WorkerFigures {
 fn worker_case(env: &Env, b: &BrokerUnderTest, wc: &WorkerCase) -> Result<WorkerFigures> {
     let queue = queue_name(env, wc.case, wc.imp);
     // Pre-filling is not measured: dq's pipelined batches make it quick for both.
-    produce(env, b, &queue, Imp::Dq, "batch", wc.count, wc.actor, wc.arg)?;
+    let fill = if wc.case.ends_with("-prioritized") {
+        "batch-prioritized"
+    } else {
+        "batch"
+    };
+    produce(env, b, &queue, Imp::Dq, fill, wc.count, wc.actor, wc.arg)?;
     let before = b.snapshot()?;
     let tag = format!("{}-{}-{}", b.kind.name(), wc.case, wc.imp.name());
     let mut w = Worker::start(
@@ -1542,6 +1580,34 @@ fn summarize(samples: &[Sample]) -> Vec<Row> {
             true,
         );
         if redis {
+            // Python's Redis broker has no priority: its plain figures stand beside dq's.
+            row(
+                "enqueue, one at a time, dq with broker priority (Python plain)",
+                "msg/s",
+                "enqueue",
+                "enqueue-prioritized",
+                "rate",
+                Target::None,
+                true,
+            );
+            row(
+                "enqueue, dq pipelined with broker priority (Python plain, one at a time)",
+                "msg/s",
+                "enqueue",
+                "enqueue-pipelined-prioritized",
+                "rate",
+                Target::None,
+                true,
+            );
+            row(
+                "noop, 2 x 8, dq with broker priority (Python plain)",
+                "msg/s",
+                "noop-2x8",
+                "noop-2x8-prioritized",
+                "rate",
+                Target::None,
+                true,
+            );
             row(
                 "noop, 2 x 8, with the Abortable middleware (both)",
                 "msg/s",
@@ -1628,6 +1694,15 @@ fn summarize(samples: &[Sample]) -> Vec<Row> {
                 "cmd/msg",
                 "noop-2x8",
                 "noop-2x8",
+                "cmds_per_msg",
+                Target::None,
+                false,
+            );
+            row(
+                "broker busy, commands/message (noop 2x8; dq with broker priority)",
+                "cmd/msg",
+                "noop-2x8",
+                "noop-2x8-prioritized",
                 "cmds_per_msg",
                 Target::None,
                 false,

@@ -911,6 +911,7 @@ impl Broker for AmqpBroker {
         close_quietly(channel).await;
         Ok(QueueStats {
             ready: counts[0],
+            prioritized: 0,
             delayed: counts[1],
             dead: counts[2],
             in_flight: 0,

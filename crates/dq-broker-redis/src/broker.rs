@@ -96,6 +96,8 @@ pub(crate) struct Inner {
     dead_message_ttl_ms: u64,
     maintenance_chance: u32,
     pub(crate) max_unpack: usize,
+    /// The highest broker priority; 0 when priority is off.
+    pub(crate) max_priority: u8,
     pub(crate) close_timeout: Duration,
     script: redis::Script,
     pub(crate) notifier: Arc<Notifier>,
@@ -138,6 +140,7 @@ pub struct RedisBrokerBuilder {
     response_timeout: Duration,
     close_timeout: Duration,
     tls_root_certificate: Option<Vec<u8>>,
+    max_priority: Option<u8>,
 }
 
 impl fmt::Debug for RedisBrokerBuilder {
@@ -152,6 +155,7 @@ impl fmt::Debug for RedisBrokerBuilder {
             .field("response_timeout", &self.response_timeout)
             .field("close_timeout", &self.close_timeout)
             .field("tls_root_certificate", &self.tls_root_certificate.is_some())
+            .field("max_priority", &self.max_priority)
             .finish()
     }
 }
@@ -168,6 +172,7 @@ impl Default for RedisBrokerBuilder {
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             tls_root_certificate: None,
+            max_priority: None,
         }
     }
 }
@@ -176,10 +181,12 @@ impl RedisBrokerBuilder {
     /// A builder with the settings of the environment: the URL in `DQ_REDIS_URL` (default
     /// [`DEFAULT_URL`]) and the namespace in `DQ_REDIS_NAMESPACE` (default
     /// [`DEFAULT_NAMESPACE`]), the variables the worker command, the result backend and the
-    /// rate-limiter backend read too. Other settings are the defaults; set them on the builder.
+    /// rate-limiter backend read too, and the broker priority's maximum in `DQ_MAX_PRIORITY`
+    /// (default none). Other settings are the defaults; set them on the builder.
     ///
     /// A URL the client cannot read is a [`RedisBrokerError::InvalidUrl`] (naming the variable),
-    /// here rather than at [`build`](RedisBrokerBuilder::build).
+    /// here rather than at [`build`](RedisBrokerBuilder::build); a `DQ_MAX_PRIORITY` that is
+    /// not a number from 1 to 255 is a [`RedisBrokerError::InvalidConfig`].
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), dq_broker_redis::RedisBrokerError> {
@@ -194,7 +201,9 @@ impl RedisBrokerBuilder {
     /// ```
     pub fn from_env() -> Result<RedisBrokerBuilder, RedisBrokerError> {
         let env = dq_redis_conn::RedisEnv::read().map_err(env_error)?;
-        let builder = RedisBrokerBuilder::default().url(env.url());
+        let builder = RedisBrokerBuilder::default()
+            .url(env.url())
+            .max_priority(max_priority_from_env(|v| std::env::var(v).ok())?);
         Ok(match env.namespace() {
             Some(ns) => builder.namespace(ns),
             None => builder,
@@ -263,6 +272,28 @@ impl RedisBrokerBuilder {
         self
     }
 
+    /// Turns on broker priority, with RabbitMQ's meaning: a message whose `broker_priority`
+    /// option is from 1 to `max_priority` (higher values count as `max_priority`) is fetched
+    /// before every message of a lower priority on its queue, and after those of its own level
+    /// sent before it (default none: every message is FIFO, as in Dramatiq).
+    ///
+    /// Prioritized messages wait in a sorted set of dq's own, `<ns>:__dq_priority__.<q>`, which
+    /// Python workers do not read; when no dq consumer has heartbeat for the heartbeat timeout,
+    /// the maintenance of any worker moves them onto the list, so Python workers get them too
+    /// (without their priority). Set it on the workers and on the producers of a queue; a
+    /// producer without it sends prioritized messages to the list, and a worker with it moves
+    /// those it sees at the head of the list into the sorted set.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), dq_broker_redis::RedisBrokerError> {
+    /// let broker = dq_broker_redis::RedisBroker::builder().max_priority(Some(10)).build().await?;
+    /// # drop(broker); Ok(()) }
+    /// ```
+    pub fn max_priority(mut self, max_priority: Option<u8>) -> RedisBrokerBuilder {
+        self.max_priority = max_priority;
+        self
+    }
+
     /// Connects, checks Redis answers, and starts the heartbeat. Must run inside a Tokio
     /// runtime. Redis being unreachable is a [`RedisBrokerError::Connect`], whose
     /// [`kind`](RedisBrokerError::kind) is `Connection`.
@@ -276,6 +307,11 @@ impl RedisBrokerBuilder {
         if self.namespace.is_empty() {
             return Err(RedisBrokerError::InvalidConfig(
                 "namespace must not be empty".into(),
+            ));
+        }
+        if self.max_priority == Some(0) {
+            return Err(RedisBrokerError::InvalidConfig(
+                "max_priority must be between 1 and 255".into(),
             ));
         }
         if self.heartbeat_timeout.is_zero() {
@@ -333,6 +369,7 @@ impl RedisBrokerBuilder {
             dead_message_ttl_ms: self.dead_message_ttl.as_millis() as u64,
             maintenance_chance: self.maintenance_chance,
             max_unpack: max_unpack.max(1),
+            max_priority: self.max_priority.unwrap_or(0),
             close_timeout: self.close_timeout,
             script: redis::Script::new(DISPATCH_LUA),
             notifier,
@@ -356,6 +393,23 @@ impl RedisBrokerBuilder {
             "redis broker connected"
         );
         Ok(RedisBroker { inner })
+    }
+}
+
+/// `DQ_MAX_PRIORITY`, read through `var`: none when unset or empty.
+fn max_priority_from_env(
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<Option<u8>, RedisBrokerError> {
+    let name = dq_core::env::MAX_PRIORITY;
+    match var(name).map(|v| v.trim().to_owned()) {
+        None => Ok(None),
+        Some(v) if v.is_empty() => Ok(None),
+        Some(v) => match v.parse::<u8>() {
+            Ok(p) if p >= 1 => Ok(Some(p)),
+            _ => Err(RedisBrokerError::InvalidConfig(format!(
+                "{name} must be a number from 1 to 255, not {v:?}"
+            ))),
+        },
     }
 }
 
@@ -383,16 +437,37 @@ async fn heartbeat(inner: Weak<Inner>, every: Duration) {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
         let now = now_ms();
-        if inner.active_consumers.load(Ordering::Relaxed) == 0
-            || now - inner.last_beat.load(Ordering::Relaxed) < every.as_millis() as i64
-        {
+        if inner.active_consumers.load(Ordering::Relaxed) == 0 {
             continue;
         }
-        let mut cmd = redis::cmd("ZADD");
-        cmd.arg(inner.key("__heartbeats__"))
+        // The priority pseudo-workers of the queues this broker consumes are alive while it
+        // is (XX: only those that exist). Script calls refresh only their own queue's, so these
+        // are refreshed on every tick, even when a recent call made our own beat unnecessary.
+        let pseudo = inner.priority_workers();
+        let own_beat_due =
+            now - inner.last_beat.load(Ordering::Relaxed) >= every.as_millis() as i64;
+        if !own_beat_due && pseudo.is_empty() {
+            continue;
+        }
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZADD")
+            .arg(inner.key("__heartbeats__"))
             .arg(now)
-            .arg(&inner.broker_id);
-        match inner.lanes.query::<()>(inner.lanes.pick(), &cmd).await {
+            .arg(&inner.broker_id)
+            .ignore();
+        if !pseudo.is_empty() {
+            let mut zadd = redis::cmd("ZADD");
+            zadd.arg(inner.key("__heartbeats__")).arg("XX");
+            for w in &pseudo {
+                zadd.arg(now).arg(w);
+            }
+            pipe.add_command(zadd).ignore();
+        }
+        match inner
+            .lanes
+            .query_pipe::<()>(inner.lanes.pick(), &pipe)
+            .await
+        {
             Ok(()) => inner.last_beat.store(now, Ordering::Relaxed),
             // A worker logs an outage once; the beats it misses meanwhile are details.
             Err(e) => {
@@ -414,6 +489,21 @@ impl Inner {
     /// The set of ids this broker holds unsettled on physical queue `queue`.
     pub(crate) fn acks_key(&self, queue: &str) -> String {
         format!("{}:__acks__.{}.{}", self.namespace, self.broker_id, queue)
+    }
+
+    /// The ids of the priority pseudo-workers of the queues this broker consumes (none when
+    /// priority is off), for the heartbeat.
+    fn priority_workers(&self) -> Vec<String> {
+        if self.max_priority == 0 {
+            return Vec::new();
+        }
+        self.queues
+            .lock()
+            .expect("queues lock")
+            .iter()
+            .filter(|(q, state)| !q.ends_with(".DQ") && state.has_consumers())
+            .map(|(q, _)| format!("__dq_priority__.{q}"))
+            .collect()
     }
 
     pub(crate) fn notify_channel(&self, queue: &str) -> String {
@@ -440,7 +530,8 @@ impl Inner {
             .arg(self.heartbeat_timeout_ms)
             .arg(self.dead_message_ttl_ms)
             .arg(if maintenance { "1" } else { "0" })
-            .arg(self.max_unpack);
+            .arg(self.max_unpack)
+            .arg(self.max_priority);
         cmd
     }
 
@@ -591,6 +682,12 @@ impl RedisBroker {
         &self.inner.url
     }
 
+    /// The highest broker priority this broker orders messages by, or `None` when broker
+    /// priority is off ([`RedisBrokerBuilder::max_priority`]).
+    pub fn max_priority(&self) -> Option<u8> {
+        (self.inner.max_priority > 0).then_some(self.inner.max_priority)
+    }
+
     /// How many ids one Lua `unpack` may take on this Redis (half the probed stack, or half of
     /// `dramatiq_lua_max_stack`), as Dramatiq computes it.
     pub fn max_unpack(&self) -> usize {
@@ -717,15 +814,20 @@ impl Broker for RedisBroker {
             .cmd("HLEN")
             .arg(self.inner.key(&format!("{dq}.msgs")))
             .cmd("ZCARD")
-            .arg(self.inner.key(&format!("{q}.XQ")));
-        let (ready, bodies, delayed, dead): (u64, u64, u64, u64) = self
+            .arg(self.inner.key(&format!("{q}.XQ")))
+            // The live ids of the priority zset are those its pseudo-worker holds.
+            .cmd("SCARD")
+            .arg(self.inner.key(&format!("__acks__.__dq_priority__.{q}.{q}")));
+        let (listed, bodies, delayed, dead, prioritized): (u64, u64, u64, u64, u64) = self
             .inner
             .lanes
             .query_pipe(self.inner.lanes.pick(), &pipe)
             .await
             .map_err(|e| broker_error(e, format!("stats of {q}")))?;
+        let ready = listed + prioritized;
         Ok(QueueStats {
             ready,
+            prioritized,
             // Delayed messages held by a worker until their eta still count as delayed.
             delayed,
             dead,
@@ -1052,5 +1154,25 @@ mod tests {
         let text = e.to_string();
         assert!(text.contains("(from DQ_REDIS_URL)"), "{text}");
         assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn max_priority_from_the_environment() {
+        let read = |v: Option<&str>| {
+            let v = v.map(str::to_owned);
+            max_priority_from_env(move |name| {
+                assert_eq!(name, "DQ_MAX_PRIORITY");
+                v.clone()
+            })
+        };
+        assert_eq!(read(None).unwrap(), None);
+        assert_eq!(read(Some("")).unwrap(), None);
+        assert_eq!(read(Some(" 10 ")).unwrap(), Some(10));
+        assert_eq!(read(Some("255")).unwrap(), Some(255));
+        for bad in ["0", "256", "-1", "high"] {
+            let e = read(Some(bad)).unwrap_err();
+            assert!(matches!(e, RedisBrokerError::InvalidConfig(_)), "{e:?}");
+            assert!(e.to_string().contains("DQ_MAX_PRIORITY"), "{e}");
+        }
     }
 }

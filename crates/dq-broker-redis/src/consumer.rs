@@ -58,6 +58,12 @@ pub(crate) fn read_fetch_reply(reply: Value) -> Option<Fetched> {
     Some(fetched)
 }
 
+/// How often a consumer with broker priority looks at the head of its list for messages that
+/// carry a priority but were pushed there (by a Python producer, or dq without `max_priority`),
+/// and how far it looks: at most one script call a second, a bounded amount of work in Redis.
+const PROMOTE_EVERY: Duration = Duration::from_secs(1);
+const PROMOTE_SCAN: usize = 1_000;
+
 /// Dramatiq's idle poll: `compute_backoff(misses, factor=5, max_backoff=1000)`.
 const POLL_FACTOR_MS: u64 = 5;
 const POLL_MAX_MS: u64 = 1_000;
@@ -69,6 +75,17 @@ const POLL_MAX_MS: u64 = 1_000;
 pub(crate) struct QueueState {
     gate: tokio::sync::RwLock<()>,
     consumers: Mutex<Vec<Weak<Shared>>>,
+}
+
+impl QueueState {
+    /// Whether a consumer of this queue is open in this broker.
+    pub(crate) fn has_consumers(&self) -> bool {
+        self.consumers
+            .lock()
+            .expect("queue state lock")
+            .iter()
+            .any(|w| w.strong_count() > 0)
+    }
 }
 
 /// The part of a consumer its acker shares.
@@ -145,6 +162,9 @@ pub(crate) struct RedisConsumer {
     /// at start for ids an earlier consumer of this broker left behind.
     must_reconcile: bool,
     flusher: Option<tokio::task::JoinHandle<()>>,
+    /// When this consumer last promoted prioritized messages from its list; `None` before the
+    /// first fetch, and always on a queue without broker priority.
+    promoted_at: Option<Instant>,
 }
 
 impl RedisConsumer {
@@ -178,6 +198,7 @@ impl RedisConsumer {
             wake,
             must_reconcile: true,
             flusher: Some(flusher),
+            promoted_at: None,
         }
     }
 
@@ -240,7 +261,38 @@ impl RedisConsumer {
             .map_err(|e| broker_error(e, format!("requeue strays of {queue}")))
     }
 
+    /// Moves the prioritized messages among the first [`PROMOTE_SCAN`] of the list into the
+    /// priority zset, at most every [`PROMOTE_EVERY`], so that their priority counts across the
+    /// queue whoever sent them.
+    async fn promote(&mut self) -> Result<(), BrokerError> {
+        let queue = self.shared.queue.as_str();
+        if self.inner.max_priority == 0 || queue.ends_with(".DQ") {
+            return Ok(());
+        }
+        if self
+            .promoted_at
+            .is_some_and(|at| at.elapsed() < PROMOTE_EVERY)
+        {
+            return Ok(());
+        }
+        let mut cmd = self.inner.script_cmd("promote", queue);
+        cmd.arg(PROMOTE_SCAN);
+        let reply = self
+            .inner
+            .eval(self.lane, &cmd)
+            .await
+            .map_err(|e| broker_error(e, format!("promote prioritized messages of {queue}")))?;
+        self.promoted_at = Some(Instant::now());
+        if let Value::Int(n) = reply {
+            if n > 0 {
+                tracing::debug!(queue = %queue, count = n, "prioritized messages moved off the list");
+            }
+        }
+        Ok(())
+    }
+
     async fn fetch_once(&mut self, n: usize) -> Result<Vec<Delivery>, BrokerError> {
+        self.promote().await?;
         let queue = self.shared.queue.as_str();
         let _fetching = self.state.gate.read().await;
         let mut cmd = self.inner.script_cmd("fetch", queue);

@@ -30,6 +30,14 @@
 //!   is `Connection` (the CLI exits with code 3).
 //! - Passwords in URLs are redacted in logs, `Debug` output and errors.
 //!
+//! Broker priority ([`max_priority`](RedisBrokerBuilder::max_priority)): a message whose
+//! `broker_priority` option is 1 or more waits in a sorted set of dq's own,
+//! `<ns>:__dq_priority__.<q>` (higher first, FIFO within a level), instead of the list. Python
+//! workers never read it, so its ids are also held by a pseudo-worker whose heartbeat dq
+//! consumers keep fresh: once none has run for the heartbeat timeout, any worker's maintenance
+//! (Python's included) moves them onto the list, and Python workers get them without their
+//! priority. Plain messages stay on the list, exactly as Python keeps them.
+//!
 //! The worker registry ([`Broker::publish_worker`](dq_core::Broker::publish_worker), what
 //! `dq actors` reads) lives in keys of dq's own that Dramatiq never touches: a JSON record per
 //! worker at `<ns>:__dq_workers__:<worker_id>`, expiring with its TTL (`PX`), indexed in the
@@ -70,6 +78,7 @@
 //! | reply timeout | 30 s | [`response_timeout`](RedisBrokerBuilder::response_timeout) |
 //! | consumer close budget | 15 s | [`close_timeout`](RedisBrokerBuilder::close_timeout) |
 //! | TLS root | system roots | [`tls_root_certificate`](RedisBrokerBuilder::tls_root_certificate) |
+//! | broker priority | off (`DQ_MAX_PRIORITY` with [`from_env`](RedisBrokerBuilder::from_env)) | [`max_priority`](RedisBrokerBuilder::max_priority) |
 //!
 //! `rediss://` URLs use TLS (rustls, with the system's root certificates, or the CA given to
 //! [`tls_root_certificate`](RedisBrokerBuilder::tls_root_certificate)). The environment

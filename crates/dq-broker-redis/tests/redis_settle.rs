@@ -354,6 +354,7 @@ async fn flush_purges_the_queue_its_delay_queue_and_dead_letters() {
         broker.stats("default").await.unwrap(),
         dq_core::QueueStats {
             ready: 1,
+            prioritized: 0,
             delayed: 1,
             dead: 1,
             in_flight: 0

@@ -5,6 +5,7 @@ mod util;
 
 mod redis_admin;
 mod redis_connect;
+mod redis_priority;
 mod redis_recovery;
 mod redis_restart;
 mod redis_settle;

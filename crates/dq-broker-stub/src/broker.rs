@@ -111,6 +111,56 @@ impl StubBroker {
         StubBroker::default()
     }
 
+    /// A new, empty broker that orders ready messages by their `broker_priority` option, as
+    /// the Redis broker with [`max_priority`] does: higher first (values above `max_priority`
+    /// count as `max_priority`), FIFO within a level, messages without one (or 0) after every
+    /// prioritized one. A message given back unprocessed goes to the head of its level. `0`
+    /// orders by none, like [`StubBroker::new`].
+    ///
+    /// [`max_priority`]: https://docs.rs/dq-broker-redis/latest/dq_broker_redis/struct.RedisBrokerBuilder.html#method.max_priority
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use dq_broker_stub::StubBroker;
+    /// use dq_core::{Broker, Message, SendOptions};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let broker = StubBroker::with_max_priority(10);
+    /// for p in [0, 3, 7] {
+    ///     let mut m = Message::new("default", "work", &(p,), &())?;
+    ///     SendOptions::default().broker_priority(p).apply_to_message(&mut m);
+    ///     broker.enqueue(&mut m).await?;
+    /// }
+    /// assert_eq!(broker.stats("default").await?.prioritized, 2);
+    /// let mut consumer = broker.consume("default", 10).await?;
+    /// let got = consumer.fetch(Duration::from_secs(1)).await?;
+    /// let order: Vec<u8> = got
+    ///     .iter()
+    ///     .map(|d| Message::decode(&d.body).unwrap().options.broker_priority().unwrap_or(0))
+    ///     .collect();
+    /// assert_eq!(order, [7, 3, 0]);
+    /// # Ok(()) }
+    /// ```
+    pub fn with_max_priority(max_priority: u8) -> StubBroker {
+        let broker = StubBroker::default();
+        broker.shared.lock().max_priority = max_priority;
+        broker
+    }
+
+    /// The highest broker priority this broker orders by, or `None` ([`with_max_priority`]).
+    ///
+    /// [`with_max_priority`]: StubBroker::with_max_priority
+    ///
+    /// ```
+    /// assert_eq!(dq_broker_stub::StubBroker::with_max_priority(5).max_priority(), Some(5));
+    /// assert_eq!(dq_broker_stub::StubBroker::new().max_priority(), None);
+    /// ```
+    pub fn max_priority(&self) -> Option<u8> {
+        let p = self.shared.lock().max_priority;
+        (p > 0).then_some(p)
+    }
+
     /// Puts raw `body` at the tail of physical queue `queue` (`q` or `q.DQ`), bypassing
     /// [`Message`]: for tests that feed what a broken or foreign producer might send.
     ///

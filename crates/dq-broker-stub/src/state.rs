@@ -1,10 +1,12 @@
 //! The broker's state, behind one mutex. Every operation here is synchronous and short; nothing
 //! awaits while the lock is held, and waiters are woken through the queues' [`Notify`]s.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use dq_core::{is_valid_queue_name, now_ms, DeadLetter, Delivery, QueueStats, Token, WorkerInfo};
+use dq_core::{
+    is_valid_queue_name, now_ms, DeadLetter, Delivery, Message, QueueStats, Token, WorkerInfo,
+};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -37,7 +39,14 @@ pub(crate) struct Entry {
     id: u64,
     body: Vec<u8>,
     redelivered: bool,
+    /// Its broker priority, clamped to the broker's maximum; 0 when it has none (or the broker
+    /// orders by none).
+    priority: u8,
 }
+
+/// Where a prioritized ready message waits: higher priority first, then by `seq` (FIFO; a
+/// message given back unprocessed gets a negative one, ahead of its level).
+type Rank = (std::cmp::Reverse<u8>, i64);
 
 struct Dead {
     id: u64,
@@ -67,6 +76,8 @@ struct ConsumerRec {
 pub(crate) struct Queue {
     name: String,
     ready: VecDeque<Entry>,
+    /// Ready messages with a broker priority, as Redis's `__dq_priority__` zset keeps them.
+    prioritized: BTreeMap<Rank, Entry>,
     delayed: VecDeque<Entry>,
     dead: Vec<Dead>,
     /// Dead letters before this index were reported by (or accepted at the end of) a join.
@@ -85,6 +96,7 @@ impl Queue {
         Queue {
             name: name.to_owned(),
             ready: VecDeque::new(),
+            prioritized: BTreeMap::new(),
             delayed: VecDeque::new(),
             dead: Vec::new(),
             accounted: 0,
@@ -115,16 +127,24 @@ impl Queue {
     }
 
     pub(crate) fn is_idle(&self) -> bool {
-        self.ready.is_empty() && self.delayed.is_empty() && self.unsettled == 0
+        self.ready.is_empty()
+            && self.prioritized.is_empty()
+            && self.delayed.is_empty()
+            && self.unsettled == 0
     }
 
     pub(crate) fn counts(&self) -> (usize, usize, usize) {
-        (self.ready.len(), self.delayed.len(), self.unsettled)
+        (
+            self.ready.len() + self.prioritized.len(),
+            self.delayed.len(),
+            self.unsettled,
+        )
     }
 
     pub(crate) fn stats(&self) -> QueueStats {
         QueueStats {
-            ready: self.ready.len() as u64,
+            ready: (self.ready.len() + self.prioritized.len()) as u64,
+            prioritized: self.prioritized.len() as u64,
             delayed: self.delayed.len() as u64,
             dead: self.dead.len() as u64,
             in_flight: self.unsettled as u64,
@@ -213,6 +233,7 @@ impl Queue {
     /// Redis `purge` deletes the ack sets too: settling a dropped delivery later is a no-op.
     fn flush(&mut self) {
         self.ready.clear();
+        self.prioritized.clear();
         self.delayed.clear();
         self.dead.clear();
         self.accounted = 0;
@@ -246,6 +267,9 @@ pub(crate) struct State {
     /// Debounced messages replaced by a newer send, by (canonical queue, `message_id`): the
     /// newer one's id, and until when this is remembered.
     pub(crate) replaced: HashMap<(String, String), (String, Instant)>,
+    /// The highest broker priority; 0 orders by none.
+    pub(crate) max_priority: u8,
+    next_seq: i64,
 }
 
 /// One periodic schedule's record, as the Redis broker keeps it (without expiry: a stub broker
@@ -292,12 +316,30 @@ impl State {
     pub(crate) fn push(&mut self, i: usize, side: Side, body: Vec<u8>) {
         let id = self.next_id;
         self.next_id += 1;
-        let q = &mut self.queues[i];
-        q.side_mut(side).push_back(Entry {
+        // As on Redis, the delay queue is ordered by eta, and priority is read from the body
+        // (so raw bodies and foreign producers' messages get theirs too).
+        let priority = match side {
+            Side::Ready if self.max_priority > 0 => Message::decode(&body)
+                .ok()
+                .and_then(|m| m.options.broker_priority())
+                .map_or(0, |p| p.min(self.max_priority)),
+            _ => 0,
+        };
+        let entry = Entry {
             id,
             body,
             redelivered: false,
-        });
+            priority,
+        };
+        if priority > 0 {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.queues[i]
+                .prioritized
+                .insert((std::cmp::Reverse(priority), seq), entry);
+        } else {
+            self.queues[i].side_mut(side).push_back(entry);
+        }
     }
 
     pub(crate) fn flush(&mut self, i: usize) {
@@ -350,16 +392,26 @@ impl State {
         } = self;
         let q = &mut queues[i];
         let rec = q.consumers.get_mut(&c)?;
+        let room = rec.prefetch.saturating_sub(rec.unsettled.len());
+        // Prioritized messages first, best first, then the plain queue.
+        let mut entries = Vec::with_capacity(room.min(64));
+        if rec.side == Side::Ready {
+            while entries.len() < room {
+                match q.prioritized.pop_first() {
+                    Some((_, entry)) => entries.push(entry),
+                    None => break,
+                }
+            }
+        }
         let src = match rec.side {
             Side::Ready => &mut q.ready,
             Side::Delayed => &mut q.delayed,
         };
-        let n = rec
-            .prefetch
-            .saturating_sub(rec.unsettled.len())
-            .min(src.len());
+        let more = (room - entries.len()).min(src.len());
+        entries.extend(src.drain(..more));
+        let n = entries.len();
         let mut out = Vec::with_capacity(n);
-        for entry in src.drain(..n) {
+        for entry in entries {
             let tag = *next_tag;
             *next_tag += 1;
             out.push(Delivery {
@@ -431,22 +483,21 @@ impl State {
             return;
         };
         let side = rec.side;
-        let mut moved = 0;
+        let mut back = Vec::new();
         for tag in tags {
             match rec.unsettled.remove(&tag) {
                 Some(mut entry) => {
                     entry.redelivered = true;
-                    let dst = match side {
-                        Side::Ready => &mut q.ready,
-                        Side::Delayed => &mut q.delayed,
-                    };
-                    dst.push_back(entry);
-                    moved += 1;
+                    back.push((tag, entry));
                 }
                 None => {
                     tracing::debug!(queue = %q.name, tag, "requeue of a delivery this consumer does not hold");
                 }
             }
+        }
+        let moved = back.len();
+        for (tag, entry) in back {
+            give_back(q, side, tag, entry);
         }
         q.unsettled -= moved;
         if moved > 0 {
@@ -466,12 +517,24 @@ impl State {
         let mut held: Vec<(u64, Entry)> = rec.unsettled.into_iter().collect();
         held.sort_unstable_by_key(|(tag, _)| *tag);
         q.unsettled -= held.len();
-        let dst = q.side_mut(rec.side);
-        for (_, mut entry) in held {
+        for (tag, mut entry) in held {
             entry.redelivered = true;
-            dst.push_back(entry);
+            give_back(q, rec.side, tag, entry);
         }
         q.notify(rec.side).notify_waiters();
+    }
+}
+
+/// Puts back a delivery (tag `tag`) that was not processed: a prioritized one at the head of
+/// its level (it was at the front when fetched; tags keep those given back in fetch order), any
+/// other at the tail, as Dramatiq's requeue does.
+fn give_back(q: &mut Queue, side: Side, tag: u64, entry: Entry) {
+    if entry.priority > 0 && side == Side::Ready {
+        let seq = i64::MIN.saturating_add(i64::try_from(tag).unwrap_or(i64::MAX));
+        q.prioritized
+            .insert((std::cmp::Reverse(entry.priority), seq), entry);
+    } else {
+        q.side_mut(side).push_back(entry);
     }
 }
 

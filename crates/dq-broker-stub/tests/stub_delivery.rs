@@ -383,6 +383,7 @@ async fn flush_drops_messages_dead_letters_and_unsettled_deliveries() {
         broker.stats("q").await.unwrap(),
         dq_core::QueueStats {
             ready: 1,
+            prioritized: 0,
             delayed: 1,
             dead: 1,
             in_flight: 1

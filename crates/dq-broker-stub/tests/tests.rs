@@ -3,6 +3,7 @@
 mod stub_admin;
 mod stub_delivery;
 mod stub_join;
+mod stub_priority;
 mod stub_workers;
 
 use std::time::Duration;

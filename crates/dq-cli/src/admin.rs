@@ -4,6 +4,8 @@
 //! $ dq queues
 //! QUEUE    READY  DELAYED  DEAD  UNACKED  WORKERS  LOCKS
 //! default      3        1     2        0        1      0
+//! (a PRIORITIZED column, of READY those waiting with a broker priority, appears when a queue
+//! has any)
 //! $ dq dead-letters requeue --all
 //! Requeued 2 message(s) of default.
 //! $ dq send add --args '[1, 2]'
@@ -670,19 +672,28 @@ async fn queues_table(
             }
         }
     }
-    let mut rows = Vec::with_capacity(queues.len());
-    for (i, q) in queues.iter().enumerate() {
+    let mut stats = Vec::with_capacity(queues.len());
+    for q in &queues {
         let s = broker
             .stats(q)
             .await
             .with_context(|| format!("counting the messages of {q}"))?;
-        let mut row = vec![
-            q.clone(),
-            s.ready.to_string(),
+        stats.push(s);
+    }
+    // PRIORITIZED (of READY, those waiting with a broker priority) only when some queue has
+    // any, so the table of a broker without priority stays as it was.
+    let prioritized = stats.iter().any(|s| s.prioritized > 0);
+    let mut rows = Vec::with_capacity(queues.len());
+    for (i, (q, s)) in queues.iter().zip(&stats).enumerate() {
+        let mut row = vec![q.clone(), s.ready.to_string()];
+        if prioritized {
+            row.push(s.prioritized.to_string());
+        }
+        row.extend([
             s.delayed.to_string(),
             s.dead.to_string(),
             s.in_flight.to_string(),
-        ];
+        ]);
         if let Some(workers) = &workers {
             let consumers = workers.iter().filter(|w| w.queues.contains(q)).count();
             row.push(consumers.to_string());
@@ -692,7 +703,11 @@ async fn queues_table(
         }
         rows.push(row);
     }
-    let mut header = vec!["QUEUE", "READY", "DELAYED", "DEAD", "UNACKED"];
+    let mut header = vec!["QUEUE", "READY"];
+    if prioritized {
+        header.push("PRIORITIZED");
+    }
+    header.extend(["DELAYED", "DEAD", "UNACKED"]);
     if workers.is_some() {
         header.push("WORKERS");
     }
@@ -702,7 +717,7 @@ async fn queues_table(
     table(
         &header,
         &rows,
-        &[false, true, true, true, true, true, true],
+        &[false, true, true, true, true, true, true, true],
         out,
     );
     Ok(())
@@ -1530,6 +1545,30 @@ mod tests {
             out,
             "QUEUE    READY  DELAYED  DEAD  UNACKED  WORKERS  LOCKS\n\
              reports      2        0     0        0        0      2\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn queues_shows_prioritized_messages_when_there_are_some() {
+        let stub = dq::StubBroker::with_max_priority(10);
+        let broker: Arc<dyn Broker> = Arc::new(stub.clone());
+        for p in [None, Some(3), Some(9)] {
+            let mut m = Message::new("jobs", "work", &(1,), &()).unwrap();
+            if let Some(p) = p {
+                dq_core::SendOptions::default()
+                    .broker_priority(p)
+                    .apply_to_message(&mut m);
+            }
+            broker.enqueue(&mut m).await.unwrap();
+        }
+        let mut out = String::new();
+        queues_table(&*broker, vec!["jobs".into()], &mut out)
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            "QUEUE  READY  PRIORITIZED  DELAYED  DEAD  UNACKED  WORKERS  LOCKS\n\
+             jobs       3            2        0     0        0        0      0\n"
         );
     }
 

@@ -128,9 +128,28 @@ fn tls_ca() -> Result<Option<Vec<u8>>, Error> {
     })
 }
 
+/// Env `DQ_MAX_PRIORITY`, if set: the highest `broker_priority`, with one meaning on both
+/// brokers (RabbitMQ's `x-max-priority`; on Redis, broker priority through dq's priority set).
+/// Anything but a number from 1 to 255 is a settings error (exit code 2).
+#[cfg_attr(not(any(feature = "redis", feature = "amqp")), allow(dead_code))]
+fn max_priority() -> Result<Option<u8>, Error> {
+    let var = dq_core::env::MAX_PRIORITY;
+    let Some(value) = std::env::var(var).ok().filter(|v| !v.trim().is_empty()) else {
+        return Ok(None);
+    };
+    match value.trim().parse::<u8>() {
+        Ok(p) if p >= 1 => Ok(Some(p)),
+        _ => Err(Error::BrokerSettings(format!(
+            "{var}: expected a number from 1 to 255, not {value:?}"
+        ))),
+    }
+}
+
 #[cfg(feature = "redis")]
 async fn connect_redis(url: &str, namespace: Option<&str>) -> Result<Arc<dyn Broker>, Error> {
-    let mut builder = dq_broker_redis::RedisBroker::builder().url(url);
+    let mut builder = dq_broker_redis::RedisBroker::builder()
+        .url(url)
+        .max_priority(max_priority()?);
     if let Some(ns) = namespace {
         builder = builder.namespace(ns);
     }
@@ -157,7 +176,9 @@ async fn connect_redis(url: &str, _namespace: Option<&str>) -> Result<Arc<dyn Br
 
 #[cfg(feature = "amqp")]
 async fn connect_amqp(url: &str) -> Result<Arc<dyn Broker>, Error> {
-    let mut builder = dq_broker_amqp::AmqpBroker::builder().url(url);
+    let mut builder = dq_broker_amqp::AmqpBroker::builder()
+        .url(url)
+        .max_priority(max_priority()?);
     if let Some(ca) = tls_ca()? {
         builder = builder.tls_root_certificate(ca);
     }

@@ -40,6 +40,10 @@ pub struct Delivery {
 pub struct QueueStats {
     /// Messages waiting on the queue.
     pub ready: u64,
+    /// Of `ready`, those waiting with a broker priority, on a broker that orders them by it
+    /// (Redis with `max_priority`, the stub with `with_max_priority`); 0 where the broker
+    /// cannot tell (RabbitMQ).
+    pub prioritized: u64,
     /// Messages waiting on its delay queue.
     pub delayed: u64,
     /// Messages in its dead-letter queue.

@@ -12,6 +12,7 @@
 //! | [`REDIS_NAMESPACE`] | `dramatiq` | the Redis broker's `from_env`, the worker command (`--namespace`) |
 //! | [`RESULTS_NAMESPACE`] | `dramatiq-results` | the Redis result backend's `from_env` |
 //! | [`AMQP_URL`] | `amqp://guest:guest@127.0.0.1:5672/%2f` | the RabbitMQ broker, the worker command |
+//! | [`MAX_PRIORITY`] | none (no broker priority) | the Redis broker's `from_env`, the worker command and the admin tool (both brokers) |
 //! | [`TLS_CA_FILE`] | none (the system's roots) | the worker command and the admin tool, for `rediss://` and `amqps://` brokers |
 //!
 //! A variable set to an empty value counts as unset.
@@ -37,3 +38,8 @@ pub const AMQP_URL: &str = "DQ_AMQP_URL";
 /// to them. Library code passes the certificate to the brokers' builders
 /// (`tls_root_certificate`).
 pub const TLS_CA_FILE: &str = "DQ_TLS_CA_FILE";
+
+/// The highest `broker_priority` (1..=255): the Redis broker's `from_env` turns broker priority
+/// on with it, and the worker command gives it to either broker (RabbitMQ's `x-max-priority`).
+/// Unset, messages are FIFO whatever their `broker_priority`.
+pub const MAX_PRIORITY: &str = "DQ_MAX_PRIORITY";

@@ -185,7 +185,8 @@ impl Options {
             .get("group_completion_callbacks")
             .and_then(Value::as_array)
     }
-    /// `broker_priority`: RabbitMQ's AMQP priority (higher is more urgent).
+    /// `broker_priority`: higher is fetched sooner on a broker with a `max_priority` (RabbitMQ's
+    /// AMQP priority, dq's priority set on Redis); clamped to 0..=255.
     pub fn broker_priority(&self) -> Option<u8> {
         self.get_i64("broker_priority")
             .map(|p| p.clamp(0, 255) as u8)
@@ -210,6 +211,10 @@ pub struct ActorOptions {
     pub queue_name: String,
     /// Worker-local priority: lower runs sooner (default 0).
     pub priority: i32,
+    /// The default `broker_priority` of the actor's messages (higher is fetched sooner, on
+    /// RabbitMQ with `max_priority` and on Redis with `max_priority`); a message's own option
+    /// overrides it. `#[dq::actor(broker_priority = 5)]` sets it on the messages it builds.
+    pub broker_priority: Option<u8>,
     /// Retries allowed; `Some(None)` means unlimited, `None` means the middleware default (20).
     pub max_retries: Option<Option<u32>>,
     /// Minimum backoff in ms (default 15 000).
@@ -273,6 +278,7 @@ impl Default for ActorOptions {
         ActorOptions {
             queue_name: "default".to_owned(),
             priority: 0,
+            broker_priority: None,
             max_retries: None,
             min_backoff: None,
             max_backoff: None,
@@ -294,6 +300,7 @@ pub const BUILTIN_ACTOR_OPTIONS: &[&str] = &[
     "actor_name",
     "queue_name",
     "priority",
+    "broker_priority",
     "max_retries",
     "min_backoff",
     "max_backoff",

@@ -107,7 +107,15 @@ impl SendOptions {
         self.option("notify_shutdown", yes)
     }
 
-    /// `broker_priority` (RabbitMQ AMQP priority; higher is more urgent).
+    /// `broker_priority`: higher is fetched sooner, across the whole queue, on a broker with a
+    /// `max_priority` (RabbitMQ's AMQP priority; on Redis dq's priority set; the stub's
+    /// `with_max_priority`). Values above the broker's `max_priority` count as it; without one,
+    /// the option is carried and ignored. Overrides the actor's `broker_priority`.
+    ///
+    /// ```
+    /// let opts = dq_core::SendOptions::default().broker_priority(9);
+    /// assert_eq!(opts.options.broker_priority(), Some(9));
+    /// ```
     pub fn broker_priority(self, p: u8) -> SendOptions {
         self.option("broker_priority", p)
     }

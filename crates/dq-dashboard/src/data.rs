@@ -23,6 +23,8 @@ const MAX_LOOKUP: usize = 20_000;
 pub(crate) struct QueueRow {
     pub(crate) name: String,
     pub(crate) ready: u64,
+    /// Of `ready`, those waiting with a broker priority.
+    pub(crate) prioritized: u64,
     pub(crate) delayed: u64,
     pub(crate) in_flight: u64,
     pub(crate) dead: u64,
@@ -129,6 +131,7 @@ pub(crate) async fn sample(shared: &Shared) -> Result<Overview, BrokerError> {
             }),
             name,
             ready: s.ready,
+            prioritized: s.prioritized,
             delayed: s.delayed,
             in_flight: s.in_flight,
             dead: s.dead,

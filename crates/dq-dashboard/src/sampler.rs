@@ -125,6 +125,7 @@ mod tests {
             delayed: 0,
             dead,
             in_flight: 0,
+            prioritized: 0,
         }
     }
 

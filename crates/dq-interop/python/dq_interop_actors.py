@@ -12,7 +12,8 @@ environment the Rust test sets, so both sides agree on the broker, the queue and
   DQ_INTEROP_RESULTS_URL  with DQ_INTEROP_RESULTS_NS: store results in this Redis
   DQ_INTEROP_RESULTS_NS   the results namespace
   DQ_INTEROP_RESULTS_PREFIX_KEYS  "1": result keys are the namespaced strings, not their MD5
-  DQ_INTEROP_MAX_PRIORITY RabbitMQ max_priority (x-max-priority) of the queues
+  DQ_INTEROP_MAX_PRIORITY RabbitMQ max_priority (x-max-priority) of the queues (on Redis only
+                          the dq side reads it: Python's Redis broker has no priority)
   DQ_INTEROP_GROUPS_URL   run group completion callbacks, with barriers in this Redis
   DQ_INTEROP_ABORTS_URL   with DQ_INTEROP_ABORTS_NS: run dramatiq-abort's Abortable, events in this Redis
   DQ_INTEROP_ABORTS_NS    the events' namespace (dramatiq-abort's RedisBackend(namespace=...))

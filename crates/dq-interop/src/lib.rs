@@ -23,7 +23,7 @@
 //! | `interop_results` | results and failures stored by one language, read by the other, with MD5 and with prefix keys; pipelines built by one language and run by the other |
 //! | `interop_groups` | a group run half by a Python and half by a dq worker: one shared barrier, one callback |
 //! | `interop_deadletters` | dead letters of either worker requeued by dq's admin API and run to success |
-//! | `interop_priority` | RabbitMQ `x-max-priority` and `broker_priority` across languages |
+//! | `interop_priority` | RabbitMQ `x-max-priority` and `broker_priority` across languages; on Redis, a Python producer's `broker_priority` honoured by a dq worker, a Python worker getting every prioritized message once no dq process heartbeats, and a 10,000-message backlog at three levels through a worker with prefetch 16 |
 //!
 //! Shared here: [`Scenario`] (unique queue, namespace and directory; the settings both sides
 //! read from the environment; cleanup), [`WorkerProcess`] (a worker in its own process group),
@@ -123,7 +123,8 @@ pub struct Scenario {
     pub results_prefix_keys: bool,
     /// Whether workers run group completion callbacks (barriers in the scenario's Redis).
     pub groups: bool,
-    /// RabbitMQ `max_priority` of every party (`x-max-priority` on the queues).
+    /// `max_priority` of every party: on RabbitMQ `x-max-priority` on the queues; on Redis the
+    /// dq brokers' broker priority (Python's Redis broker has none).
     pub max_priority: Option<u8>,
     /// The namespace (key prefix, ending in `:`) of dramatiq-abort's events, when workers run
     /// the Abortable middleware on the scenario's Redis.
@@ -328,6 +329,7 @@ impl Scenario {
                     .url(self.redis_url.clone())
                     .namespace(self.namespace.clone())
                     .heartbeat_timeout(Duration::from_millis(self.heartbeat_ms))
+                    .max_priority(self.max_priority)
                     .build()
                     .await
                     .expect("Redis broker"),

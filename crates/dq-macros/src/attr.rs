@@ -78,6 +78,7 @@ pub(crate) struct ActorArgs {
     pub(crate) actor_name: Option<Value>,
     pub(crate) queue_name: Option<Value>,
     pub(crate) priority: Option<Value>,
+    pub(crate) broker_priority: Option<Value>,
     pub(crate) max_retries: Option<MaxRetries>,
     pub(crate) min_backoff: Option<Value>,
     pub(crate) max_backoff: Option<Value>,
@@ -139,6 +140,7 @@ fn interpret(out: &mut ActorArgs, name: &str, arg: Arg) -> syn::Result<()> {
             out.on_retry_exhausted = Some(string(name, expr, check_actor_name)?);
         }
         "priority" => out.priority = Some(integer(name, expr, IntKind::I32)?),
+        "broker_priority" => out.broker_priority = Some(integer(name, expr, IntKind::U8)?),
         "max_retries" => {
             out.max_retries = Some(if is_none(&expr) {
                 MaxRetries::Unlimited
@@ -222,6 +224,7 @@ fn check_queue_name(s: &str) -> Result<(), String> {
 #[derive(Clone, Copy)]
 enum IntKind {
     I32,
+    U8,
     U32,
     Millis,
 }
@@ -230,6 +233,7 @@ impl IntKind {
     fn rust_type(self) -> TokenStream {
         match self {
             IntKind::I32 => quote!(i32),
+            IntKind::U8 => quote!(u8),
             IntKind::U32 => quote!(u32),
             IntKind::Millis => quote!(u64),
         }
@@ -271,6 +275,7 @@ fn integer(name: &str, expr: Expr, kind: IntKind) -> syn::Result<Value> {
     };
     let what = match kind {
         IntKind::I32 => "an integer",
+        IntKind::U8 => "an integer from 0 to 255",
         IntKind::U32 => "a non-negative integer or `None` (unlimited)",
         IntKind::Millis => "a non-negative integer number of milliseconds",
     };
@@ -290,11 +295,18 @@ fn integer(name: &str, expr: Expr, kind: IntKind) -> syn::Result<Value> {
             })?;
             quote_spanned!(span=> #v)
         }
-        IntKind::U32 | IntKind::Millis if negative => {
+        IntKind::U8 | IntKind::U32 | IntKind::Millis if negative => {
             return Err(syn::Error::new_spanned(
                 &expr,
                 format!("`{name}` cannot be negative"),
             ));
+        }
+        IntKind::U8 => {
+            let v: u64 = int.base10_parse()?;
+            let v = u8::try_from(v).map_err(|_| {
+                syn::Error::new_spanned(&expr, format!("`{name}` must be from 0 to 255, not {v}"))
+            })?;
+            quote_spanned!(span=> #v)
         }
         IntKind::U32 => {
             let v: u32 = int.base10_parse()?;

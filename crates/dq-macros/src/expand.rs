@@ -65,6 +65,21 @@ fn companion(args: &ActorArgs, f: &ItemFn, sig: &ActorSig) -> TokenStream {
         None => quote!("default"),
     };
 
+    // The actor's `broker_priority` is a default of its messages' option: set here, where every
+    // send builds its message, so that per-message options merged later override it.
+    let default_broker_priority = match &args.broker_priority {
+        Some(v) => {
+            let t = &v.tokens;
+            quote! {
+                __dq_message.options.insert(
+                    ::std::string::String::from("broker_priority"),
+                    ::core::convert::From::<u8>::from(#t),
+                );
+            }
+        }
+        None => quote!(),
+    };
+
     // The message's arguments: every parameter but the `State<T>`s, which the worker fills in.
     let message_params: Vec<&sig::Param> =
         sig.params.iter().filter(|p| p.state.is_none()).collect();
@@ -161,9 +176,11 @@ fn companion(args: &ActorArgs, f: &ItemFn, sig: &ActorSig) -> TokenStream {
             pub fn message(#params) -> #result<#p::TypedMessage<self::Output>, #p::Error> {
                 let __dq_args = #p::encode_args(&(#(&#idents,)*))?;
                 let __dq_kwargs = #p::encode_kwargs(&())?;
-                #ok(#p::TypedMessage::from_message(
-                    #p::Message::from_raw(self::QUEUE, self::NAME, __dq_args, __dq_kwargs),
-                ))
+                #[allow(unused_mut)]
+                let mut __dq_message =
+                    #p::Message::from_raw(self::QUEUE, self::NAME, __dq_args, __dq_kwargs);
+                #default_broker_priority
+                #ok(#p::TypedMessage::from_message(__dq_message))
             }
 
             /// Builds a message with per-message options. A delay is recorded as the `delay`
@@ -289,6 +306,10 @@ fn options_fn(args: &ActorArgs, p: &TokenStream) -> TokenStream {
     if let Some(v) = &args.priority {
         let t = &v.tokens;
         fields.push(quote!(priority: #t));
+    }
+    if let Some(v) = &args.broker_priority {
+        let t = &v.tokens;
+        fields.push(quote!(broker_priority: #some(#t)));
     }
     match &args.max_retries {
         None => {}

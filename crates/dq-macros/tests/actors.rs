@@ -33,6 +33,12 @@ pub(crate) fn add(x: i64, y: i64) -> i64 {
     x + y
 }
 
+/// An actor whose messages carry `broker_priority` 7 unless a send says otherwise.
+#[dq::actor(broker_priority = 7)]
+pub(crate) fn urgent(n: u8) -> u8 {
+    n
+}
+
 #[dq::actor(
     queue_name = "emails",
     priority = 10,

@@ -3,7 +3,7 @@
 use dq::{ActorError, FailureKind};
 use serde_json::json;
 
-use crate::actors::{add, move_point, nothing, send_welcome, sum_later};
+use crate::actors::{add, move_point, nothing, send_welcome, sum_later, urgent};
 
 #[test]
 fn defaults() {
@@ -37,6 +37,23 @@ fn every_builtin_option() {
     assert_eq!(o.on_retry_exhausted.as_deref(), Some("welcome_exhausted"));
     // A type in `throws` is named as `ActorError::from_error` names its errors.
     assert_eq!(o.throws, ["BadInput", "OtherError"]);
+}
+
+#[test]
+fn broker_priority_is_a_default_of_the_actors_messages() {
+    assert_eq!(urgent::options().broker_priority, Some(7));
+    assert_eq!(add::options().broker_priority, None);
+    let m = urgent::message(1).unwrap().into_message();
+    assert_eq!(m.options.broker_priority(), Some(7));
+    let m = urgent::message_with_options(1, dq::SendOptions::default().broker_priority(2))
+        .unwrap()
+        .into_message();
+    assert_eq!(m.options.broker_priority(), Some(2));
+    assert!(add::message(1, 2)
+        .unwrap()
+        .into_message()
+        .options
+        .is_empty());
 }
 
 #[test]

@@ -874,3 +874,95 @@ async fn a_call_whose_kind_a_hook_changed_still_runs_and_settles_once() {
         "{stats:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Broker priority: a backlog of 10,000 messages at three levels, consumed with a prefetch of 16,
+// runs level by level, FIFO within each, up to the slack of what the worker held.
+
+static BACKLOG_ORDER: Mutex<Vec<(u8, u64)>> = Mutex::new(Vec::new());
+
+fn record_level(m: &Message, _: &dq_core::States) -> Result<Invocation, ArgsError> {
+    let (seq,): (u64,) =
+        serde_json::from_str(m.args.get()).map_err(|e| ArgsError::Malformed(e.to_string()))?;
+    let level = m.options.broker_priority().unwrap_or(0);
+    Ok(Invocation::Sync(Box::new(move || {
+        BACKLOG_ORDER.lock().unwrap().push((level, seq));
+        Ok(Value::Null)
+    })))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_priority_orders_a_backlog_with_a_small_prefetch() {
+    const BACKLOG: u64 = 10_000;
+    const PREFETCH: usize = 16;
+    let broker = StubBroker::with_max_priority(10);
+    let q = "prio-backlog";
+    let app = app(
+        &broker,
+        vec![actor("record_level", q, record_level, |_| {})],
+    );
+    let levels = [0u8, 5, 9];
+    let messages: Vec<Message> = (0..BACKLOG)
+        .map(|i| {
+            let mut m = msg(q, "record_level", json!([i]));
+            let level = levels[(i % 3) as usize];
+            if level > 0 {
+                SendOptions::default()
+                    .broker_priority(level)
+                    .apply_to_message(&mut m);
+            }
+            m
+        })
+        .collect();
+    app.enqueue_many(messages).await.unwrap();
+    let stats = broker.stats(q).await.unwrap();
+    assert_eq!((stats.ready, stats.prioritized), (BACKLOG, 6_666));
+    let worker = Worker::new(
+        app,
+        WorkerOptions {
+            queue_prefetch: Some(PREFETCH),
+            // One thread: with more, a message handed to a thread that is still waking up is
+            // overtaken by what the others run meanwhile, which is the worker's doing, not the
+            // broker's.
+            ..opts(1)
+        },
+    );
+    worker.start().await.unwrap();
+    join(&broker, q).await;
+    worker.stop().await.unwrap();
+    let order = BACKLOG_ORDER.lock().unwrap().clone();
+    check_priority_order(&order, BACKLOG as usize, PREFETCH);
+}
+
+/// Every message ran once, and whatever ran `slack` or more places before a message is of a
+/// level at least as high and, of the same level, was sent before it: priority order and FIFO
+/// within a level up to the slack of what a worker holds at once.
+fn check_priority_order(order: &[(u8, u64)], total: usize, slack: usize) {
+    assert_eq!(order.len(), total);
+    let mut seen: Vec<u64> = order.iter().map(|(_, s)| *s).collect();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len(), total, "a message ran twice or never");
+    // Over the messages more than `slack` places back: the lowest level, and the highest
+    // sequence number of each level.
+    let mut lowest = u8::MAX;
+    let mut last_seq: std::collections::HashMap<u8, u64> = std::collections::HashMap::new();
+    for (i, &(level, seq)) in order.iter().enumerate() {
+        if i >= slack {
+            let (l, s) = order[i - slack];
+            lowest = lowest.min(l);
+            let e = last_seq.entry(l).or_insert(s);
+            *e = (*e).max(s);
+        }
+        assert!(
+            lowest >= level,
+            "message {seq} of level {level} ran at {i}, more than {slack} places after one of level {lowest}"
+        );
+        if let Some(&before) = last_seq.get(&level) {
+            assert!(
+                before < seq,
+                "message {seq} of level {level} ran at {i}, more than {slack} places after {before}"
+            );
+        }
+    }
+}

@@ -9,6 +9,10 @@
 //! dq-bench-producer batch N ACTOR [ARG]    `enqueue_many` in batches of 1,000 (pre-fill, pipelined enqueue)
 //! dq-bench-producer batch-unconfirmed N ACTOR [ARG]
 //!                                          `batch` without RabbitMQ publisher confirms (Python's default)
+//! dq-bench-producer send-prioritized N ACTOR [ARG]
+//! dq-bench-producer batch-prioritized N ACTOR [ARG]
+//!                                          `send` / `batch` on a Redis broker with `max_priority`
+//!                                          10, messages with `broker_priority` 1 to 10 in turn
 //! dq-bench-producer latency N MAX_GAP_MS   N `latency` messages, random gaps of 0..MAX_GAP_MS
 //! dq-bench-producer cleanup                delete the queue, its delay and dead-letter queues
 //! dq-bench-producer ceiling N              RabbitMQ only: what a bare lapin client gets out of
@@ -50,10 +54,13 @@ fn env(name: &str, default: &str) -> String {
 }
 
 async fn app(url: &str) -> Res<App> {
-    app_with(url, true).await
+    app_with(url, true, None).await
 }
 
-async fn app_with(url: &str, confirm: bool) -> Res<App> {
+/// The broker's `max_priority` in the `-prioritized` modes.
+const MAX_PRIORITY: u8 = 10;
+
+async fn app_with(url: &str, confirm: bool, max_priority: Option<u8>) -> Res<App> {
     let builder = if url.starts_with("amqp") {
         dq::app(
             dq::amqp::AmqpBroker::builder()
@@ -68,6 +75,7 @@ async fn app_with(url: &str, confirm: bool) -> Res<App> {
             dq::redis::RedisBroker::builder()
                 .url(url)
                 .namespace(ns)
+                .max_priority(max_priority)
                 .build()
                 .await?,
         )
@@ -82,6 +90,14 @@ fn message(queue: &str, actor: &str, arg: Option<u64>) -> Res<Message> {
     })
 }
 
+/// `broker_priority` 1 to [`MAX_PRIORITY`] in turn.
+fn prioritize(m: &mut Message, i: usize) {
+    let p = (i % usize::from(MAX_PRIORITY)) as u8 + 1;
+    dq::SendOptions::default()
+        .broker_priority(p)
+        .apply_to_message(m);
+}
+
 fn count_arg(args: &[String]) -> Res<(usize, String, Option<u64>)> {
     let n = args.get(1).ok_or("missing N")?.parse()?;
     let actor = args.get(2).ok_or("missing ACTOR")?.clone();
@@ -93,13 +109,18 @@ async fn run(args: &[String]) -> Res<()> {
     let url = env(dq_bench::URL_ENV, "redis://127.0.0.1:6379");
     let queue = env(dq_bench::QUEUE_ENV, "dq-bench");
     match args.first().map(String::as_str) {
-        Some("send") => {
+        Some(mode @ ("send" | "send-prioritized")) => {
             let (n, actor, arg) = count_arg(args)?;
-            let app = app(&url).await?;
+            let prioritized = mode == "send-prioritized";
+            let app = app_with(&url, true, prioritized.then_some(MAX_PRIORITY)).await?;
             app.broker().declare_queue(&queue).await?;
             let start = Instant::now();
-            for _ in 0..n {
-                app.enqueue(message(&queue, &actor, arg)?, None).await?;
+            for i in 0..n {
+                let mut m = message(&queue, &actor, arg)?;
+                if prioritized {
+                    prioritize(&mut m, i);
+                }
+                app.enqueue(m, None).await?;
             }
             report(n, start.elapsed());
             app.close().await?;
@@ -130,16 +151,28 @@ async fn run(args: &[String]) -> Res<()> {
             }
             app.close().await?;
         }
-        Some(mode @ ("batch" | "batch-unconfirmed")) => {
+        Some(mode @ ("batch" | "batch-unconfirmed" | "batch-prioritized")) => {
             let (n, actor, arg) = count_arg(args)?;
-            let app = app_with(&url, mode == "batch").await?;
+            let prioritized = mode == "batch-prioritized";
+            let app = app_with(
+                &url,
+                mode != "batch-unconfirmed",
+                prioritized.then_some(MAX_PRIORITY),
+            )
+            .await?;
             app.broker().declare_queue(&queue).await?;
             let start = Instant::now();
             let mut left = n;
             while left > 0 {
                 let k = left.min(BATCH);
                 let batch = (0..k)
-                    .map(|_| message(&queue, &actor, arg))
+                    .map(|i| {
+                        let mut m = message(&queue, &actor, arg)?;
+                        if prioritized {
+                            prioritize(&mut m, i);
+                        }
+                        Ok(m)
+                    })
                     .collect::<Res<Vec<_>>>()?;
                 app.enqueue_many(batch).await?;
                 left -= k;
@@ -177,7 +210,7 @@ async fn run(args: &[String]) -> Res<()> {
         }
         _ => {
             return Err(
-                "usage: dq-bench-producer send|batch|batch-unconfirmed|latency|cleanup|ceiling ..."
+                "usage: dq-bench-producer send|batch|batch-unconfirmed|send-prioritized|batch-prioritized|latency|cleanup|ceiling ..."
                     .into(),
             )
         }

@@ -220,6 +220,7 @@ fn main() {
                     60_000,
                 )))
                 .maintenance_chance(env_u64("DQ_INTEROP_MAINTENANCE", 1_000) as u32)
+                .max_priority(env("DQ_INTEROP_MAX_PRIORITY").and_then(|p| p.parse().ok()))
                 .build()
         });
     } else {
