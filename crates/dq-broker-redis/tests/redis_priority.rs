@@ -374,3 +374,36 @@ async fn max_priority_zero_is_refused() {
         "{e:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unique_send_keeps_its_priority() {
+    use dq_core::{SendOutcome, UniqueLock, UniqueMode, UniqueUntil};
+    let ns = Ns::new();
+    let broker = prioritized(&ns, 10).await;
+    send(&broker, "default", &[("plain", None), ("p3", Some(3))]).await;
+    let lock = UniqueLock {
+        key: "only-one".into(),
+        mode: UniqueMode::Unique,
+        until: UniqueUntil::Finished,
+        ttl: Duration::from_secs(60),
+    };
+    let outcome = broker
+        .enqueue_unique(&lock, &mut tagged("default", "unique-p9", Some(9)))
+        .await
+        .unwrap();
+    assert_eq!(outcome, SendOutcome::Enqueued);
+    // The same key again is refused, and does not land anywhere.
+    let again = broker
+        .enqueue_unique(&lock, &mut tagged("default", "unique-again", Some(9)))
+        .await
+        .unwrap();
+    assert!(matches!(again, SendOutcome::Duplicate { .. }), "{again:?}");
+    let stats = broker.stats("default").await.unwrap();
+    assert_eq!((stats.ready, stats.prioritized), (3, 2));
+    let mut consumer = broker.consume("default", 3).await.unwrap();
+    let got = fetch_n(&mut consumer, 3).await;
+    assert_eq!(tags(&got), ["unique-p9", "p3", "plain"]);
+    let tokens: Vec<_> = got.iter().map(|d| d.token.clone()).collect();
+    consumer.acker().ack(&tokens).await.unwrap();
+    consumer.close().await.unwrap();
+}
