@@ -478,6 +478,27 @@ async fn heartbeat(inner: Weak<Inner>, every: Duration) {
 }
 
 impl Inner {
+    /// `HMGET hash ids…` on `lane`: one body (or none, when it is gone) per id, in order.
+    async fn bodies<I: redis::ToRedisArgs>(
+        &self,
+        lane: usize,
+        hash: String,
+        ids: &[I],
+        context: &str,
+    ) -> Result<Vec<Option<Vec<u8>>>, BrokerError> {
+        let mut get = redis::cmd("HMGET");
+        get.arg(hash).arg(ids);
+        let bodies: Vec<Option<Vec<u8>>> = self
+            .lanes
+            .query(lane, &get)
+            .await
+            .map_err(|e| broker_error(e, context))?;
+        if bodies.len() != ids.len() {
+            return Err(unexpected_reply(context));
+        }
+        Ok(bodies)
+    }
+
     pub(crate) fn key(&self, name: &str) -> String {
         let mut k = String::with_capacity(self.namespace.len() + 1 + name.len());
         k.push_str(&self.namespace);
@@ -864,20 +885,11 @@ impl Broker for RedisBroker {
         if scored.is_empty() {
             return Ok(Vec::new());
         }
-        let mut get = redis::cmd("HMGET");
-        get.arg(format!("{xq}.msgs"));
-        for (id, _) in &scored {
-            get.arg(id);
-        }
-        let bodies: Vec<Option<Vec<u8>>> = self
+        let ids: Vec<&str> = scored.iter().map(|(id, _)| id.as_str()).collect();
+        let bodies = self
             .inner
-            .lanes
-            .query(lane, &get)
-            .await
-            .map_err(|e| broker_error(e, context()))?;
-        if bodies.len() != scored.len() {
-            return Err(unexpected_reply(&context()));
-        }
+            .bodies(lane, format!("{xq}.msgs"), &ids, &context())
+            .await?;
         Ok(scored
             .into_iter()
             .zip(bodies)
@@ -997,17 +1009,7 @@ impl Broker for RedisBroker {
             MessageState::DeadLettered => self.inner.key(&format!("{q}.XQ.msgs")),
             _ => self.inner.key(&format!("{q}.msgs")),
         };
-        let mut get = redis::cmd("HMGET");
-        get.arg(hash).arg(&ids);
-        let bodies: Vec<Option<Vec<u8>>> = self
-            .inner
-            .lanes
-            .query(lane, &get)
-            .await
-            .map_err(|e| broker_error(e, context()))?;
-        if bodies.len() != ids.len() {
-            return Err(unexpected_reply(&context()));
-        }
+        let bodies = self.inner.bodies(lane, hash, &ids, &context()).await?;
         Ok(ids
             .into_iter()
             .zip(at)
