@@ -478,6 +478,36 @@ async fn heartbeat(inner: Weak<Inner>, every: Duration) {
 }
 
 impl Inner {
+    /// Every key matching `pattern`, through `SCAN` (never `KEYS`, which blocks Redis on a
+    /// large keyspace), handed to `each` a page at a time.
+    pub(crate) async fn scan_keys(
+        &self,
+        pattern: &str,
+        context: &str,
+        mut each: impl FnMut(Vec<String>),
+    ) -> Result<(), BrokerError> {
+        let lane = self.lanes.pick();
+        let mut cursor: u64 = 0;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1_000);
+            let (next, keys): (u64, Vec<String>) = self
+                .lanes
+                .query(lane, &scan)
+                .await
+                .map_err(|e| broker_error(e, context))?;
+            each(keys);
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+
     /// `HMGET hash ids…` on `lane`: one body (or none, when it is gone) per id, in order.
     async fn bodies<I: redis::ToRedisArgs>(
         &self,
@@ -1032,46 +1062,30 @@ impl Broker for RedisBroker {
         // messages are all in flight still has its `.msgs` hash.
         let ns = &self.inner.namespace;
         let pattern = format!("{}:*", glob_escape(ns));
-        let lane = self.inner.lanes.pick();
         let mut names = std::collections::BTreeSet::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let mut scan = redis::cmd("SCAN");
-            scan.arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1_000);
-            let (next, keys): (u64, Vec<String>) = self
-                .inner
-                .lanes
-                .query(lane, &scan)
-                .await
-                .map_err(|e| broker_error(e, "list queues"))?;
-            for key in &keys {
-                let Some(name) = key
-                    .strip_prefix(ns.as_str())
-                    .and_then(|k| k.strip_prefix(':'))
-                else {
-                    continue;
-                };
-                // Dramatiq's bookkeeping, and dq's own (the worker registry, `__dq_workers__`).
-                if name.starts_with("__acks__.")
-                    || name == "__heartbeats__"
-                    || name.starts_with("__dq_")
-                {
-                    continue;
+        self.inner
+            .scan_keys(&pattern, "list queues", |keys| {
+                for key in &keys {
+                    let Some(name) = key
+                        .strip_prefix(ns.as_str())
+                        .and_then(|k| k.strip_prefix(':'))
+                    else {
+                        continue;
+                    };
+                    // Dramatiq's bookkeeping, and dq's own (the worker registry, `__dq_workers__`).
+                    if name.starts_with("__acks__.")
+                        || name == "__heartbeats__"
+                        || name.starts_with("__dq_")
+                    {
+                        continue;
+                    }
+                    let q = base_queue_name(name.strip_suffix(".msgs").unwrap_or(name));
+                    if is_valid_queue_name(q) {
+                        names.insert(q.to_owned());
+                    }
                 }
-                let q = base_queue_name(name.strip_suffix(".msgs").unwrap_or(name));
-                if is_valid_queue_name(q) {
-                    names.insert(q.to_owned());
-                }
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+            })
+            .await?;
         Ok(names.into_iter().collect())
     }
 

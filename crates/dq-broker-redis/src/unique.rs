@@ -112,27 +112,13 @@ impl Inner {
             glob_escape(&self.namespace),
             glob_escape(queue)
         );
-        let lane = self.lanes.pick();
         let mut count = 0u64;
-        let mut cursor: u64 = 0;
-        loop {
-            let mut scan = redis::cmd("SCAN");
-            scan.arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1_000);
-            let (next, keys): (u64, Vec<String>) = self
-                .lanes
-                .query(lane, &scan)
-                .await
-                .map_err(|e| broker_error(e, format!("counting unique locks of {queue}")))?;
-            count += keys.len() as u64;
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+        self.scan_keys(
+            &pattern,
+            &format!("counting unique locks of {queue}"),
+            |keys| count += keys.len() as u64,
+        )
+        .await?;
         Ok(count)
     }
 }
