@@ -329,9 +329,9 @@ mod tests {
         let problems = check_tree(&set(&["cli"]), &tree).join("\n");
         assert!(problems.contains("does not build dq-cli"), "{problems}");
         let mut f = features();
-        f.insert("dashboard".to_owned(), vec!["dep:dq-dashboard".to_owned()]);
+        f.insert("webhooks".to_owned(), vec!["dep:dq-webhooks".to_owned()]);
         let untabled = untabled(&f).join("\n");
-        assert!(untabled.contains("feature dashboard"), "{untabled}");
+        assert!(untabled.contains("feature webhooks"), "{untabled}");
         assert!(!untabled.contains("feature full"), "{untabled}");
     }
 }
