@@ -7,7 +7,9 @@
 //! need both.
 //!
 //! The dashboard's browser test also needs Debian's `chromium` and `chromium-driver`: they are
-//! installed the same way when missing, and their absence fails the step like a service's.
+//! installed the same way when missing, and their absence fails the step like a service's. So
+//! does RabbitMQ's management API (the `rabbitmq_management` plugin, enabled when it does not
+//! answer), which the dashboard's RabbitMQ test reads rates and consumers from.
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
@@ -84,6 +86,13 @@ pub(crate) fn run(ctx: &Ctx) -> Result<()> {
     for service in [&REDIS, &RABBITMQ] {
         if let Err(e) = ensure(ctx, service, &apt_updated) {
             failures.push(format!("{}: {e:#}", service.name));
+        }
+    }
+    if failures.is_empty() {
+        if let Err(e) = ensure_management() {
+            failures.push(format!(
+                "RabbitMQ's management API (for the dashboard's rates and consumers): {e:#}"
+            ));
         }
     }
     if let Err(e) = ensure_browser(&apt_updated) {
@@ -180,6 +189,39 @@ fn wait_ready(s: &Service, addr: &str) -> Result<()> {
             Err(_) => std::thread::sleep(Duration::from_millis(250)),
         }
     }
+}
+
+/// RabbitMQ's management API on 127.0.0.1:15672, which the dashboard reads rates and consumers
+/// from when its URL is given: the plugin ships with the server and is enabled when it does not
+/// answer (a server named by `DQ_AMQP_URL` is the user's to configure).
+fn ensure_management() -> Result<()> {
+    if std::env::var_os("DQ_AMQP_URL").is_some() {
+        return Ok(());
+    }
+    let addr = "127.0.0.1:15672";
+    let answers = || {
+        addr.parse()
+            .ok()
+            .and_then(|a| std::net::TcpStream::connect_timeout(&a, PROBE_TIMEOUT).ok())
+            .is_some()
+    };
+    if answers() {
+        return Ok(());
+    }
+    let Some(plugins) = cmd::find_program("rabbitmq-plugins") else {
+        bail!("not answering at {addr}, and there is no rabbitmq-plugins to enable it with");
+    };
+    println!("enabling rabbitmq_management");
+    cmd::run(Command::new(plugins).args(["enable", "rabbitmq_management"]))?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !answers() {
+        if Instant::now() >= deadline {
+            bail!("rabbitmq_management is enabled, but nothing answers at {addr} within 60s");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    println!("RabbitMQ's management API is up at {addr}");
+    Ok(())
 }
 
 /// Headless Chromium and its WebDriver server, which dq-dashboard's browser test drives.

@@ -128,3 +128,69 @@ async fn rabbitmq_counts_and_dead_letters_and_says_what_it_cannot_show() {
     assert_eq!((s.ready, s.dead), (3, 0), "{s:?}");
     broker.close().await.unwrap();
 }
+
+/// With RabbitMQ's management API (the test command enables the plugin on the local server), the
+/// dashboard finds a queue no one named and shows its consumers and rates from the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_management_api_lists_queues_and_shows_consumers() {
+    let url = dq_test::require_amqp();
+    let management = std::env::var(dq_dashboard::MANAGEMENT_URL_ENV)
+        .unwrap_or_else(|_| "http://guest:guest@127.0.0.1:15672".to_owned());
+    let q = Queue {
+        url: url.clone(),
+        name: dq_test::unique_name("dash-mgmt").replace('-', "_"),
+    };
+    let broker = AmqpBroker::builder().url(&url).build().await.unwrap();
+    broker.declare_queue(&q.name).await.unwrap();
+    for n in 0..5 {
+        let mut m = Message::new(&q.name, "work", &(n,), &()).unwrap();
+        broker.enqueue(&mut m).await.unwrap();
+    }
+    // A consumer on its own connection, so the API counts one; it takes one message and holds it.
+    let consuming = AmqpBroker::builder().url(&url).build().await.unwrap();
+    let mut c = consuming.consume(&q.name, 1).await.unwrap();
+    let mut held = Vec::new();
+    while held.is_empty() {
+        held.extend(c.fetch(Duration::from_millis(200)).await.unwrap());
+    }
+
+    let r = Dashboard::new(Arc::new(broker.clone()))
+        .management(&management, "/")
+        .build()
+        .unwrap();
+    let row = |o: &serde_json::Value| {
+        o["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|row| row["name"] == q.name.as_str())
+            .cloned()
+    };
+    // The API's statistics lag a few seconds behind the broker.
+    let shown = dq_test::wait_until_async(Duration::from_secs(30), || async {
+        let o = get(&r, "/api/queues").await.json();
+        row(&o).is_some_and(|row| row["management"]["consumers"] == 1)
+    })
+    .await;
+    let o = get(&r, "/api/queues").await.json();
+    assert!(shown, "{o}");
+    let row = row(&o).unwrap();
+    assert_eq!(row["ready"], 4, "{row}");
+    let m = &row["management"];
+    for rate in ["publish_per_s", "deliver_per_s", "ack_per_s"] {
+        assert!(m[rate].as_f64().is_some_and(|r| r >= 0.0), "{m}");
+    }
+    // Named by nobody, found through the API: the page does not say the queues are unlisted.
+    assert!(
+        !o["limits"].to_string().contains("cannot list its queues"),
+        "{o}"
+    );
+    let html = get(&r, "/").await.text;
+    assert!(html.contains(&q.name), "the overview lists {}", q.name);
+
+    let tokens: Vec<_> = held.iter().map(|d| d.token.clone()).collect();
+    c.acker().ack(&tokens).await.unwrap();
+    c.close().await.unwrap();
+    consuming.close().await.unwrap();
+    broker.close().await.unwrap();
+}
