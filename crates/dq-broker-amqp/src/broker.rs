@@ -96,8 +96,10 @@ impl fmt::Debug for AmqpBrokerBuilder {
 
 impl AmqpBrokerBuilder {
     /// A builder with the URL of the environment: `DQ_AMQP_URL` (default
-    /// `amqp://guest:guest@127.0.0.1:5672/%2f`), the variable the worker command reads too.
-    /// Other settings are the defaults; set them on the builder.
+    /// `amqp://guest:guest@127.0.0.1:5672/%2f`), the variable the worker command reads too, and
+    /// `x-max-priority` from `DQ_MAX_PRIORITY` (none when unset; not a number from 1 to 255 is an
+    /// [`AmqpBrokerError::InvalidConfig`]). Other settings are the defaults; set them on the
+    /// builder.
     ///
     /// The URL is checked here (not connected to): one that does not parse is an
     /// [`AmqpBrokerError::InvalidUrl`] naming the variable, never showing the password.
@@ -119,7 +121,12 @@ impl AmqpBrokerBuilder {
             },
             other => other,
         })?;
-        Ok(AmqpBrokerBuilder::default().url(url))
+        let max_priority =
+            dq_core::env::max_priority(std::env::var(dq_core::env::MAX_PRIORITY).ok().as_deref())
+                .map_err(|e| AmqpBrokerError::InvalidConfig(e.to_string()))?;
+        Ok(AmqpBrokerBuilder::default()
+            .url(url)
+            .max_priority(max_priority))
     }
 
     /// The broker URL: `amqp://user:password@host:port/vhost` or `amqps://...`, with the vhost

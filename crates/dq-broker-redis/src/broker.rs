@@ -400,17 +400,8 @@ impl RedisBrokerBuilder {
 fn max_priority_from_env(
     var: impl Fn(&str) -> Option<String>,
 ) -> Result<Option<u8>, RedisBrokerError> {
-    let name = dq_core::env::MAX_PRIORITY;
-    match var(name).map(|v| v.trim().to_owned()) {
-        None => Ok(None),
-        Some(v) if v.is_empty() => Ok(None),
-        Some(v) => match v.parse::<u8>() {
-            Ok(p) if p >= 1 => Ok(Some(p)),
-            _ => Err(RedisBrokerError::InvalidConfig(format!(
-                "{name} must be a number from 1 to 255, not {v:?}"
-            ))),
-        },
-    }
+    dq_core::env::max_priority(var(dq_core::env::MAX_PRIORITY).as_deref())
+        .map_err(|e| RedisBrokerError::InvalidConfig(e.to_string()))
 }
 
 fn env_max_stack() -> Option<usize> {

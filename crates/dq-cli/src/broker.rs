@@ -81,6 +81,8 @@ pub(crate) async fn connect(
     // Space around a URL is a copy-and-paste accident; inside it, it would split the line that
     // shows the URL, and a URL encodes it anyway.
     let url = url.trim();
+    // Its own variable, so its error is not prefixed with the URL's.
+    let max_priority = max_priority()?;
     let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
     let result = match scheme.as_deref() {
         Some(_) if url.chars().any(|c| c.is_whitespace() || c.is_control()) => {
@@ -89,8 +91,10 @@ pub(crate) async fn connect(
                 redact_url(&url.escape_debug().to_string())
             )))
         }
-        Some("redis" | "rediss" | "redis+unix" | "unix") => connect_redis(url, namespace).await,
-        Some("amqp" | "amqps") => connect_amqp(url).await,
+        Some("redis" | "rediss" | "redis+unix" | "unix") => {
+            connect_redis(url, namespace, max_priority).await
+        }
+        Some("amqp" | "amqps") => connect_amqp(url, max_priority).await,
         // Shown only when it has a scheme: a string without one may be a bare password.
         Some(_) => Err(Error::BrokerSettings(format!(
             "unsupported broker url {}: {EXPECTED_SCHEMES}",
@@ -131,25 +135,20 @@ fn tls_ca() -> Result<Option<Vec<u8>>, Error> {
 /// Env `DQ_MAX_PRIORITY`, if set: the highest `broker_priority`, with one meaning on both
 /// brokers (RabbitMQ's `x-max-priority`; on Redis, broker priority through dq's priority set).
 /// Anything but a number from 1 to 255 is a settings error (exit code 2).
-#[cfg_attr(not(any(feature = "redis", feature = "amqp")), allow(dead_code))]
 fn max_priority() -> Result<Option<u8>, Error> {
-    let var = dq_core::env::MAX_PRIORITY;
-    let Some(value) = std::env::var(var).ok().filter(|v| !v.trim().is_empty()) else {
-        return Ok(None);
-    };
-    match value.trim().parse::<u8>() {
-        Ok(p) if p >= 1 => Ok(Some(p)),
-        _ => Err(Error::BrokerSettings(format!(
-            "{var}: expected a number from 1 to 255, not {value:?}"
-        ))),
-    }
+    let value = std::env::var(dq_core::env::MAX_PRIORITY).ok();
+    dq_core::env::max_priority(value.as_deref()).map_err(|e| Error::BrokerSettings(e.to_string()))
 }
 
 #[cfg(feature = "redis")]
-async fn connect_redis(url: &str, namespace: Option<&str>) -> Result<Arc<dyn Broker>, Error> {
+async fn connect_redis(
+    url: &str,
+    namespace: Option<&str>,
+    max_priority: Option<u8>,
+) -> Result<Arc<dyn Broker>, Error> {
     let mut builder = dq_broker_redis::RedisBroker::builder()
         .url(url)
-        .max_priority(max_priority()?);
+        .max_priority(max_priority);
     if let Some(ns) = namespace {
         builder = builder.namespace(ns);
     }
@@ -167,7 +166,11 @@ async fn connect_redis(url: &str, namespace: Option<&str>) -> Result<Arc<dyn Bro
 }
 
 #[cfg(not(feature = "redis"))]
-async fn connect_redis(url: &str, _namespace: Option<&str>) -> Result<Arc<dyn Broker>, Error> {
+async fn connect_redis(
+    url: &str,
+    _namespace: Option<&str>,
+    _max_priority: Option<u8>,
+) -> Result<Arc<dyn Broker>, Error> {
     Err(Error::BrokerSettings(format!(
         "{} is a Redis url, but this binary was built without dq-cli's `redis` feature",
         redact_url(url)
@@ -175,10 +178,10 @@ async fn connect_redis(url: &str, _namespace: Option<&str>) -> Result<Arc<dyn Br
 }
 
 #[cfg(feature = "amqp")]
-async fn connect_amqp(url: &str) -> Result<Arc<dyn Broker>, Error> {
+async fn connect_amqp(url: &str, max_priority: Option<u8>) -> Result<Arc<dyn Broker>, Error> {
     let mut builder = dq_broker_amqp::AmqpBroker::builder()
         .url(url)
-        .max_priority(max_priority()?);
+        .max_priority(max_priority);
     if let Some(ca) = tls_ca()? {
         builder = builder.tls_root_certificate(ca);
     }
@@ -193,7 +196,7 @@ async fn connect_amqp(url: &str) -> Result<Arc<dyn Broker>, Error> {
 }
 
 #[cfg(not(feature = "amqp"))]
-async fn connect_amqp(url: &str) -> Result<Arc<dyn Broker>, Error> {
+async fn connect_amqp(url: &str, _max_priority: Option<u8>) -> Result<Arc<dyn Broker>, Error> {
     Err(Error::BrokerSettings(format!(
         "{} is a RabbitMQ url, but this binary was built without dq-cli's `amqp` feature",
         redact_url(url)

@@ -396,6 +396,21 @@ fn env_cases() -> Vec<Case> {
             .env("DQ_REDIS_URL", " ")
             .env("DQ_AMQP_URL", "nope"),
         case(none, 2, "DQ_AMQP_URL: invalid amqp url").env("DQ_AMQP_URL", "amqp://:abc"),
+        // A settings error before any connection, on either broker.
+        case(
+            none,
+            2,
+            "DQ_MAX_PRIORITY must be a number from 1 to 255, not \"0\"",
+        )
+        .env("DQ_REDIS_URL", "redis://127.0.0.1:1")
+        .env("DQ_MAX_PRIORITY", "0"),
+        case(
+            none,
+            2,
+            "DQ_MAX_PRIORITY must be a number from 1 to 255, not \"high\"",
+        )
+        .env("DQ_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f")
+        .env("DQ_MAX_PRIORITY", "high"),
         // Not UTF-8: an error naming the variable, not the default broker.
         case(none, 2, "DQ_REDIS_URL: invalid redis url").env_os(
             "DQ_REDIS_URL",

@@ -12,7 +12,7 @@
 //! | [`REDIS_NAMESPACE`] | `dramatiq` | the Redis broker's `from_env`, the worker command (`--namespace`) |
 //! | [`RESULTS_NAMESPACE`] | `dramatiq-results` | the Redis result backend's `from_env` |
 //! | [`AMQP_URL`] | `amqp://guest:guest@127.0.0.1:5672/%2f` | the RabbitMQ broker, the worker command |
-//! | [`MAX_PRIORITY`] | none (no broker priority) | the Redis broker's `from_env`, the worker command and the admin tool (both brokers) |
+//! | [`MAX_PRIORITY`] | none (no broker priority) | both brokers' `from_env`, the worker command and the admin tool ([`max_priority`] reads it) |
 //! | [`TLS_CA_FILE`] | none (the system's roots) | the worker command and the admin tool, for `rediss://` and `amqps://` brokers |
 //!
 //! A variable set to an empty value counts as unset.
@@ -39,7 +39,39 @@ pub const AMQP_URL: &str = "DQ_AMQP_URL";
 /// (`tls_root_certificate`).
 pub const TLS_CA_FILE: &str = "DQ_TLS_CA_FILE";
 
-/// The highest `broker_priority` (1..=255): the Redis broker's `from_env` turns broker priority
+/// The highest `broker_priority` (1..=255): both brokers' `from_env` turn broker priority
 /// on with it, and the worker command gives it to either broker (RabbitMQ's `x-max-priority`).
 /// Unset, messages are FIFO whatever their `broker_priority`.
 pub const MAX_PRIORITY: &str = "DQ_MAX_PRIORITY";
+
+/// A [`MAX_PRIORITY`] value that is not a number from 1 to 255.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{MAX_PRIORITY} must be a number from 1 to 255, not {value:?}")]
+pub struct InvalidMaxPriority {
+    /// The value as it was set.
+    pub value: String,
+}
+
+/// Reads a [`MAX_PRIORITY`] value, as every reader of the variable does: unset or empty is no
+/// broker priority, 1 to 255 (surrounding spaces allowed) is the maximum, anything else an error.
+///
+/// ```
+/// use dq_core::env::max_priority;
+///
+/// assert_eq!(max_priority(None), Ok(None));
+/// assert_eq!(max_priority(Some(" ")), Ok(None));
+/// assert_eq!(max_priority(Some("10")), Ok(Some(10)));
+/// assert!(max_priority(Some("0")).is_err());
+/// assert!(max_priority(Some("256")).is_err());
+/// ```
+pub fn max_priority(value: Option<&str>) -> Result<Option<u8>, InvalidMaxPriority> {
+    let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    match v.parse::<u8>() {
+        Ok(p) if p >= 1 => Ok(Some(p)),
+        _ => Err(InvalidMaxPriority {
+            value: v.to_owned(),
+        }),
+    }
+}
